@@ -1,0 +1,60 @@
+"""The engine boundary: the one protocol the pipeline sees of a backend.
+
+Backends (onnxruntime, torch, sophon.sail) live in their own modules and are the only
+modules that import their runtime. The pipeline hands an engine float32 NCHW batches
+in the model's input range and gets float32 NCHW batches back, ``scale`` times larger.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["Engine", "Shape"]
+
+# NCHW; None marks a dynamic axis (any batch, or any height/width).
+Shape = tuple[int | None, int, int | None, int | None]
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """A loaded model that upscales batches.
+
+    An engine instance belongs to one worker: ``run`` is never called concurrently on
+    the same instance, and it may block (the pipeline calls it in a worker thread).
+    """
+
+    @property
+    def input_shapes(self) -> tuple[Shape, ...]:
+        """The NCHW input shapes the engine accepts, most preferred first.
+
+        A static model holds one or more exact shapes (a combined bmodel may hold
+        several); a dynamic one uses None for the free axes.
+        """
+        ...
+
+    @property
+    def scale(self) -> int:
+        """Output height and width over input height and width."""
+        ...
+
+    def run(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
+        """Upscale one batch.
+
+        Args:
+            batch: float32 NCHW, C-contiguous, matching one of ``input_shapes``.
+
+        Returns:
+            float32 array of shape (N, C_out, H * scale, W * scale).
+
+        Raises:
+            ShapeMismatchError: the batch matches none of ``input_shapes``.
+            EngineError: the backend failed.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release the backend's resources; the engine is unusable afterwards."""
+        ...
