@@ -1,0 +1,31 @@
+"""Engine factories. Backends are imported lazily, so ``--backend onnx`` never imports
+torch and a machine without ``sophon`` can still run everything else."""
+
+from __future__ import annotations
+
+from batchsr.config import ModelConfig
+from batchsr.engines.base import Engine, Shape
+from batchsr.errors import ModelError
+from batchsr.resolve import ResolvedModel
+
+__all__ = ["Engine", "Shape", "open_engine"]
+
+
+def open_engine(model: ResolvedModel, cfg: ModelConfig) -> Engine:
+    """Create a new engine instance for ``model`` (one per infer worker).
+
+    Raises:
+        EngineUnavailableError: the backend's runtime is not installed.
+        EngineError: the runtime could not load the artifact.
+    """
+    if model.format == "onnx":
+        from batchsr.engines.onnx import OnnxEngine
+
+        return OnnxEngine(model.path, device=cfg.device, threads=cfg.threads, scale=model.scale)
+    if model.format == "torchscript":
+        from batchsr.engines.torch import TorchEngine
+
+        return TorchEngine.from_torchscript(
+            model.path, scale=model.scale, device=cfg.device, threads=cfg.threads
+        )
+    raise ModelError(f"{model.path}: the {model.format!r} format has no engine on this machine yet")

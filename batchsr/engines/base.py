@@ -12,7 +12,9 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["Engine", "Shape"]
+from batchsr.errors import ShapeMismatchError
+
+__all__ = ["Engine", "Shape", "check_batch", "shape_matches"]
 
 # NCHW; None marks a dynamic axis (any batch, or any height/width).
 Shape = tuple[int | None, int, int | None, int | None]
@@ -58,3 +60,19 @@ class Engine(Protocol):
     def close(self) -> None:
         """Release the backend's resources; the engine is unusable afterwards."""
         ...
+
+
+def shape_matches(shape: tuple[int, ...], accepted: Shape) -> bool:
+    """True if a concrete NCHW ``shape`` fits ``accepted`` (None matches anything)."""
+    return len(shape) == 4 and all(
+        a is None or a == s for s, a in zip(shape, accepted, strict=True)
+    )
+
+
+def check_batch(batch: NDArray[np.float32], accepted: tuple[Shape, ...]) -> None:
+    """Raise :class:`ShapeMismatchError` unless ``batch`` fits one of ``accepted``."""
+    if batch.dtype != np.float32 or not any(shape_matches(batch.shape, a) for a in accepted):
+        raise ShapeMismatchError(
+            f"batch {batch.dtype}{list(batch.shape)} fits none of the engine's input "
+            f"shapes {[list(a) for a in accepted]} (None = any)"
+        )

@@ -1,0 +1,97 @@
+"""onnxruntime backend (CPU, or CUDA where the CUDA provider is present)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from batchsr.engines.base import Shape, check_batch
+from batchsr.errors import EngineError, EngineUnavailableError
+
+try:
+    import onnxruntime as ort
+except ImportError as err:  # pragma: no cover - onnxruntime is a core requirement
+    raise EngineUnavailableError(
+        "onnxruntime is not installed; run `pip install -r requirements.txt`"
+    ) from err
+
+__all__ = ["OnnxEngine"]
+
+
+class OnnxEngine:
+    """An onnxruntime session over one ``.onnx`` file.
+
+    Args:
+        path: the model file: one float32 NCHW input, one float32 NCHW output.
+        device: ``cpu``, or ``cuda`` to prefer the CUDA provider when it is available.
+        threads: intra-op threads; 0 leaves onnxruntime's default (one per core).
+        scale: the upscale factor if known (from the manifest); otherwise it is read
+            from static shapes or measured with one small probe run.
+    """
+
+    def __init__(
+        self, path: Path, *, device: str = "cpu", threads: int = 0, scale: int | None = None
+    ) -> None:
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            # The pipeline overlaps engines with other stages: spinning idle threads
+            # would steal cores from decode, save and NIQE.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        providers = ["CPUExecutionProvider"]
+        if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        try:
+            self._session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as err:  # onnxruntime raises its own untyped errors
+            raise EngineError(f"onnxruntime cannot load {path}: {err}") from err
+        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise EngineError(
+                f"{path}: expected one input and one output, found {len(inputs)} and {len(outputs)}"
+            )
+        self._input_name = inputs[0].name
+        self._shape = _shape_of(inputs[0].shape, path)
+        self.providers = tuple(self._session.get_providers())
+        self._scale = scale or _static_scale(inputs[0].shape, outputs[0].shape) or self._probe()
+
+    @property
+    def input_shapes(self) -> tuple[Shape, ...]:
+        return (self._shape,)
+
+    @property
+    def scale(self) -> int:
+        return self._scale
+
+    def run(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
+        check_batch(batch, self.input_shapes)
+        try:
+            (out,) = self._session.run(None, {self._input_name: batch})
+        except Exception as err:
+            raise EngineError(f"onnxruntime failed on a batch of {batch.shape}: {err}") from err
+        return np.asarray(out, dtype=np.float32)
+
+    def close(self) -> None:
+        del self._session
+
+    def _probe(self) -> int:
+        n, c, h, w = self._shape
+        probe = np.zeros((n or 1, c, h or 16, w or 16), dtype=np.float32)
+        (out,) = self._session.run(None, {self._input_name: probe})
+        return int(out.shape[2] // probe.shape[2])
+
+
+def _shape_of(dims: list[object], path: Path) -> Shape:
+    if len(dims) != 4 or not isinstance(dims[1], int):
+        raise EngineError(f"{path}: input shape {dims} is not NCHW with a fixed channel count")
+    n, c, h, w = (d if isinstance(d, int) and d > 0 else None for d in dims)
+    assert c is not None
+    return (n, c, h, w)
+
+
+def _static_scale(inp: list[object], out: list[object]) -> int | None:
+    if isinstance(inp[2], int) and isinstance(out[2], int) and inp[2] > 0:
+        return out[2] // inp[2]
+    return None

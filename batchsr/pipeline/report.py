@@ -1,0 +1,177 @@
+"""Report stage: the contest's ``report.json`` and the run's summary figures.
+
+The contest format (CCF BDCI 2023 official demo) is
+``{"A": [{"model_size", "time_all", "runtime_avg", "niqe_avg", "images": [...]}]}``
+with runtime and NIQE as strings of 4 decimals. Rows are in input order whatever
+order images finished in. A failed image keeps its row, with ``null`` in place of the
+missing numbers and an ``error`` field saying why.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from batchsr.errors import ReportError
+from batchsr.pipeline.stage import Meter
+from batchsr.records import Failed, Scored
+
+__all__ = [
+    "Progress",
+    "RunSummary",
+    "build_report",
+    "contest_score",
+    "run_report",
+    "summarize",
+    "write_report",
+]
+
+Row = Scored | Failed
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A snapshot for progress displays."""
+
+    done: int
+    total: int
+    errors: int
+    elapsed_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """The run's figures. None where a figure is undefined (no image scored, ...).
+
+    Attributes:
+        images: images in the run; ``ok`` produced an SR image, ``failed`` did not.
+        scored: images with a NIQE; ``unscored`` have an output but no NIQE.
+        wall_s: the run's wall time, first decode to last report row.
+        runtime_avg_s: mean contest runtime (tiling start to stitched image).
+        images_per_s: ``ok / wall_s``.
+        score_contest: the contest's score, sqrt(7 - niqe_avg) / runtime_avg * 200.
+        score_amortized: the same with wall / ok in place of runtime_avg: what a
+            pipeline that overlaps images delivers.
+    """
+
+    images: int
+    ok: int
+    failed: int
+    scored: int
+    unscored: int
+    wall_s: float
+    runtime_avg_s: float | None
+    niqe_avg: float | None
+    images_per_s: float
+    score_contest: float | None
+    score_amortized: float | None
+
+
+def contest_score(niqe_avg: float | None, runtime_avg_s: float | None) -> float | None:
+    """sqrt(7 - niqe_avg) / runtime_avg * 200, or None where undefined."""
+    if niqe_avg is None or runtime_avg_s is None or runtime_avg_s <= 0 or niqe_avg >= 7:
+        return None
+    return math.sqrt(7.0 - niqe_avg) / runtime_avg_s * 200.0
+
+
+def summarize(rows: Sequence[Row], *, wall_s: float) -> RunSummary:
+    ok = [r for r in rows if isinstance(r, Scored)]
+    scored = [r.niqe for r in ok if r.niqe is not None]
+    runtime_avg = sum(r.runtime_s for r in ok) / len(ok) if ok else None
+    niqe_avg = sum(scored) / len(scored) if scored else None
+    amortized = wall_s / len(ok) if ok else None
+    return RunSummary(
+        images=len(rows),
+        ok=len(ok),
+        failed=len(rows) - len(ok),
+        scored=len(scored),
+        unscored=len(ok) - len(scored),
+        wall_s=wall_s,
+        runtime_avg_s=runtime_avg,
+        niqe_avg=niqe_avg,
+        images_per_s=len(ok) / wall_s if wall_s > 0 else 0.0,
+        score_contest=contest_score(niqe_avg, runtime_avg),
+        score_amortized=contest_score(niqe_avg, amortized),
+    )
+
+
+def _fmt(value: float | None) -> str | None:
+    return None if value is None else f"{value:.4f}"
+
+
+def _row(row: Row) -> dict[str, Any]:
+    if isinstance(row, Failed):
+        return {
+            "img_name": row.name,
+            "runtime": None,
+            "niqe": None,
+            "error": f"{row.stage}: {row.error_type}: {row.message}",
+        }
+    out: dict[str, Any] = {
+        "img_name": row.name,
+        "runtime": _fmt(row.runtime_s),
+        "niqe": _fmt(row.niqe),
+    }
+    if row.niqe_error is not None:
+        out["error"] = f"score: NIQEError: {row.niqe_error}"
+    return out
+
+
+def build_report(
+    rows: Sequence[Row], summary: RunSummary, *, model_size: int, ranklist: str = "A"
+) -> dict[str, Any]:
+    """The contest report for ``rows`` (any order; written in input order)."""
+    return {
+        ranklist: [
+            {
+                "model_size": model_size,
+                "time_all": summary.wall_s,
+                "runtime_avg": _fmt(summary.runtime_avg_s),
+                "niqe_avg": _fmt(summary.niqe_avg),
+                "images": [_row(r) for r in sorted(rows, key=lambda r: r.id)],
+            }
+        ]
+    }
+
+
+def write_report(path: Path, report: dict[str, Any]) -> None:
+    """Write ``report`` as JSON atomically (temp file, then rename)."""
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        tmp.write_text(json.dumps(report, indent=4) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as err:
+        raise ReportError(f"cannot write the report {path}: {err}") from err
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+async def run_report(
+    receive: MemoryObjectReceiveStream[Row],
+    *,
+    total: int,
+    t0: float,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> list[Row]:
+    """Collect every finished row until the upstream closes."""
+    meter: Meter[Row] = Meter("report")
+    rows: list[Row] = []
+    errors = 0
+    async with receive:
+        while (row := await meter.receive(receive)) is not None:
+            rows.append(row)
+            errors += isinstance(row, Failed) or (
+                isinstance(row, Scored) and row.niqe_error is not None
+            )
+            meter.done(image_id=row.id, failed=isinstance(row, Failed))
+            if on_progress is not None:
+                on_progress(Progress(len(rows), total, errors, time.perf_counter() - t0))
+    return rows

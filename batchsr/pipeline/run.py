@@ -1,0 +1,270 @@
+"""Wiring: the only place that creates the streams and opens the task group.
+
+``paths -> decode (xN) -> tile -> infer (xK) -> stitch -> save (xN) -> score (xN) ->
+report``. Every arrow is a memory object stream whose buffer size comes from
+``[queues]``; a stage with several workers gives each a clone of its streams, and a
+stream closes downstream once all clones are closed, so the end of input flows through
+the pipeline by itself. Images in flight are bounded by the buffers, never by the
+number of inputs.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import numpy as np
+import structlog
+from anyio.streams.memory import MemoryObjectSendStream
+
+import batchsr
+from batchsr.config import Config, TilingConfig
+from batchsr.engines import Engine, open_engine
+from batchsr.errors import ConfigError, EngineError
+from batchsr.pipeline.decode import run_decode
+from batchsr.pipeline.infer import run_infer
+from batchsr.pipeline.report import (
+    Progress,
+    Row,
+    RunSummary,
+    build_report,
+    run_report,
+    summarize,
+    write_report,
+)
+from batchsr.pipeline.save import run_save
+from batchsr.pipeline.score import Scorer, run_score
+from batchsr.pipeline.stitch import run_stitch
+from batchsr.pipeline.tile import TileGeometry, run_tile
+from batchsr.records import Job
+from batchsr.resolve import ResolvedModel
+
+__all__ = ["DEFAULT_TILE_PAD", "RunResult", "default_scorer", "geometry_for", "run_pipeline"]
+
+# Context margin used when neither the config nor the model's manifest gives one
+# (a bare .onnx file): wide enough for the small x4 models the contest used.
+DEFAULT_TILE_PAD = 8
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """What a finished run produced."""
+
+    summary: RunSummary
+    rows: tuple[Row, ...]
+    report_path: Path
+    out_dir: Path
+    geometry: TileGeometry
+
+
+def default_scorer() -> Scorer:
+    """The contest's NIQE (imported on first use: scoring is optional)."""
+    from batchsr.metrics import niqe
+
+    return niqe
+
+
+def geometry_for(engine: Engine, tiling: TilingConfig, model: ResolvedModel) -> TileGeometry:
+    """Tile geometry from the engine's shape; static model dimensions win over config.
+
+    Raises:
+        ConfigError: the settings cannot work with this engine.
+        EngineError: the engine does not take RGB input.
+    """
+    n, c, h, w = engine.input_shapes[0]
+    if c != 3:
+        raise EngineError(f"{model.path} takes {c} input channels; the pipeline feeds RGB (3)")
+    if tiling.tile == 0 and (h is not None or w is not None):
+        raise ConfigError(
+            f"--tile 0 (whole images) needs a model with dynamic height and width; "
+            f"{model.path} is fixed at {h}x{w}"
+        )
+    tile_h = h if h is not None else tiling.tile
+    tile_w = w if w is not None else tiling.tile
+    pad = tiling.tile_pad if tiling.tile_pad is not None else (model.margin or DEFAULT_TILE_PAD)
+    if tile_h and min(tile_h, tile_w) <= 2 * pad:
+        raise ConfigError(
+            f"tile {tile_h}x{tile_w} leaves no core inside a margin of {pad} px; "
+            "use a larger tile or a smaller --tile-pad"
+        )
+    batch = n if n is not None else (1 if tiling.tile == 0 else tiling.batch)
+    return TileGeometry(
+        tile_h=tile_h,
+        tile_w=tile_w,
+        pad=pad if tile_h else 0,
+        batch=batch,
+        static_batch=n is not None,
+        scale=engine.scale,
+    )
+
+
+async def _feed(send: MemoryObjectSendStream[Job], jobs: Sequence[Job]) -> None:
+    async with send:
+        for job in jobs:
+            await send.send(job)
+
+
+async def run_pipeline(
+    jobs: Sequence[Job],
+    *,
+    config: Config,
+    model: ResolvedModel,
+    out_dir: Path,
+    scorer: Scorer | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> RunResult:
+    """Upscale, save, score and report every job.
+
+    Args:
+        jobs: the inputs, in report order.
+        model: the resolved artifact to run.
+        out_dir: where outputs and ``report.json`` go (created).
+        scorer: NIQE function; None uses :func:`default_scorer` when
+            ``config.output.score`` is on.
+        on_progress: called after each finished image, from the event loop.
+
+    Raises:
+        EngineError: the first engine cannot be opened (nothing has been written).
+    """
+    log = structlog.get_logger()
+    t0 = time.perf_counter()
+    engine = await anyio.to_thread.run_sync(open_engine, model, config.model)
+    try:
+        geometry = geometry_for(engine, config.tiling, model)
+    except Exception:
+        engine.close()
+        raise
+    if scorer is None and config.output.score:
+        scorer = default_scorer()
+    await anyio.Path(out_dir).mkdir(parents=True, exist_ok=True)
+    log.info(
+        "run_started",
+        config=config.to_dict(),
+        versions=_versions(),
+        model={
+            "name": model.name,
+            "path": str(model.path),
+            "format": model.format,
+            "size_bytes": model.size_bytes,
+        },
+        engine={"input_shapes": [list(s) for s in engine.input_shapes], "scale": engine.scale},
+        geometry={
+            "tile_h": geometry.tile_h,
+            "tile_w": geometry.tile_w,
+            "pad": geometry.pad,
+            "batch": geometry.batch,
+            "static_batch": geometry.static_batch,
+        },
+        images=len(jobs),
+        out_dir=str(out_dir),
+    )
+    q, workers = config.queues, config.workers
+    paths_tx, paths_rx = anyio.create_memory_object_stream[Any](q.paths)
+    dec_tx, dec_rx = anyio.create_memory_object_stream[Any](q.decoded)
+    tiles_tx, tiles_rx = anyio.create_memory_object_stream[Any](q.tiles)
+    inf_tx, inf_rx = anyio.create_memory_object_stream[Any](q.inferred)
+    st_tx, st_rx = anyio.create_memory_object_stream[Any](q.stitched)
+    sv_tx, sv_rx = anyio.create_memory_object_stream[Any](q.saved)
+    sc_tx, sc_rx = anyio.create_memory_object_stream[Any](q.scored)
+    score_limiter = anyio.CapacityLimiter(workers.score)
+    rows: list[Row] = []
+
+    async def report() -> None:
+        rows.extend(await run_report(sc_rx, total=len(jobs), t0=t0, on_progress=on_progress))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_feed, paths_tx, jobs)
+        for i in range(workers.decode):
+            tg.start_soon(
+                _named(
+                    run_decode,
+                    paths_rx.clone(),
+                    dec_tx.clone(),
+                    max_pixels=config.output.max_pixels,
+                    worker=i,
+                )
+            )
+        tg.start_soon(_named(run_tile, dec_rx, tiles_tx, geometry=geometry))
+        for i in range(workers.infer):
+            source: Engine | Callable[[], Engine] = (
+                engine if i == 0 else (lambda: open_engine(model, config.model))
+            )
+            tg.start_soon(
+                _named(run_infer, tiles_rx.clone(), inf_tx.clone(), engine=source, worker=i)
+            )
+        tg.start_soon(_named(run_stitch, inf_rx, st_tx))
+        for i in range(workers.save):
+            tg.start_soon(
+                _named(
+                    run_save,
+                    st_rx.clone(),
+                    sv_tx.clone(),
+                    out_dir=out_dir,
+                    compress_level=config.output.compress_level,
+                    worker=i,
+                )
+            )
+        for i in range(workers.score):
+            tg.start_soon(
+                _named(
+                    run_score,
+                    sv_rx.clone(),
+                    sc_tx.clone(),
+                    scorer=scorer,
+                    limiter=score_limiter,
+                    worker=i,
+                )
+            )
+        tg.start_soon(report)
+        # The workers hold clones; closing the originals lets each stream end when
+        # its last worker finishes.
+        for stream in (paths_rx, dec_tx, tiles_rx, inf_tx, st_rx, sv_tx, sv_rx, sc_tx):
+            stream.close()
+
+    wall_s = time.perf_counter() - t0
+    summary = summarize(rows, wall_s=wall_s)
+    report_path = out_dir / "report.json"
+    write_report(report_path, build_report(rows, summary, model_size=model.size_bytes))
+    log.info("run_finished", summary=_as_dict(summary), report=str(report_path))
+    return RunResult(
+        summary=summary,
+        rows=tuple(sorted(rows, key=lambda r: r.id)),
+        report_path=report_path,
+        out_dir=out_dir,
+        geometry=geometry,
+    )
+
+
+def _named(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable[[], Any]:
+    """Bind arguments for ``start_soon`` (which takes positional arguments only)."""
+
+    async def call() -> None:
+        await func(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = func.__name__
+    return call
+
+
+def _as_dict(summary: RunSummary) -> dict[str, Any]:
+    return {name: getattr(summary, name) for name in summary.__slots__}  # type: ignore[attr-defined]
+
+
+def _versions() -> dict[str, str]:
+    versions = {
+        "batchsr": batchsr.__version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "anyio": anyio.__version__ if hasattr(anyio, "__version__") else "",
+    }
+    try:
+        import onnxruntime
+
+        versions["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    return versions

@@ -1,0 +1,75 @@
+"""Save stage: each SR image to ``OUTPUT/<name>.png``, written atomically.
+
+A temporary file in the output folder is renamed over the final name, so an output on
+disk is always whole, even if the run is killed mid-write.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import anyio
+import numpy as np
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from numpy.typing import NDArray
+from PIL import Image
+
+from batchsr.pipeline.stage import Meter, failed_from
+from batchsr.records import Failed, Saved, Stitched
+
+__all__ = ["output_path", "run_save", "save_png"]
+
+
+def output_path(out_dir: Path, name: str) -> Path:
+    """Where the image named ``name`` is written; never outside ``out_dir``."""
+    # Names come from file stems, which hold no separator; refuse anything that would
+    # still resolve elsewhere (``..``), so a crafted name cannot escape out_dir.
+    if not name or name in (".", "..") or os.sep in name or (os.altsep and os.altsep in name):
+        raise ValueError(f"image name {name!r} cannot be used as an output file name")
+    return out_dir / f"{name}.png"
+
+
+def save_png(rgb: NDArray[np.uint8], path: Path, *, compress_level: int) -> int:
+    """Write ``rgb`` (HxWx3 uint8) to ``path`` as PNG, atomically; return the byte size."""
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        Image.fromarray(rgb, mode="RGB").save(tmp, format="PNG", compress_level=compress_level)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path.stat().st_size
+
+
+async def run_save(
+    receive: MemoryObjectReceiveStream[Stitched | Failed],
+    send: MemoryObjectSendStream[Saved | Failed],
+    *,
+    out_dir: Path,
+    compress_level: int,
+    worker: int = 0,
+) -> None:
+    """Write each image in a worker thread; closes ``send`` when ``receive`` is done."""
+    meter: Meter[Stitched | Failed] = Meter("save", worker)
+    async with receive, send:
+        while (item := await meter.receive(receive)) is not None:
+            if isinstance(item, Failed):
+                await meter.send(send, item)
+                meter.done(image_id=item.id, failed=True)
+                continue
+            out: Saved | Failed
+            size = 0
+            try:
+                path = output_path(out_dir, item.name)
+                size = await anyio.to_thread.run_sync(
+                    lambda i=item, p=path: save_png(i.rgb, p, compress_level=compress_level)
+                )
+                out = Saved(
+                    id=item.id, name=item.name, rgb=item.rgb, path=path, runtime_s=item.runtime_s
+                )
+            except Exception as err:
+                out = failed_from(
+                    err, image_id=item.id, name=item.name, stage="save", log=meter.log
+                )
+            await meter.send(send, out)
+            meter.done(image_id=item.id, bytes=size)

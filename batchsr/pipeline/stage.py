@@ -1,0 +1,97 @@
+"""What every stage worker shares: timed stream I/O and its one log record per item.
+
+Each worker wraps its streams in a :class:`Meter`, which separates the time spent
+waiting for input (starvation), blocked sending (backpressure) and working. The
+analyzer reads these field names (``stage``, ``worker``, ``t_start``, ``t_end``,
+``wait_in_s``, ``wait_out_s``, ``busy_s``, ``queue_in``), so renaming one is an
+interface change.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Generic, TypeVar
+
+import anyio
+import structlog
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from batchsr.records import Failed
+
+__all__ = ["Meter", "failed_from"]
+
+T = TypeVar("T")
+
+
+class Meter(Generic[T]):
+    """Timed receive and send for one worker of one stage.
+
+    Args:
+        stage: the stage name written into every record.
+        worker: the worker's index within its stage.
+    """
+
+    def __init__(self, stage: str, worker: int = 0) -> None:
+        self.stage = stage
+        self.log = structlog.get_logger().bind(stage=stage, worker=worker)
+        self._t_start = 0.0
+        self._wait_in = 0.0
+        self._wait_out = 0.0
+        self._queue_in = 0
+
+    async def receive(self, stream: MemoryObjectReceiveStream[T]) -> T | None:
+        """The next item, or None once the upstream has closed."""
+        self._queue_in = stream.statistics().current_buffer_used
+        t = time.perf_counter()
+        try:
+            item = await stream.receive()
+        except anyio.EndOfStream:
+            return None
+        finally:
+            self._wait_in += time.perf_counter() - t
+        self._t_start = time.perf_counter()
+        return item
+
+    def receive_nowait(self, stream: MemoryObjectReceiveStream[T]) -> T:
+        """The next item if one is buffered; raises ``anyio.WouldBlock`` otherwise."""
+        self._queue_in = stream.statistics().current_buffer_used
+        item = stream.receive_nowait()
+        self._t_start = time.perf_counter()
+        return item
+
+    async def send(self, stream: MemoryObjectSendStream[Any], item: object) -> None:
+        t = time.perf_counter()
+        await stream.send(item)
+        self._wait_out += time.perf_counter() - t
+
+    def done(self, event: str = "item_done", **fields: Any) -> None:
+        """Write the item's record and reset the waits for the next item."""
+        t_end = time.perf_counter()
+        self.log.info(
+            event,
+            t_start=self._t_start,
+            t_end=t_end,
+            busy_s=t_end - self._t_start - self._wait_out,
+            wait_in_s=self._wait_in,
+            wait_out_s=self._wait_out,
+            queue_in=self._queue_in,
+            **fields,
+        )
+        self._wait_in = 0.0
+        self._wait_out = 0.0
+
+
+def failed_from(err: BaseException, *, image_id: int, name: str, stage: str, log: Any) -> Failed:
+    """Turn an exception caught at a stage boundary into a ``Failed`` record, logged
+    at error level with its traceback."""
+    log.error(
+        "image_failed",
+        image_id=image_id,
+        name=name,
+        error_type=type(err).__name__,
+        error=str(err),
+        exc_info=err,
+    )
+    return Failed(
+        id=image_id, name=name, stage=stage, error_type=type(err).__name__, message=str(err)
+    )

@@ -1,0 +1,217 @@
+"""Tile stage: images to engine-sized tile batches.
+
+Tiling here is Real-ESRGAN's ``tile_pad`` scheme ("crop"): every tile reads a window
+with ``pad`` pixels of context around its core, and stitching keeps only the core.
+When ``pad`` covers the model's receptive field, the stitched image equals whole-image
+inference. Windows are always the engine's tile size (static-shape models need exact
+shapes); an image smaller than a tile is reflect-padded at its bottom and right.
+
+Tiles of consecutive images share batches: a static batch size is filled across image
+boundaries and only the run's last batch is padded. With a dynamic batch axis a partial
+batch is sent as soon as no further image is waiting, so the engine never idles on it.
+
+The planning functions are pure and hold no per-image state, so they are safe to call
+from any thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+
+import anyio
+import numpy as np
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from numpy.typing import NDArray
+
+from batchsr.pipeline.stage import Meter, failed_from
+from batchsr.records import Decoded, Failed, ImagePlan, Slot, TileBatch, TileSpec, freeze
+
+__all__ = ["TileGeometry", "plan_axis", "plan_image", "prepare_image", "run_tile"]
+
+
+@dataclass(frozen=True, slots=True)
+class TileGeometry:
+    """How the tiler cuts images for one engine.
+
+    Attributes:
+        tile_h, tile_w: window size in input pixels; 0 means the whole image.
+        pad: context margin on each side of a core (input pixels).
+        batch: tiles per engine call.
+        static_batch: the batch size is fixed by the model: partial batches are padded
+            with zeros, and only at the end of the run.
+        scale: the engine's upscale factor.
+    """
+
+    tile_h: int
+    tile_w: int
+    pad: int
+    batch: int
+    static_batch: bool
+    scale: int
+
+
+def plan_axis(length: int, tile: int, pad: int) -> list[tuple[int, int, int]]:
+    """Cut one axis into windows of ``tile`` whose cores partition ``[0, length)``.
+
+    Each core keeps ``pad`` pixels of context inside its window on both sides, except
+    where the window meets the image edge (there the model sees the same zero padding
+    as in whole-image inference). Uses the fewest windows that allow this.
+
+    Returns:
+        ``(window_start, core_start, core_end)`` per window, in order.
+    """
+    if tile == 0 or length <= tile:
+        return [(0, 0, length)]
+    step = tile - 2 * pad
+    edge = tile - pad  # an edge window's core can reach its far context margin
+    n = 2 + max(0, -(-(length - 2 * edge) // step))
+    if n == 2:
+        bounds = [0, length // 2, length]
+    else:
+        inner = length - 2 * edge
+        cuts = [edge + (inner * i) // (n - 2) for i in range(n - 1)]
+        bounds = [0, *cuts, length]
+    return [
+        (min(max(c0 - pad, 0), length - tile), c0, c1)
+        for c0, c1 in itertools.pairwise(bounds)
+    ]
+
+
+def plan_image(
+    image_id: int, name: str, height: int, width: int, geometry: TileGeometry, *, t_start_ns: int
+) -> ImagePlan:
+    """The tiles of one image, row by row."""
+    rows = plan_axis(height, geometry.tile_h, geometry.pad)
+    cols = plan_axis(width, geometry.tile_w, geometry.pad)
+    # Windows are exactly the tile size; prepare_image pads a smaller image up to it.
+    win_h = geometry.tile_h or height
+    win_w = geometry.tile_w or width
+    tiles = tuple(
+        TileSpec(
+            index=r * len(cols) + c,
+            y=y,
+            x=x,
+            h=win_h,
+            w=win_w,
+            core_y0=cy0,
+            core_y1=cy1,
+            core_x0=cx0,
+            core_x1=cx1,
+        )
+        for r, (y, cy0, cy1) in enumerate(rows)
+        for c, (x, cx0, cx1) in enumerate(cols)
+    )
+    return ImagePlan(
+        id=image_id,
+        name=name,
+        height=height,
+        width=width,
+        scale=geometry.scale,
+        tiles=tiles,
+        t_start_ns=t_start_ns,
+    )
+
+
+def prepare_image(rgb: NDArray[np.uint8], geometry: TileGeometry) -> NDArray[np.float32]:
+    """HxWx3 uint8 RGB to 3xH'xW' float32 in [0, 1], reflect-padded at the bottom and
+    right up to one tile where the image is smaller than a tile."""
+    chw = rgb.transpose(2, 0, 1).astype(np.float32)
+    chw *= np.float32(1.0 / 255.0)
+    pad_h = max(0, geometry.tile_h - chw.shape[1]) if geometry.tile_h else 0
+    pad_w = max(0, geometry.tile_w - chw.shape[2]) if geometry.tile_w else 0
+    if pad_h or pad_w:
+        chw = np.pad(chw, ((0, 0), (0, pad_h), (0, pad_w)), mode="reflect")
+    return chw
+
+
+class _Batcher:
+    """Accumulates tiles into batches; private to the one tile task."""
+
+    def __init__(self, geometry: TileGeometry) -> None:
+        self._geometry = geometry
+        self._arrays: list[NDArray[np.float32]] = []
+        self._slots: list[Slot] = []
+        self._next_id = 0
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def add(self, window: NDArray[np.float32], slot: Slot) -> TileBatch | None:
+        self._arrays.append(window)
+        self._slots.append(slot)
+        return self.flush() if len(self._slots) == self._geometry.batch else None
+
+    def flush(self) -> TileBatch | None:
+        """The pending tiles as a batch, zero-padded to a static batch size."""
+        if not self._slots:
+            return None
+        data = np.stack(self._arrays)
+        missing = self._geometry.batch - len(self._slots)
+        if self._geometry.static_batch and missing:
+            data = np.concatenate([data, np.zeros((missing, *data.shape[1:]), np.float32)])
+        batch = TileBatch(batch_id=self._next_id, data=freeze(data), slots=tuple(self._slots))
+        self._next_id += 1
+        self._arrays, self._slots = [], []
+        return batch
+
+
+async def run_tile(
+    receive: MemoryObjectReceiveStream[Decoded | Failed],
+    send: MemoryObjectSendStream[TileBatch | Failed],
+    *,
+    geometry: TileGeometry,
+) -> None:
+    """Cut each image into tiles and send them in batches; closes ``send`` at the end.
+
+    One task by design: it owns the partly filled batch.
+    """
+    meter: Meter[Decoded | Failed] = Meter("tile")
+    batcher = _Batcher(geometry)
+    async with receive, send:
+        while True:
+            item: Decoded | Failed | None
+            try:
+                item = meter.receive_nowait(receive)
+            except anyio.WouldBlock:
+                if len(batcher) and not geometry.static_batch:
+                    # Nothing else is waiting: send what we have rather than idle the engine.
+                    partial = batcher.flush()
+                    assert partial is not None
+                    await meter.send(send, partial)
+                item = await meter.receive(receive)
+            except anyio.EndOfStream:
+                item = None
+            if item is None:
+                break
+            if isinstance(item, Failed):
+                await meter.send(send, item)
+                meter.done(image_id=item.id, failed=True)
+                continue
+            t_start_ns = time.perf_counter_ns()  # contest runtime starts at tiling
+            try:
+                chw = await anyio.to_thread.run_sync(prepare_image, item.rgb, geometry)
+                height, width = item.rgb.shape[:2]
+                plan = plan_image(
+                    item.id, item.name, height, width, geometry, t_start_ns=t_start_ns
+                )
+            except Exception as err:
+                await meter.send(
+                    send,
+                    failed_from(err, image_id=item.id, name=item.name, stage="tile", log=meter.log),
+                )
+                meter.done(image_id=item.id, failed=True)
+                continue
+            sent = 0
+            for spec in plan.tiles:
+                window = chw[:, spec.y : spec.y + spec.h, spec.x : spec.x + spec.w]
+                batch = batcher.add(window, Slot(plan=plan, tile=spec))
+                if batch is not None:
+                    await meter.send(send, batch)
+                    sent += 1
+            meter.done(image_id=item.id, tiles=len(plan.tiles), batches_sent=sent)
+        final = batcher.flush()
+        if final is not None:
+            await meter.send(send, final)
+            meter.done("batch_flushed", batch_id=final.batch_id, padded=final.padded)

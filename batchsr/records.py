@@ -1,0 +1,206 @@
+"""The immutable records that travel between pipeline stages.
+
+Data moves one way: ``Job -> Decoded -> TileBatch -> SRBatch -> Stitched -> Saved ->
+Scored``. A ``Failed`` record may replace an image's record at any stage; every later
+stage passes it on unchanged, so a bad image costs one report row and nothing else.
+Producers mark the arrays they hand on read-only, so an accidental in-place edit
+downstream fails loudly instead of corrupting another stage's data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = [
+    "Decoded",
+    "Failed",
+    "ImagePlan",
+    "Job",
+    "SRBatch",
+    "Saved",
+    "Scored",
+    "Slot",
+    "Stitched",
+    "TileBatch",
+    "TileSpec",
+    "freeze",
+]
+
+_A = TypeVar("_A", bound=np.ndarray)
+
+
+def freeze(array: _A) -> _A:
+    """Mark ``array`` read-only and return it (records never carry writable arrays)."""
+    array.flags.writeable = False
+    return array
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One input file to process; ``id`` is its position in input order."""
+
+    id: int
+    name: str
+    path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """A decoded input image.
+
+    Attributes:
+        rgb: HxWx3 uint8 RGB, read-only.
+        mode: the file's PIL mode before conversion (``L``, ``RGBA``, ``I;16``, ...).
+    """
+
+    id: int
+    name: str
+    rgb: NDArray[np.uint8]
+    mode: str
+
+    def __structlog__(self) -> str:
+        return f"Decoded(id={self.id}, name={self.name!r}, shape={self.rgb.shape})"
+
+
+@dataclass(frozen=True, slots=True)
+class TileSpec:
+    """Where one tile reads its input and which part of its output is kept.
+
+    Coordinates are input (low-resolution) pixels of the padded image. The window
+    ``[y, y + h) x [x, x + w)`` is what the engine sees; the core
+    ``[core_y0, core_y1) x [core_x0, core_x1)`` is the part of the image this tile
+    writes, and the cores of an image's tiles partition it exactly.
+    """
+
+    index: int
+    y: int
+    x: int
+    h: int
+    w: int
+    core_y0: int
+    core_y1: int
+    core_x0: int
+    core_x1: int
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePlan:
+    """How one image was cut into tiles; shared by all its tiles.
+
+    Attributes:
+        height, width: the image's size in input pixels (before any padding).
+        scale: the engine's upscale factor.
+        tiles: the tiles, whose cores partition ``[0, height) x [0, width)``.
+        t_start_ns: ``perf_counter_ns()`` when tiling began: the start of the image's
+            contest runtime (the official harness times from tiling to the stitched image).
+    """
+
+    id: int
+    name: str
+    height: int
+    width: int
+    scale: int
+    tiles: tuple[TileSpec, ...]
+    t_start_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """One filled position of a batch: which tile of which image it holds."""
+
+    plan: ImagePlan
+    tile: TileSpec
+
+
+@dataclass(frozen=True, slots=True)
+class TileBatch:
+    """A batch ready for an engine.
+
+    Attributes:
+        batch_id: sequence number of the batch in the run.
+        data: float32 NCHW in the model's input range, read-only. Rows past
+            ``len(slots)`` are padding to fill a static batch size.
+        slots: what the filled rows hold, in row order.
+    """
+
+    batch_id: int
+    data: NDArray[np.float32]
+    slots: tuple[Slot, ...]
+
+    @property
+    def padded(self) -> int:
+        """Rows of ``data`` that are padding, not tiles."""
+        return int(self.data.shape[0]) - len(self.slots)
+
+    def __structlog__(self) -> str:
+        return f"TileBatch(batch_id={self.batch_id}, shape={self.data.shape})"
+
+
+@dataclass(frozen=True, slots=True)
+class SRBatch:
+    """An engine's output for one ``TileBatch``.
+
+    Attributes:
+        data: float32 NCHW, ``scale`` times the input's height and width, read-only.
+        worker: the engine worker that produced it.
+    """
+
+    batch_id: int
+    data: NDArray[np.float32]
+    slots: tuple[Slot, ...]
+    worker: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stitched:
+    """An assembled SR image.
+
+    Attributes:
+        rgb: (H*scale)x(W*scale)x3 uint8 RGB, read-only.
+        runtime_s: contest runtime: from the start of tiling to this image.
+    """
+
+    id: int
+    name: str
+    rgb: NDArray[np.uint8]
+    runtime_s: float
+    tiles: int
+
+
+@dataclass(frozen=True, slots=True)
+class Saved:
+    """An SR image written to disk; ``rgb`` is exactly the saved pixels."""
+
+    id: int
+    name: str
+    rgb: NDArray[np.uint8]
+    path: Path
+    runtime_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """A finished image: its output, runtime and NIQE (or why NIQE is undefined)."""
+
+    id: int
+    name: str
+    path: Path
+    runtime_s: float
+    niqe: float | None
+    niqe_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """An image that could not be produced; it becomes an error row in the report."""
+
+    id: int
+    name: str
+    stage: str
+    error_type: str
+    message: str

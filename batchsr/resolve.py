@@ -1,0 +1,111 @@
+"""Resolve ``--model`` to the one artifact that will run.
+
+``--model`` takes a model name (a folder under ``models/`` with a manifest), a model
+folder path, or a single file (``.onnx``; ``.pt``/``.ts`` TorchScript, which torch runs).
+For a folder the backend picks the artifact (``onnx`` -> ONNX, ``torch`` ->
+TorchScript or safetensors, ``sail`` -> bmodel); for a file, the file decides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from batchsr.errors import ModelError
+from batchsr.manifest import MANIFEST_NAME, ArtifactFormat, Manifest, load_manifest
+
+__all__ = ["MODELS_DIR", "ResolvedModel", "available_models", "resolve_model"]
+
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+
+_BACKEND_FORMATS: dict[str, tuple[ArtifactFormat, ...]] = {
+    "onnx": ("onnx",),
+    "torch": ("torchscript", "safetensors"),
+    "sail": ("bmodel",),
+}
+_SUFFIX_FORMATS: dict[str, ArtifactFormat] = {
+    ".onnx": "onnx",
+    ".pt": "torchscript",
+    ".ts": "torchscript",
+    ".torchscript": "torchscript",
+    ".bmodel": "bmodel",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedModel:
+    """The artifact chosen for a run and what is known about its model.
+
+    Attributes:
+        name: model name, used for the default output folder.
+        path: the artifact file that will run.
+        format: how it runs.
+        scale, margin, in_channels: from the manifest; None when only a bare file was
+            given (the engine then reports scale, and tiling uses its own margin).
+        manifest: the model folder's manifest, if there is one.
+    """
+
+    name: str
+    path: Path
+    format: ArtifactFormat
+    scale: int | None = None
+    margin: int | None = None
+    in_channels: int | None = None
+    manifest: Manifest | None = None
+
+    @property
+    def size_bytes(self) -> int:
+        """Size of the artifact that runs: the report's ``model_size``."""
+        return self.path.stat().st_size
+
+
+def available_models(models_dir: Path = MODELS_DIR) -> list[str]:
+    """Names of the model folders under ``models_dir``."""
+    if not models_dir.is_dir():
+        return []
+    return sorted(p.parent.name for p in models_dir.glob(f"*/{MANIFEST_NAME}"))
+
+
+def resolve_model(spec: str, *, backend: str, models_dir: Path = MODELS_DIR) -> ResolvedModel:
+    """Turn ``--model`` into the artifact to run.
+
+    Raises:
+        ModelError: no such model, or the folder has no artifact for ``backend``.
+    """
+    path = Path(spec)
+    if path.is_file():
+        fmt = _SUFFIX_FORMATS.get(path.suffix.lower())
+        if fmt is None:
+            raise ModelError(
+                f"{path}: unknown model file type {path.suffix!r}; pass an .onnx file, a "
+                f".pt TorchScript archive, a .bmodel, or a model folder name"
+            )
+        return ResolvedModel(name=path.stem, path=path, format=fmt)
+    folder = path if path.is_dir() else models_dir / spec
+    if not (folder / MANIFEST_NAME).is_file():
+        known = ", ".join(available_models(models_dir)) or "none"
+        raise ModelError(
+            f"unknown model {spec!r}: not a file, and no {MANIFEST_NAME} in {folder}. "
+            f"Models here: {known}"
+        )
+    manifest = load_manifest(folder)
+    formats = _BACKEND_FORMATS.get(backend, ())
+    artifact = next((a for fmt in formats for a in manifest.artifacts if a.format == fmt), None)
+    if artifact is None:
+        have = sorted({a.format for a in manifest.artifacts})
+        raise ModelError(
+            f"model {manifest.name!r} has no artifact for backend {backend!r} "
+            f"(it has {have}); build one with `python -m compile` or pick another backend"
+        )
+    artifact_path = folder / artifact.path
+    if not artifact_path.is_file():
+        raise ModelError(f"{artifact_path} is listed in {folder / MANIFEST_NAME} but missing")
+    return ResolvedModel(
+        name=manifest.name,
+        path=artifact_path,
+        format=artifact.format,
+        scale=manifest.scale,
+        margin=manifest.margin,
+        in_channels=manifest.in_channels,
+        manifest=manifest,
+    )
