@@ -1,0 +1,104 @@
+"""The command line, run as a user runs it: a subprocess of ``python run.py``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, photo_like, write_png
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(REPO / "run.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_cli_run_writes_outputs_report_and_log(
+    image_folder: Path, tmp_path: Path, espcn_onnx: Path
+) -> None:
+    out = tmp_path / "out"
+    proc = run_cli(
+        "--model",
+        str(espcn_onnx),
+        "--input",
+        str(image_folder),
+        "--output",
+        str(out),
+        "--no-score",
+        "--queue-size",
+        "2",
+        "--workers",
+        "infer=2",
+        "--tile",
+        "32",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "3 images: 3 upscaled, 0 failed" in proc.stdout
+    assert "images/s" in proc.stdout and "score: contest" in proc.stdout
+    assert not proc.stdout.lstrip().startswith("{")  # the console is not the JSON log
+    report = json.loads((out / "report.json").read_text())
+    assert len(report["A"][0]["images"]) == 3
+    records = [json.loads(line) for line in (out / "run.jsonl").read_text().splitlines()]
+    start = records[0]
+    assert start["event"] == "run_started"
+    assert start["config"]["queues"]["tiles"] == 2 and start["config"]["workers"]["infer"] == 2
+    assert start["geometry"]["tile_h"] == 32
+    assert records[-1]["event"] == "run_finished"
+
+
+def test_quiet_prints_nothing(image_folder: Path, tmp_path: Path, espcn_onnx: Path) -> None:
+    proc = run_cli(
+        "--model",
+        str(espcn_onnx),
+        "--input",
+        str(image_folder),
+        "--output",
+        str(tmp_path / "o"),
+        "--no-score",
+        "--quiet",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0 and proc.stdout == "" and proc.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("setup", "args", "message"),
+    [
+        ("none", ["--input", "missing"], "is not a folder"),
+        ("empty", ["--input", "empty"], "holds no images"),
+        (
+            "images",
+            ["--input", "imgs", "--model", "no_such_model"],
+            "unknown model 'no_such_model'",
+        ),
+        ("images", ["--input", "imgs", "--config", "bad.toml"], "not valid TOML"),
+        ("images", ["--input", "imgs", "--config", "typo.toml"], "unknown key(s) ['tiel']"),
+        ("images", ["--input", "imgs", "--queue", "tiles=x"], "expected NAME=N"),
+        ("images", ["--input", "imgs", "--workers", "decode=0"], "workers.decode = 0"),
+    ],
+)
+def test_bad_invocations_exit_2_with_one_line_and_write_nothing(
+    tmp_path: Path, setup: str, args: list[str], message: str
+) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "imgs").mkdir()
+    write_png(tmp_path / "imgs" / "a.png", photo_like(16, 16))
+    (tmp_path / "bad.toml").write_text("[queues\ntiles = 3")
+    (tmp_path / "typo.toml").write_text("[tiling]\ntiel = 3\n")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    proc = run_cli(*args, "--output", str(tmp_path / "out"), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
+    assert message in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
