@@ -7,6 +7,7 @@ passed explicitly; zoo checkpoints go through :mod:`batchsr.models` (safetensors
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +61,13 @@ class TorchEngine:
     ) -> TorchEngine:
         """Load a TorchScript archive the user named explicitly (it may run its own code)."""
         try:
-            module = torch.jit.load(str(path), map_location="cpu")
+            with warnings.catch_warnings():
+                # torch 2.9+ deprecates TorchScript, but it is how the seed's models
+                # (and many deployed ones) ship; loading them is the point here.
+                warnings.filterwarnings(
+                    "ignore", message=r".*torch\.jit\.", category=DeprecationWarning
+                )
+                module = torch.jit.load(str(path), map_location="cpu")
         except Exception as err:
             raise EngineError(f"torch.jit.load cannot read {path}: {err}") from err
         in_channels = 3

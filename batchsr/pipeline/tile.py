@@ -73,10 +73,7 @@ def plan_axis(length: int, tile: int, pad: int) -> list[tuple[int, int, int]]:
         inner = length - 2 * edge
         cuts = [edge + (inner * i) // (n - 2) for i in range(n - 1)]
         bounds = [0, *cuts, length]
-    return [
-        (min(max(c0 - pad, 0), length - tile), c0, c1)
-        for c0, c1 in itertools.pairwise(bounds)
-    ]
+    return [(min(max(c0 - pad, 0), length - tile), c0, c1) for c0, c1 in itertools.pairwise(bounds)]
 
 
 def plan_image(
