@@ -1,4 +1,7 @@
-"""batchsr command line: ``python run.py --model espcn --input DIR``.
+"""batchsr command line.
+
+    python run.py --model espcn --input DIR      upscale, score and report a folder
+    python run.py SUBCOMMAND ...                 one of the SUBCOMMANDS below
 
 Thin by design: parse arguments, configure logging, call the library, print. Every
 error batchsr raises on purpose ends the program with a one-line message and exit
@@ -10,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -160,11 +163,19 @@ def cmd_run(argv: Sequence[str]) -> int:
     return 0
 
 
+# Subcommands: name -> handler taking the remaining arguments and returning an exit code.
+# The main job (no subcommand) is cmd_run.
+SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     t0 = time.perf_counter()
+    handler = cmd_run
+    if argv and argv[0] in SUBCOMMANDS:
+        handler = SUBCOMMANDS[argv.pop(0)]
     try:
-        return cmd_run(argv)
+        return handler(argv)
     except BatchSRError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
