@@ -11,6 +11,7 @@ code 2.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -154,13 +155,26 @@ def cmd_run(argv: Sequence[str]) -> int:
     bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty())
     try:
         result = anyio.run(
-            lambda: run_pipeline(jobs, config=config, model=model, out_dir=out_dir, on_progress=bar)
+            lambda: run_pipeline(
+                jobs,
+                config=config,
+                model=model,
+                out_dir=out_dir,
+                on_progress=bar,
+                handle_signals=True,
+            )
         )
     finally:
         sink.close()
+    if result.interrupted is not None:
+        print(
+            f"\ninterrupted by {signal.Signals(result.interrupted).name}: "
+            f"{result.summary.images} of {len(jobs)} images finished and reported",
+            file=sys.stderr,
+        )
     if not args.quiet:
         print(format_summary(result.summary, result.report_path, log_path))
-    return 0
+    return 0 if result.interrupted is None else 128 + result.interrupted
 
 
 # Subcommands: name -> handler taking the remaining arguments and returning an exit code.

@@ -156,15 +156,24 @@ def write_report(path: Path, report: dict[str, Any]) -> None:
 
 async def run_report(
     receive: MemoryObjectReceiveStream[Row],
+    rows: list[Row],
     *,
     total: int,
     t0: float,
     on_progress: Callable[[Progress], None] | None = None,
-) -> list[Row]:
-    """Collect every finished row until the upstream closes."""
+    checkpoint: Callable[[], None] | None = None,
+    checkpoint_every_s: float = 2.0,
+) -> None:
+    """Append every finished row to ``rows`` until the upstream closes.
+
+    Args:
+        rows: filled in place, so that an interrupted run still has every finished row.
+        checkpoint: called at most every ``checkpoint_every_s`` seconds to persist the
+            rows so far (a partial report survives even a hard kill).
+    """
     meter: Meter[Row] = Meter("report")
-    rows: list[Row] = []
     errors = 0
+    last_checkpoint = time.perf_counter()
     async with receive:
         while (row := await meter.receive(receive)) is not None:
             rows.append(row)
@@ -174,4 +183,9 @@ async def run_report(
             meter.done(image_id=row.id, failed=isinstance(row, Failed))
             if on_progress is not None:
                 on_progress(Progress(len(rows), total, errors, time.perf_counter() - t0))
-    return rows
+            if (
+                checkpoint is not None
+                and time.perf_counter() - last_checkpoint >= checkpoint_every_s
+            ):
+                checkpoint()
+                last_checkpoint = time.perf_counter()
