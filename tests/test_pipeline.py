@@ -19,7 +19,7 @@ from batchsr.pipeline.run import run_pipeline
 from batchsr.pipeline.stitch import to_uint8
 from batchsr.pipeline.tile import TileGeometry, prepare_image
 from batchsr.records import Decoded, Job
-from batchsr.resolve import ResolvedModel
+from batchsr.resolve import ResolvedModel, resolve_model
 from tests.conftest import contest_inputs, photo_like, write_png
 
 
@@ -194,3 +194,24 @@ async def test_contest_samples_run_through_the_pipeline(tmp_path: Path, espcn_on
     for path in contest_inputs():
         w, h = _size(path)
         assert _size(tmp_path / "out" / path.name) == (w * 4, h * 4)
+
+
+@pytest.mark.asyncio
+async def test_default_espcn_runs_alike_on_onnx_and_torch(
+    image_folder: Path, tmp_path: Path
+) -> None:
+    """The shipped model folder resolves per backend: ONNX for onnx, safetensors for
+    torch; both give the same pixels up to a rounding flip."""
+    outputs = {}
+    for backend in ("onnx", "torch"):
+        model = resolve_model("espcn", backend=backend)
+        assert model.format == ("onnx" if backend == "onnx" else "safetensors")
+        config = load_config(None, {"output.score": False, "model.backend": backend})
+        with anyio.fail_after(60):
+            result = await run_pipeline(
+                list_inputs(image_folder), config=config, model=model, out_dir=tmp_path / backend
+            )
+        assert result.summary.ok == 3 and result.geometry.pad == model.margin == 4
+        assert json.loads(result.report_path.read_text())["A"][0]["model_size"] == model.size_bytes
+        outputs[backend] = _rgb(tmp_path / backend / "img_00.png").astype(int)
+    assert np.abs(outputs["onnx"] - outputs["torch"]).max() <= 1

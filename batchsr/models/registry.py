@@ -96,6 +96,10 @@ def _is_torchscript(path: Path) -> bool:
         )
 
 
+# Public name for callers that route files by kind (batchsr.resolve).
+is_torchscript = _is_torchscript
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read a checkpoint file into a canonical state dict without unpickling objects.
 
