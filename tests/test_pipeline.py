@@ -52,10 +52,12 @@ async def _run(folder: Path, out: Path, model: Path, **overrides: object):
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("tile", [32, 0])
 async def test_pipeline_writes_whole_image_inference_outputs_and_contest_report(
-    image_folder: Path, tmp_path: Path, espcn_onnx: Path
+    image_folder: Path, tmp_path: Path, espcn_onnx: Path, tile: int
 ) -> None:
-    result = await _run(image_folder, tmp_path / "out", espcn_onnx, **{"tiling.tile": 32})
+    """Tiled (32 px) or whole-image (--tile 0): the outputs equal whole-image inference."""
+    result = await _run(image_folder, tmp_path / "out", espcn_onnx, **{"tiling.tile": tile})
     report = json.loads(result.report_path.read_text())
     (entry,) = report["A"]
     assert set(entry) == {"model_size", "time_all", "runtime_avg", "niqe_avg", "images"}
@@ -70,7 +72,9 @@ async def test_pipeline_writes_whole_image_inference_outputs_and_contest_report(
         assert saved.shape == (rgb.shape[0] * 4, rgb.shape[1] * 4, 3)
         geometry = TileGeometry(0, 0, 0, 1, False, 4)
         whole = to_uint8(engine.run(prepare_image(rgb, geometry)[None])[0])
-        if min(rgb.shape[:2]) >= 32:
+        if tile == 0:
+            assert np.array_equal(saved, whole)
+        elif min(rgb.shape[:2]) >= 32:
             # Tiled with the receptive-field margin: equal to whole-image inference
             # (up to a rounding flip where float noise straddles .5).
             assert np.mean(saved != whole) < 1e-4

@@ -43,8 +43,9 @@ from batchsr.pipeline.save import run_save
 from batchsr.pipeline.score import Scorer, run_score
 from batchsr.pipeline.stitch import run_stitch
 from batchsr.pipeline.tile import TileGeometry, run_tile
-from batchsr.records import Job
+from batchsr.records import Job, Scored
 from batchsr.resolve import ResolvedModel
+from batchsr.resume import RunState
 
 __all__ = ["DEFAULT_TILE_PAD", "RunResult", "default_scorer", "geometry_for", "run_pipeline"]
 
@@ -121,6 +122,8 @@ async def run_pipeline(
     scorer: Scorer | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     handle_signals: bool = False,
+    carried: Sequence[Scored] = (),
+    state: RunState | None = None,
 ) -> RunResult:
     """Upscale, save, score and report every job.
 
@@ -135,6 +138,9 @@ async def run_pipeline(
             cancelled, the report keeps every finished image, the log ends with a
             ``run_interrupted`` record and ``RunResult.interrupted`` names the signal.
             A second signal exits the process at once.
+        carried: rows of images finished by an earlier run (``--resume``); they go into
+            the report as they are.
+        state: where each finished image is recorded for a later ``--resume``.
 
     Raises:
         EngineError: the first engine cannot be opened (nothing has been written).
@@ -171,11 +177,16 @@ async def run_pipeline(
         images=len(jobs),
         out_dir=str(out_dir),
     )
-    rows: list[Row] = []
+    rows: list[Row] = list(carried)
     report_path = out_dir / "report.json"
+    by_id = {job.id: job for job in jobs}
+
+    def on_row(row: Row) -> None:
+        if state is not None and isinstance(row, Scored):
+            state.record(row, by_id[row.id])
 
     def checkpoint() -> RunSummary:
-        summary = summarize(rows, wall_s=time.perf_counter() - t0)
+        summary = summarize(rows, wall_s=time.perf_counter() - t0, resumed=len(carried))
         write_report(report_path, build_report(rows, summary, model_size=model.size_bytes))
         return summary
 
@@ -197,6 +208,7 @@ async def run_pipeline(
                 t0,
                 on_progress,
                 checkpoint,
+                on_row,
             )
             outer.cancel_scope.cancel()  # stops the signal watcher
         summary = checkpoint()
@@ -236,6 +248,7 @@ async def _run_stages(
     t0: float,
     on_progress: Callable[[Progress], None] | None,
     checkpoint: Callable[[], object],
+    on_row: Callable[[Row], None],
 ) -> None:
     q, workers = config.queues, config.workers
     paths_tx, paths_rx = anyio.create_memory_object_stream[Any](q.paths)
@@ -295,10 +308,11 @@ async def _run_stages(
                 run_report,
                 sc_rx,
                 rows,
-                total=len(jobs),
+                total=len(rows) + len(jobs),
                 t0=t0,
                 on_progress=on_progress,
                 checkpoint=checkpoint,
+                on_row=on_row,
             )
         )
         # The workers hold clones; closing the originals lets each stream end when
