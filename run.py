@@ -76,6 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, help="tile size in input pixels (0 = whole image)")
     p.add_argument("--tile-pad", type=int, help="context margin cropped at stitching")
     p.add_argument("--batch", type=int, help="tiles per engine call (dynamic-batch models)")
+    p.add_argument(
+        "--tile-mode",
+        choices=["crop", "plain", "average", "blend"],
+        help="how tiles are cut and combined (default crop)",
+    )
+    p.add_argument(
+        "--y-only", action="store_true", default=None, help="run the model on the Y channel only"
+    )
     p.add_argument("--compress-level", type=int, help="PNG compression level 0-9")
     p.add_argument("--no-score", action="store_true", help="skip NIQE")
     p.add_argument(
@@ -104,6 +112,8 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         "tiling.tile": args.tile,
         "tiling.tile_pad": args.tile_pad,
         "tiling.batch": args.batch,
+        "tiling.mode": args.tile_mode,
+        "tiling.y_only": args.y_only,
         "output.compress_level": args.compress_level,
         "output.dir": args.output,
     }

@@ -68,11 +68,18 @@ class TilingConfig:
             whole-image output.
         batch: tiles per engine call for models with a dynamic batch axis (a static
             batch size in the model wins).
+        mode: ``crop`` (margins cropped at stitching), ``plain`` (the seed's abutting
+            tiles, zero-padded), ``average`` or ``blend`` (overlaps averaged, or
+            weighted by ramps).
+        y_only: run the model on MATLAB's Y channel and upscale Cb/Cr bicubically
+            (one-channel models such as ESPCN-PyTorch's; automatic for them).
     """
 
     tile: int = 128
     tile_pad: int | None = None
     batch: int = 4
+    mode: Literal["crop", "plain", "average", "blend"] = "crop"
+    y_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +156,8 @@ class Config:
             "backend": self.model.backend,
             "tile": self.tiling.tile,
             "tile_pad": self.tiling.tile_pad,
+            "mode": self.tiling.mode,
+            "y_only": self.tiling.y_only,
         }
         return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -76,10 +76,11 @@ class Decoded:
 class TileSpec:
     """Where one tile reads its input and which part of its output is kept.
 
-    Coordinates are input (low-resolution) pixels of the padded image. The window
-    ``[y, y + h) x [x, x + w)`` is what the engine sees; the core
-    ``[core_y0, core_y1) x [core_x0, core_x1)`` is the part of the image this tile
-    writes, and the cores of an image's tiles partition it exactly.
+    Coordinates are input (low-resolution) pixels. The window ``[y, y + h) x [x, x + w)``
+    is what the engine sees, in the padded frame (the image starts at the plan's
+    ``offset_y, offset_x`` there); the core ``[core_y0, core_y1) x [core_x0, core_x1)``,
+    in image coordinates, is the part of the image this tile alone decides, and the
+    cores of an image's tiles partition it exactly.
     """
 
     index: int
@@ -103,6 +104,11 @@ class ImagePlan:
         tiles: the tiles, whose cores partition ``[0, height) x [0, width)``.
         t_start_ns: ``perf_counter_ns()`` when tiling began: the start of the image's
             contest runtime (the official harness times from tiling to the stitched image).
+        offset_y, offset_x: where the image starts in the padded frame of the windows.
+        mode: the tiling mode, which decides how the stitcher combines tiles.
+        pad: the context margin (``blend`` ramps over twice this).
+        chroma: in Y-only mode, the upscaled Cb/Cr planes, (H*s)x(W*s)x2 float32 in
+            [0, 1], read-only; None otherwise.
     """
 
     id: int
@@ -112,6 +118,14 @@ class ImagePlan:
     scale: int
     tiles: tuple[TileSpec, ...]
     t_start_ns: int
+    offset_y: int = 0
+    offset_x: int = 0
+    mode: str = "crop"
+    pad: int = 0
+    chroma: NDArray[np.float32] | None = None
+
+    def __structlog__(self) -> str:
+        return f"ImagePlan(id={self.id}, name={self.name!r}, tiles={len(self.tiles)})"
 
 
 @dataclass(frozen=True, slots=True)

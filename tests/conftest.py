@@ -38,7 +38,7 @@ def _reset_structlog() -> Iterator[None]:
 
 
 def export_espcn(
-    path: Path, *, seed: int = 0, static: tuple[int, int, int, int] | None = None
+    path: Path, *, seed: int = 0, static: tuple[int, int, int, int] | None = None, channels: int = 3
 ) -> Path:
     """Export a seeded random-init ESPCN x4 (RGB) to ONNX; dynamic N/H/W unless ``static``."""
     import torch
@@ -46,14 +46,14 @@ def export_espcn(
 
     torch.manual_seed(seed)
     net = nn.Sequential(
-        nn.Conv2d(3, 16, 5, padding=2),
+        nn.Conv2d(channels, 16, 5, padding=2),
         nn.Tanh(),
         nn.Conv2d(16, 8, 3, padding=1),
         nn.Tanh(),
-        nn.Conv2d(8, 3 * 16, 3, padding=1),
+        nn.Conv2d(8, channels * 16, 3, padding=1),
         nn.PixelShuffle(4),
     ).eval()
-    shape = static or (1, 3, 32, 32)
+    shape = static or (1, channels, 32, 32)
     dynamic = (
         None if static else {"input": {0: "n", 2: "h", 3: "w"}, "output": {0: "n", 2: "H", 3: "W"}}
     )
@@ -77,6 +77,12 @@ def export_espcn(
 def espcn_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small random-init ESPCN x4 ONNX with dynamic batch, height and width."""
     return export_espcn(tmp_path_factory.mktemp("models") / "espcn_tiny.onnx")
+
+
+@pytest.fixture(scope="session")
+def espcn_onnx_y(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-channel (Y) ESPCN x4, as ESPCN-PyTorch's models are."""
+    return export_espcn(tmp_path_factory.mktemp("models") / "espcn_y.onnx", channels=1)
 
 
 @pytest.fixture(scope="session")

@@ -71,7 +71,7 @@ async def test_pipeline_writes_whole_image_inference_outputs_and_contest_report(
         saved = _rgb(tmp_path / "out" / f"{row['img_name']}.png")
         assert saved.shape == (rgb.shape[0] * 4, rgb.shape[1] * 4, 3)
         geometry = TileGeometry(0, 0, 0, 1, False, 4)
-        whole = to_uint8(engine.run(prepare_image(rgb, geometry)[None])[0])
+        whole = to_uint8(engine.run(prepare_image(rgb, geometry)[0][None])[0])
         if tile == 0:
             assert np.array_equal(saved, whole)
         elif min(rgb.shape[:2]) >= 32:
@@ -219,3 +219,31 @@ async def test_default_espcn_runs_alike_on_onnx_and_torch(
         assert json.loads(result.report_path.read_text())["A"][0]["model_size"] == model.size_bytes
         outputs[backend] = _rgb(tmp_path / backend / "img_00.png").astype(int)
     assert np.abs(outputs["onnx"] - outputs["torch"]).max() <= 1
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("mode", ["crop", "plain", "average", "blend"])
+async def test_every_tile_mode_runs_through_the_pipeline(
+    image_folder: Path, tmp_path: Path, espcn_onnx: Path, mode: str
+) -> None:
+    with capture_logs() as logs:
+        result = await _run(
+            image_folder, tmp_path / "out", espcn_onnx, **{"tiling.mode": mode, "tiling.tile": 32}
+        )
+    assert result.summary.ok == 3 and result.geometry.mode == mode
+    assert logs[0]["geometry"]["mode"] == mode
+    for src in sorted(image_folder.iterdir()):
+        h, w = _rgb(src).shape[:2]
+        assert _size(tmp_path / "out" / f"{src.stem}.png") == (w * 4, h * 4)
+
+
+@pytest.mark.asyncio
+async def test_one_channel_model_runs_in_y_only_mode(
+    image_folder: Path, tmp_path: Path, espcn_onnx_y: Path
+) -> None:
+    result = await _run(image_folder, tmp_path / "out", espcn_onnx_y)
+    assert result.geometry.y_only and result.summary.ok == 3
+    saved = _rgb(tmp_path / "out" / "img_00.png")
+    assert saved.shape == (280, 360, 3)
+    # chroma comes from the input: the output is not grey
+    assert np.abs(saved[..., 0].astype(int) - saved[..., 2]).mean() > 5

@@ -1,5 +1,6 @@
-"""Tile planning and stitching: cores partition the image, and with a margin that
-covers the receptive field the stitched result equals whole-image inference."""
+"""Tile planning and stitching for every tiling mode: plans cover the image, stitching
+a pixel-wise model is exact, ``crop`` with the receptive-field margin equals
+whole-image inference, and only ``plain`` leaves seams on a smooth gradient."""
 
 from __future__ import annotations
 
@@ -7,22 +8,29 @@ import itertools
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from batchsr.color import rgb_to_ycbcr, upscale_chroma, ycbcr_to_rgb
 from batchsr.engines.onnx import OnnxEngine
 from batchsr.pipeline.stitch import Assembler, to_uint8
-from batchsr.pipeline.tile import TileGeometry, _Batcher, plan_axis, plan_image, prepare_image
-from batchsr.records import Slot, SRBatch
+from batchsr.pipeline.tile import (
+    TILE_MODES,
+    TileGeometry,
+    TileMode,
+    _Batcher,
+    plan_axis,
+    plan_axis_plain,
+    plan_image,
+    prepare_image,
+)
+from batchsr.records import Slot, SRBatch, Stitched
 from tests.conftest import photo_like
 
 
 @settings(max_examples=300, deadline=None)
-@given(
-    length=st.integers(1, 2000),
-    tile=st.integers(8, 300),
-    pad=st.integers(0, 40),
-)
+@given(length=st.integers(1, 2000), tile=st.integers(8, 300), pad=st.integers(0, 40))
 def test_plan_axis_cores_partition_and_keep_context(length: int, tile: int, pad: int) -> None:
     if tile <= 2 * pad:
         return
@@ -45,51 +53,71 @@ def test_plan_axis_uses_fewest_windows_for_a_contest_width() -> None:
     assert len(plan_axis(510, 128, 4)) == 5
 
 
-@settings(max_examples=150, deadline=None)
+def test_plain_plan_centres_zero_padding_like_the_seed() -> None:
+    offset, windows = plan_axis_plain(300, 128)  # 3 tiles = 384 px, 84 px of padding
+    assert offset == 42
+    assert windows == [(0, 0, 86), (128, 86, 214), (256, 214, 300)]
+
+
+def _run_model(rgb: np.ndarray, geometry: TileGeometry, model) -> tuple[list[Stitched], list[int]]:
+    """Tile, batch, run ``model`` on each batch and stitch, through the real stages'
+    functions. Returns the stitched images and each batch's padded rows."""
+    plan = plan_image(0, "x", *rgb.shape[:2], geometry, t_start_ns=0)
+    chw, chroma = prepare_image(rgb, geometry)
+    if chroma is not None:
+        plan = type(plan)(**{**{f: getattr(plan, f) for f in plan.__slots__}, "chroma": chroma})
+    batcher, assembler, done, padded = _Batcher(geometry), Assembler(), [], []
+    batches = []
+    for spec in plan.tiles:
+        window = chw[:, spec.y : spec.y + spec.h, spec.x : spec.x + spec.w]
+        assert window.shape == (geometry.channels, spec.h, spec.w)
+        if (out := batcher.add(window, Slot(plan=plan, tile=spec))) is not None:
+            batches.append(out)
+    if (final := batcher.flush()) is not None:
+        batches.append(final)
+    for b in batches:
+        padded.append(b.padded)
+        sr = model(b.data)
+        done += assembler.add(SRBatch(batch_id=b.batch_id, data=sr, slots=b.slots, worker="w"))
+    return done, padded
+
+
+def _nearest2(batch: np.ndarray) -> np.ndarray:
+    return batch.repeat(2, axis=2).repeat(2, axis=3)
+
+
+@settings(max_examples=200, deadline=None)
 @given(
     height=st.integers(1, 120),
     width=st.integers(1, 120),
     tile=st.integers(10, 64),
     pad=st.integers(0, 4),
     batch=st.integers(1, 5),
+    mode=st.sampled_from(TILE_MODES),
 )
-def test_tiling_then_stitching_is_exact_for_an_identity_model(
-    height: int, width: int, tile: int, pad: int, batch: int
+def test_tiling_then_stitching_is_exact_for_a_pixelwise_model(
+    height: int, width: int, tile: int, pad: int, batch: int, mode: TileMode
 ) -> None:
-    """With a pixel-wise model (nearest x2), stitching must reproduce it exactly."""
+    """With a pixel-wise model (nearest x2), every mode must reproduce it exactly."""
     if tile <= 2 * pad:
         return
-    geometry = TileGeometry(
-        tile_h=tile, tile_w=tile, pad=pad, batch=batch, static_batch=True, scale=2
-    )
+    geometry = TileGeometry(tile, tile, pad, batch, static_batch=True, scale=2, mode=mode)
     rgb = photo_like(height, width, seed=height * 131 + width)
-    plan = plan_image(0, "x", height, width, geometry, t_start_ns=0)
-    chw = prepare_image(rgb, geometry)
-    batcher, assembler, done = _Batcher(geometry), Assembler(), []
-    batches = []
-    for spec in plan.tiles:
-        window = chw[:, spec.y : spec.y + spec.h, spec.x : spec.x + spec.w]
-        assert window.shape == (3, tile, tile)
-        out = batcher.add(window, Slot(plan=plan, tile=spec))
-        if out is not None:
-            batches.append(out)
-    final = batcher.flush()
-    if final is not None:
-        assert final.data.shape[0] == batch  # static batches are padded to size
-        batches.append(final)
-    for b in batches:
-        sr = b.data.repeat(2, axis=2).repeat(2, axis=3)
-        done += assembler.add(SRBatch(batch_id=b.batch_id, data=sr, slots=b.slots, worker="w"))
-    assert len(done) == 1
-    expected = rgb.repeat(2, axis=0).repeat(2, axis=1)
-    np.testing.assert_array_equal(done[0].rgb, expected)
+    done, padded = _run_model(rgb, geometry, _nearest2)
+    assert len(done) == 1 and all(p == 0 for p in padded[:-1])
+    np.testing.assert_array_equal(done[0].rgb, rgb.repeat(2, axis=0).repeat(2, axis=1))
+
+
+def _whole(engine: OnnxEngine, rgb: np.ndarray) -> np.ndarray:
+    chw, _ = prepare_image(rgb, TileGeometry(0, 0, 0, 1, False, 4))
+    return engine.run(chw[None])[0]
 
 
 def _tiled_float(engine: OnnxEngine, rgb: np.ndarray, geometry: TileGeometry) -> np.ndarray:
-    """Tiled inference at float precision, through the real planner and windows."""
+    """Crop-mode tiled inference at float precision, through the real planner."""
     height, width = rgb.shape[:2]
     plan = plan_image(0, "x", height, width, geometry, t_start_ns=0)
-    chw = prepare_image(rgb, geometry)
+    chw, _ = prepare_image(rgb, geometry)
     s = geometry.scale
     canvas = np.zeros((3, height * s, width * s), np.float32)
     for spec in plan.tiles:
@@ -106,19 +134,71 @@ def _tiled_float(engine: OnnxEngine, rgb: np.ndarray, geometry: TileGeometry) ->
 def test_crop_tiling_with_receptive_field_margin_equals_whole_image(espcn_onnx: Path) -> None:
     engine = OnnxEngine(espcn_onnx)
     rgb = photo_like(150, 173, seed=3)
-    whole = engine.run(prepare_image(rgb, TileGeometry(0, 0, 0, 1, False, 4))[None])[0]
+    whole = _whole(engine, rgb)
     # ESPCN's receptive field: 5x5, 3x3, 3x3 convolutions -> 4 px of context.
     geometry = TileGeometry(tile_h=48, tile_w=48, pad=4, batch=1, static_batch=False, scale=4)
     tiled = _tiled_float(engine, rgb, geometry)
     assert np.abs(tiled - whole).max() <= 1e-5
     # and the uint8 stitcher agrees with rounding the whole-image result
     assert np.array_equal(to_uint8(tiled), to_uint8(whole))
+    done, _ = _run_model(rgb, geometry, engine.run)
+    assert np.array_equal(done[0].rgb, to_uint8(whole))
 
 
 def test_too_small_margin_leaves_seams(espcn_onnx: Path) -> None:
     """The equality above is not vacuous: without context the tiles differ at seams."""
     engine = OnnxEngine(espcn_onnx)
     rgb = photo_like(150, 173, seed=3)
-    whole = engine.run(prepare_image(rgb, TileGeometry(0, 0, 0, 1, False, 4))[None])[0]
     geometry = TileGeometry(tile_h=48, tile_w=48, pad=0, batch=1, static_batch=False, scale=4)
-    assert np.abs(_tiled_float(engine, rgb, geometry) - whole).max() > 1e-3
+    assert np.abs(_tiled_float(engine, rgb, geometry) - _whole(engine, rgb)).max() > 1e-3
+
+
+def _max_jump_across_borders(img: np.ndarray, borders: list[int]) -> float:
+    """Largest step across the given SR columns, beyond the image's own gradient."""
+    grey = img.astype(np.float64).mean(axis=2)
+    steps = np.abs(np.diff(grey, axis=1))
+    typical = np.median(steps)
+    return max(float(np.max(steps[:, b - 1]) - typical) for b in borders)
+
+
+@pytest.mark.parametrize("mode", TILE_MODES)
+def test_only_plain_leaves_a_jump_on_a_smooth_gradient(mode: TileMode) -> None:
+    """A model with a wide footprint (a 9x9 box blur + nearest x4) on a smooth
+    gradient: tiles that see no neighbours (plain) show the zero padding as a step."""
+    yy, xx = np.mgrid[0:96, 0:200].astype(np.float64)
+    rgb = np.repeat((40 + 160 * xx / 199 + 10 * yy / 95)[:, :, None], 3, axis=2).astype(np.uint8)
+
+    def blur_up(batch: np.ndarray) -> np.ndarray:
+        padded = np.pad(batch, ((0, 0), (0, 0), (4, 4), (4, 4)))  # zeros, like a conv
+        out = np.zeros_like(batch)
+        for dy, dx in itertools.product(range(9), range(9)):
+            out += padded[:, :, dy : dy + batch.shape[2], dx : dx + batch.shape[3]]
+        return (out / 81).repeat(4, axis=2).repeat(4, axis=3)
+
+    geometry = TileGeometry(48, 48, pad=6, batch=2, static_batch=False, scale=4, mode=mode)
+    done, _ = _run_model(rgb, geometry, blur_up)
+    plan = plan_image(0, "x", 96, 200, geometry, t_start_ns=0)
+    borders = sorted({t.core_x0 * 4 for t in plan.tiles if t.core_x0 > 0})
+    # Away from the image's top/bottom rows, which every mode pads the same way.
+    jump = _max_jump_across_borders(done[0].rgb[40:-40], borders)
+    if mode == "plain":
+        assert jump > 2
+    else:
+        assert jump <= 2
+
+
+def test_y_only_mode_runs_the_model_on_y_and_keeps_bicubic_chroma() -> None:
+    rgb = photo_like(50, 70, seed=5)
+    geometry = TileGeometry(32, 32, 2, 3, static_batch=False, scale=2, y_only=True)
+    seen: list[int] = []
+
+    def y_model(batch: np.ndarray) -> np.ndarray:
+        seen.append(batch.shape[1])
+        return _nearest2(batch)
+
+    done, _ = _run_model(rgb, geometry, y_model)
+    assert set(seen) == {1}
+    ycc = rgb_to_ycbcr(rgb)
+    expected_y = ycc[:, :, 0].repeat(2, axis=0).repeat(2, axis=1)
+    expected = ycbcr_to_rgb(np.concatenate([expected_y[:, :, None], upscale_chroma(ycc, 2)], 2))
+    np.testing.assert_array_equal(done[0].rgb, to_uint8(expected.transpose(2, 0, 1)))

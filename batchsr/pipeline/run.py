@@ -81,8 +81,12 @@ def geometry_for(engine: Engine, tiling: TilingConfig, model: ResolvedModel) -> 
         EngineError: the engine does not take RGB input.
     """
     n, c, h, w = engine.input_shapes[0]
-    if c != 3:
-        raise EngineError(f"{model.path} takes {c} input channels; the pipeline feeds RGB (3)")
+    y_only = tiling.y_only or c == 1
+    if c != (1 if y_only else 3):
+        raise EngineError(
+            f"{model.path} takes {c} input channels; the pipeline feeds RGB (3), or Y (1) "
+            "with --y-only"
+        )
     if tiling.tile == 0 and (h is not None or w is not None):
         raise ConfigError(
             f"--tile 0 (whole images) needs a model with dynamic height and width; "
@@ -104,6 +108,8 @@ def geometry_for(engine: Engine, tiling: TilingConfig, model: ResolvedModel) -> 
         batch=batch,
         static_batch=n is not None,
         scale=engine.scale,
+        mode=tiling.mode,
+        y_only=y_only,
     )
 
 
@@ -173,6 +179,8 @@ async def run_pipeline(
             "pad": geometry.pad,
             "batch": geometry.batch,
             "static_batch": geometry.static_batch,
+            "mode": geometry.mode,
+            "y_only": geometry.y_only,
         },
         images=len(jobs),
         out_dir=str(out_dir),

@@ -1,8 +1,11 @@
 """Stitch stage: SR tiles back into whole SR images.
 
-Each tile contributes only its core (its context margin is cropped away), converted
-to uint8 as it is pasted, so no float canvas of the whole image is ever held. An
-image's contest runtime ends when its last tile is pasted.
+``crop`` and ``plain`` tiles contribute only their cores, converted to uint8 as they
+are pasted, so no float canvas of the whole image is held. ``average`` and ``blend``
+tiles contribute their whole window, weighted (1, or a linear ramp over the overlap),
+into a float canvas normalised when the image completes. In Y-only mode the SR Y plane
+is merged with the tile stage's upscaled chroma. An image's contest runtime ends when
+it is complete.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ import numpy as np
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from numpy.typing import NDArray
 
+from batchsr.color import ycbcr_to_rgb
 from batchsr.pipeline.stage import Meter
 from batchsr.records import Failed, ImagePlan, SRBatch, Stitched, TileSpec, freeze
 
-__all__ = ["Assembler", "paste_tile", "run_stitch", "to_uint8"]
+__all__ = ["Assembler", "blend_weights", "paste_tile", "run_stitch", "to_uint8"]
 
 
 def to_uint8(chw: NDArray[np.float32]) -> NDArray[np.uint8]:
@@ -28,45 +32,140 @@ def to_uint8(chw: NDArray[np.float32]) -> NDArray[np.uint8]:
     return scaled.astype(np.uint8).transpose(1, 2, 0)
 
 
+def _core_in_tile(spec: TileSpec, plan: ImagePlan) -> tuple[slice, slice, slice, slice]:
+    """(canvas rows, canvas cols, tile rows, tile cols) of a tile's core, in SR pixels."""
+    s = plan.scale
+    ty = (spec.core_y0 + plan.offset_y - spec.y) * s
+    tx = (spec.core_x0 + plan.offset_x - spec.x) * s
+    h, w = (spec.core_y1 - spec.core_y0) * s, (spec.core_x1 - spec.core_x0) * s
+    return (
+        slice(spec.core_y0 * s, spec.core_y1 * s),
+        slice(spec.core_x0 * s, spec.core_x1 * s),
+        slice(ty, ty + h),
+        slice(tx, tx + w),
+    )
+
+
 def paste_tile(
-    canvas: NDArray[np.uint8], sr_tile: NDArray[np.float32], spec: TileSpec, scale: int
+    canvas: NDArray[np.uint8], sr_tile: NDArray[np.float32], spec: TileSpec, plan: ImagePlan
 ) -> None:
     """Write the core of one SR tile (CxHxW float32) into ``canvas`` (HxWxC uint8)."""
-    oy, ox = (spec.core_y0 - spec.y) * scale, (spec.core_x0 - spec.x) * scale
-    h, w = (spec.core_y1 - spec.core_y0) * scale, (spec.core_x1 - spec.core_x0) * scale
-    canvas[
-        spec.core_y0 * scale : spec.core_y1 * scale, spec.core_x0 * scale : spec.core_x1 * scale
-    ] = to_uint8(sr_tile[:, oy : oy + h, ox : ox + w])
+    cy, cx, ty, tx = _core_in_tile(spec, plan)
+    canvas[cy, cx] = to_uint8(sr_tile[:, ty, tx])
+
+
+def _ramp(n: int, ramp: int, *, start: bool, end: bool) -> NDArray[np.float32]:
+    pos = np.arange(n, dtype=np.float32) + np.float32(0.5)
+    w = np.ones(n, np.float32)
+    if ramp > 0 and start:
+        w = np.minimum(w, pos / ramp)
+    if ramp > 0 and end:
+        w = np.minimum(w, (n - pos) / ramp)
+    return w
+
+
+def blend_weights(
+    spec: TileSpec, plan: ImagePlan
+) -> tuple[slice, slice, slice, slice, NDArray[np.float32] | None]:
+    """Where a whole window lands in the SR image and its weights.
+
+    Returns:
+        (canvas rows, canvas cols, tile rows, tile cols, weights HxW or None for 1).
+        ``blend`` ramps linearly over twice the margin on every window side that lies
+        inside the image, so neighbouring tiles fade into each other.
+    """
+    s = plan.scale
+    y0 = max(spec.y - plan.offset_y, 0)
+    y1 = min(spec.y + spec.h - plan.offset_y, plan.height)
+    x0 = max(spec.x - plan.offset_x, 0)
+    x1 = min(spec.x + spec.w - plan.offset_x, plan.width)
+    ty, tx = (y0 + plan.offset_y - spec.y) * s, (x0 + plan.offset_x - spec.x) * s
+    h, w = (y1 - y0) * s, (x1 - x0) * s
+    weights = None
+    if plan.mode == "blend":
+        ramp = 2 * plan.pad * s
+        wy = _ramp(h, ramp, start=y0 > 0, end=y1 < plan.height)
+        wx = _ramp(w, ramp, start=x0 > 0, end=x1 < plan.width)
+        weights = wy[:, None] * wx[None, :]
+    return (
+        slice(y0 * s, y1 * s),
+        slice(x0 * s, x1 * s),
+        slice(ty, ty + h),
+        slice(tx, tx + w),
+        weights,
+    )
+
+
+class _Image:
+    """One partly assembled image."""
+
+    def __init__(self, plan: ImagePlan, channels: int) -> None:
+        self.plan = plan
+        self.remaining = len(plan.tiles)
+        hs, ws = plan.height * plan.scale, plan.width * plan.scale
+        # uint8 cores are enough unless tiles overlap (average/blend) or the result
+        # is a Y plane still to be merged with chroma.
+        self.direct = plan.mode in ("crop", "plain") and plan.chroma is None
+        if self.direct:
+            self.canvas_u8 = np.empty((hs, ws, channels), np.uint8)
+        else:
+            self.acc = np.zeros((channels, hs, ws), np.float32)
+            self.wsum = np.zeros((hs, ws), np.float32)
+
+    def add(self, sr_tile: NDArray[np.float32], spec: TileSpec) -> None:
+        if self.direct:
+            paste_tile(self.canvas_u8, sr_tile, spec, self.plan)
+        elif self.plan.mode in ("crop", "plain"):
+            cy, cx, ty, tx = _core_in_tile(spec, self.plan)
+            self.acc[:, cy, cx] = sr_tile[:, ty, tx]
+            self.wsum[cy, cx] = 1.0
+        else:
+            cy, cx, ty, tx, weights = blend_weights(spec, self.plan)
+            if weights is None:
+                self.acc[:, cy, cx] += sr_tile[:, ty, tx]
+                self.wsum[cy, cx] += 1.0
+            else:
+                self.acc[:, cy, cx] += sr_tile[:, ty, tx] * weights
+                self.wsum[cy, cx] += weights
+        self.remaining -= 1
+
+    def finish(self) -> NDArray[np.uint8]:
+        if self.direct:
+            return self.canvas_u8
+        out = self.acc / self.wsum
+        if self.plan.chroma is not None:
+            ycc = np.concatenate([out[0][:, :, None], self.plan.chroma], axis=2)
+            return to_uint8(ycbcr_to_rgb(ycc).transpose(2, 0, 1))
+        return to_uint8(out)
 
 
 class Assembler:
     """Partly assembled images, keyed by image id; owned by the one stitch task."""
 
     def __init__(self) -> None:
-        self._canvases: dict[int, NDArray[np.uint8]] = {}
-        self._remaining: dict[int, int] = {}
+        self._images: dict[int, _Image] = {}
         self._failed: set[int] = set()
 
     def add(self, batch: SRBatch) -> list[Stitched]:
-        """Paste a batch's tiles; return the images this batch completed."""
+        """Add a batch's tiles; return the images this batch completed."""
         done: list[Stitched] = []
         for row, slot in enumerate(batch.slots):
             plan = slot.plan
             if plan.id in self._failed:
                 continue
-            canvas = self._canvases.get(plan.id)
-            if canvas is None:
-                canvas = self._new_canvas(plan, int(batch.data.shape[1]))
-            paste_tile(canvas, batch.data[row], slot.tile, plan.scale)
-            self._remaining[plan.id] -= 1
-            if self._remaining[plan.id] == 0:
-                del self._canvases[plan.id], self._remaining[plan.id]
+            image = self._images.get(plan.id)
+            if image is None:
+                image = self._images[plan.id] = _Image(plan, int(batch.data.shape[1]))
+            image.add(batch.data[row], slot.tile)
+            if image.remaining == 0:
+                del self._images[plan.id]
+                rgb = image.finish()
                 runtime_s = (time.perf_counter_ns() - plan.t_start_ns) / 1e9
                 done.append(
                     Stitched(
                         id=plan.id,
                         name=plan.name,
-                        rgb=freeze(canvas),
+                        rgb=freeze(rgb),
                         runtime_s=runtime_s,
                         tiles=len(plan.tiles),
                     )
@@ -75,22 +174,15 @@ class Assembler:
 
     def fail(self, image_id: int) -> bool:
         """Drop an image; True the first time (its Failed record should go on)."""
-        self._canvases.pop(image_id, None)
-        self._remaining.pop(image_id, None)
+        self._images.pop(image_id, None)
         if image_id in self._failed:
             return False
         self._failed.add(image_id)
         return True
 
-    def _new_canvas(self, plan: ImagePlan, channels: int) -> NDArray[np.uint8]:
-        canvas = np.empty((plan.height * plan.scale, plan.width * plan.scale, channels), np.uint8)
-        self._canvases[plan.id] = canvas
-        self._remaining[plan.id] = len(plan.tiles)
-        return canvas
-
     @property
     def pending(self) -> int:
-        return len(self._canvases)
+        return len(self._images)
 
 
 async def run_stitch(

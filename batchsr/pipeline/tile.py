@@ -1,10 +1,22 @@
 """Tile stage: images to engine-sized tile batches.
 
-Tiling here is Real-ESRGAN's ``tile_pad`` scheme ("crop"): every tile reads a window
-with ``pad`` pixels of context around its core, and stitching keeps only the core.
-When ``pad`` covers the model's receptive field, the stitched image equals whole-image
-inference. Windows are always the engine's tile size (static-shape models need exact
-shapes); an image smaller than a tile is reflect-padded at its bottom and right.
+Four tiling modes (``--tile-mode``), each a pure plan over the image:
+
+- ``crop`` (default): Real-ESRGAN's ``tile_pad``. Every tile reads a window with
+  ``pad`` pixels of context around its core and stitching keeps only the core. When
+  ``pad`` covers the model's receptive field, the stitched image equals whole-image
+  inference.
+- ``plain``: the seed's tiling. Non-overlapping tiles over the image zero-padded to a
+  whole number of tiles, the padding split evenly on both sides. Cheapest, but tile
+  borders show as seams because no tile sees its neighbours.
+- ``average``: the ``crop`` windows, with every output pixel the mean of all tiles
+  that cover it.
+- ``blend``: the ``crop`` windows, with overlaps weighted by linear ramps (the
+  official demo blended overlaps), so tiles fade into each other.
+
+Windows are always the engine's tile size (static-shape models need exact shapes); an
+image smaller than a tile is padded up to it. In Y-only mode the model sees MATLAB's
+Y channel and the tile stage upscales Cb and Cr bicubically for the stitcher.
 
 Tiles of consecutive images share batches: a static batch size is filled across image
 boundaries and only the run's last batch is padded. With a dynamic batch axis a partial
@@ -16,19 +28,34 @@ from any thread.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import anyio
 import numpy as np
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from numpy.typing import NDArray
 
+from batchsr.color import rgb_to_ycbcr, upscale_chroma
 from batchsr.pipeline.stage import Meter, failed_from
 from batchsr.records import Decoded, Failed, ImagePlan, Slot, TileBatch, TileSpec, freeze
 
-__all__ = ["TileGeometry", "plan_axis", "plan_image", "prepare_image", "run_tile"]
+__all__ = [
+    "TILE_MODES",
+    "TileGeometry",
+    "TileMode",
+    "plan_axis",
+    "plan_axis_plain",
+    "plan_image",
+    "prepare_image",
+    "run_tile",
+]
+
+TileMode = Literal["crop", "plain", "average", "blend"]
+TILE_MODES: tuple[TileMode, ...] = ("crop", "plain", "average", "blend")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,11 +64,14 @@ class TileGeometry:
 
     Attributes:
         tile_h, tile_w: window size in input pixels; 0 means the whole image.
-        pad: context margin on each side of a core (input pixels).
+        pad: context margin on each side of a core (input pixels); in ``average`` and
+            ``blend`` modes neighbouring windows overlap by twice this.
         batch: tiles per engine call.
         static_batch: the batch size is fixed by the model: partial batches are padded
             with zeros, and only at the end of the run.
         scale: the engine's upscale factor.
+        mode: the tiling mode (see the module docstring).
+        y_only: feed the model MATLAB's Y channel only (one-channel models).
     """
 
     tile_h: int
@@ -50,6 +80,13 @@ class TileGeometry:
     batch: int
     static_batch: bool
     scale: int
+    mode: TileMode = "crop"
+    y_only: bool = False
+
+    @property
+    def channels(self) -> int:
+        """Channels of the tiles the engine sees."""
+        return 1 if self.y_only else 3
 
 
 def plan_axis(length: int, tile: int, pad: int) -> list[tuple[int, int, int]]:
@@ -76,12 +113,35 @@ def plan_axis(length: int, tile: int, pad: int) -> list[tuple[int, int, int]]:
     return [(min(max(c0 - pad, 0), length - tile), c0, c1) for c0, c1 in itertools.pairwise(bounds)]
 
 
+def plan_axis_plain(length: int, tile: int) -> tuple[int, list[tuple[int, int, int]]]:
+    """The seed's plain tiling of one axis: ``ceil(length / tile)`` abutting windows
+    over the axis zero-padded to a whole number of tiles, padding split evenly.
+
+    Returns:
+        ``(offset, windows)``: the image starts at ``offset`` in the padded frame;
+        windows are ``(window_start, core_start, core_end)`` with window starts in the
+        padded frame and cores in image coordinates.
+    """
+    if tile == 0:
+        return 0, [(0, 0, length)]
+    n = -(-length // tile)
+    offset = (n * tile - length) // 2
+    return offset, [
+        (i * tile, max(0, i * tile - offset), min(length, (i + 1) * tile - offset))
+        for i in range(n)
+    ]
+
+
 def plan_image(
     image_id: int, name: str, height: int, width: int, geometry: TileGeometry, *, t_start_ns: int
 ) -> ImagePlan:
     """The tiles of one image, row by row."""
-    rows = plan_axis(height, geometry.tile_h, geometry.pad)
-    cols = plan_axis(width, geometry.tile_w, geometry.pad)
+    if geometry.mode == "plain":
+        off_y, rows = plan_axis_plain(height, geometry.tile_h)
+        off_x, cols = plan_axis_plain(width, geometry.tile_w)
+    else:
+        off_y, rows = 0, plan_axis(height, geometry.tile_h, geometry.pad)
+        off_x, cols = 0, plan_axis(width, geometry.tile_w, geometry.pad)
     # Windows are exactly the tile size; prepare_image pads a smaller image up to it.
     win_h = geometry.tile_h or height
     win_w = geometry.tile_w or width
@@ -108,19 +168,49 @@ def plan_image(
         scale=geometry.scale,
         tiles=tiles,
         t_start_ns=t_start_ns,
+        offset_y=off_y,
+        offset_x=off_x,
+        mode=geometry.mode,
+        pad=geometry.pad,
     )
 
 
-def prepare_image(rgb: NDArray[np.uint8], geometry: TileGeometry) -> NDArray[np.float32]:
-    """HxWx3 uint8 RGB to 3xH'xW' float32 in [0, 1], reflect-padded at the bottom and
-    right up to one tile where the image is smaller than a tile."""
-    chw = rgb.transpose(2, 0, 1).astype(np.float32)
-    chw *= np.float32(1.0 / 255.0)
-    pad_h = max(0, geometry.tile_h - chw.shape[1]) if geometry.tile_h else 0
-    pad_w = max(0, geometry.tile_w - chw.shape[2]) if geometry.tile_w else 0
+def prepare_image(
+    rgb: NDArray[np.uint8], geometry: TileGeometry
+) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
+    """The model's input plane(s) for one image, padded to the tiling's frame.
+
+    Returns:
+        ``(chw, chroma)``: CxH'xW' float32 in [0, 1] (RGB, or Y in Y-only mode),
+        padded to whole tiles (``plain``: zeros, centred) or up to one tile where the
+        image is smaller (other modes: reflected at the bottom and right); and in
+        Y-only mode the bicubically upscaled Cb/Cr planes, (H*s)x(W*s)x2, else None.
+    """
+    chroma = None
+    if geometry.y_only:
+        ycc = rgb_to_ycbcr(rgb)
+        chw = np.ascontiguousarray(ycc[None, :, :, 0])
+        chroma = upscale_chroma(ycc, geometry.scale)
+    else:
+        chw = rgb.transpose(2, 0, 1).astype(np.float32)
+        chw *= np.float32(1.0 / 255.0)
+    height, width = rgb.shape[:2]
+    if geometry.mode == "plain":
+        (oy, rows), (ox, cols) = (
+            plan_axis_plain(height, geometry.tile_h),
+            plan_axis_plain(width, geometry.tile_w),
+        )
+        full_h = len(rows) * geometry.tile_h if geometry.tile_h else height
+        full_w = len(cols) * geometry.tile_w if geometry.tile_w else width
+        pads = ((0, 0), (oy, full_h - height - oy), (ox, full_w - width - ox))
+        if any(p for pair in pads for p in pair):
+            chw = np.pad(chw, pads, mode="constant")
+        return chw, chroma
+    pad_h = max(0, geometry.tile_h - height) if geometry.tile_h else 0
+    pad_w = max(0, geometry.tile_w - width) if geometry.tile_w else 0
     if pad_h or pad_w:
         chw = np.pad(chw, ((0, 0), (0, pad_h), (0, pad_w)), mode="reflect")
-    return chw
+    return chw, chroma
 
 
 class _Batcher:
@@ -188,11 +278,13 @@ async def run_tile(
                 continue
             t_start_ns = time.perf_counter_ns()  # contest runtime starts at tiling
             try:
-                chw = await anyio.to_thread.run_sync(prepare_image, item.rgb, geometry)
+                chw, chroma = await anyio.to_thread.run_sync(prepare_image, item.rgb, geometry)
                 height, width = item.rgb.shape[:2]
                 plan = plan_image(
                     item.id, item.name, height, width, geometry, t_start_ns=t_start_ns
                 )
+                if chroma is not None:
+                    plan = dataclasses.replace(plan, chroma=freeze(chroma))
             except Exception as err:
                 await meter.send(
                     send,
