@@ -24,10 +24,22 @@ torch.set_num_threads(2)
 # One small variant per architecture (x4 where it exists: the contest's scale).
 EXPORTED: list[tuple[str, dict[str, Any]]] = [
     ("espcn", {"in_channels": 3, "out_channels": 3, "channels": 16, "upscale": 4}),
+    ("fsrcnn", {"channels": 1, "d": 16, "s": 8, "m": 2, "upscale": 4}),
+    ("carn", {"scale": 4, "num_feat": 8}),
+    ("carn_m", {"scale": 4, "num_feat": 8, "group": 4}),
+    ("ninasr", {"n_resblocks": 2, "n_feats": 8, "scale": 4}),
+    ("edsr", {"n_resblocks": 2, "n_feats": 8, "scale": 4}),
+    ("rrdbnet", {"num_block": 1, "num_feat": 8, "num_grow_ch": 4, "scale": 4}),
+    ("rrdbnet", {"num_block": 1, "num_feat": 8, "num_grow_ch": 4, "scale": 2}),
+    ("srvgg", {"num_feat": 8, "num_conv": 2, "upscale": 4}),
 ]
 
 
-@pytest.mark.parametrize(("arch_id", "hp"), EXPORTED, ids=[a for a, _ in EXPORTED])
+@pytest.mark.parametrize(
+    ("arch_id", "hp"),
+    EXPORTED,
+    ids=[f"{a}-x{hp.get('scale', hp.get('upscale'))}" for a, hp in EXPORTED],
+)
 def test_static_and_dynamic_onnx_match_torch(
     arch_id: str, hp: dict[str, Any], tmp_path: Path
 ) -> None:
