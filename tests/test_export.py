@@ -11,9 +11,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from batchsr.errors import CompileError
+from batchsr.errors import CompileError, ConfigError
+from batchsr.filters import FILTER_NAMES, apply_filter
 from batchsr.manifest import file_sha256, load_manifest
 from batchsr.models import get_arch, load_checkpoint
+from batchsr.models.postprocess import with_filter
 from compile.onnx import INPUT_NAME, OUTPUT_NAME, check_onnx, export_onnx
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,10 +26,22 @@ torch.set_num_threads(2)
 # One small variant per architecture (x4 where it exists: the contest's scale).
 EXPORTED: list[tuple[str, dict[str, Any]]] = [
     ("espcn", {"in_channels": 3, "out_channels": 3, "channels": 16, "upscale": 4}),
+    ("fsrcnn", {"channels": 1, "d": 16, "s": 8, "m": 2, "upscale": 4}),
+    ("carn", {"scale": 4, "num_feat": 8}),
+    ("carn_m", {"scale": 4, "num_feat": 8, "group": 4}),
+    ("ninasr", {"n_resblocks": 2, "n_feats": 8, "scale": 4}),
+    ("edsr", {"n_resblocks": 2, "n_feats": 8, "scale": 4}),
+    ("rrdbnet", {"num_block": 1, "num_feat": 8, "num_grow_ch": 4, "scale": 4}),
+    ("rrdbnet", {"num_block": 1, "num_feat": 8, "num_grow_ch": 4, "scale": 2}),
+    ("srvgg", {"num_feat": 8, "num_conv": 2, "upscale": 4}),
 ]
 
 
-@pytest.mark.parametrize(("arch_id", "hp"), EXPORTED, ids=[a for a, _ in EXPORTED])
+@pytest.mark.parametrize(
+    ("arch_id", "hp"),
+    EXPORTED,
+    ids=[f"{a}-x{hp.get('scale', hp.get('upscale'))}" for a, hp in EXPORTED],
+)
 def test_static_and_dynamic_onnx_match_torch(
     arch_id: str, hp: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -82,3 +96,36 @@ def test_default_model_folder_is_consistent_and_its_onnx_matches_its_weights() -
         expected = model.module(torch.from_numpy(x)).numpy()
     assert got.shape == (2, 3, 76, 92)
     assert float(np.abs(got - expected).max()) <= 1e-4
+
+
+def _to_uint8(nchw: np.ndarray) -> np.ndarray:
+    """(1, 3, H, W) float in [0, 1] -> HWC uint8, as the pipeline saves it."""
+    return np.round(np.clip(nchw[0].transpose(1, 2, 0), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+@pytest.mark.parametrize("name", FILTER_NAMES)
+def test_embedded_filter_in_onnx_agrees_with_the_cpu_filter_away_from_the_border(
+    name: str, tmp_path: Path
+) -> None:
+    torch.manual_seed(0)
+    model = get_arch("espcn").create(in_channels=3, out_channels=3, channels=8, upscale=4)
+    # A larger last layer makes the output overshoot [0, 1], which the clamp must handle.
+    with torch.no_grad():
+        model.module.sub_pixel[0].weight.mul_(300.0)
+    filtered = with_filter(model, name)
+    assert filtered.info.margin == model.info.margin + 1
+    path = export_onnx(filtered.module, tmp_path / "f.onnx", shape=(1, 3, 9, 11), dynamic=True)
+    x = np.random.default_rng(0).random((1, 3, 13, 17), dtype=np.float32)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (embedded,) = session.run([OUTPUT_NAME], {INPUT_NAME: x})
+    with torch.no_grad():
+        plain = model.module(torch.from_numpy(x)).numpy()
+    assert plain.min() < 0.0 and plain.max() > 1.0
+    cpu = apply_filter(_to_uint8(plain), name).astype(np.int16)
+    diff = np.abs(_to_uint8(embedded).astype(np.int16) - cpu)
+    assert int(diff[1:-1, 1:-1].max()) <= 1
+
+
+def test_unknown_filter_name_raises_config_error() -> None:
+    with pytest.raises(ConfigError, match="unknown filter 'BLUR'"):
+        apply_filter(np.zeros((4, 4, 3), np.uint8), "BLUR")

@@ -30,11 +30,34 @@ ANCHOR = SHARED / "anchors" / "espcn_ex.pt"
 torch.set_num_threads(2)
 
 # (architecture id, hyperparameters): small variants keep the suite fast; every
-# scale each architecture supports is here.
+# scale each architecture supports is here (x2/x3/x4; RRDBNet has x2 and x4).
 VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("espcn", {"in_channels": 3, "out_channels": 3, "channels": 16, "upscale": 2}),
     ("espcn", {"in_channels": 3, "out_channels": 3, "channels": 16, "upscale": 3}),
     ("espcn", {"in_channels": 1, "out_channels": 1, "channels": 64, "upscale": 4}),
+    *[("fsrcnn", {"channels": 1, "d": 16, "s": 8, "m": 2, "upscale": s}) for s in (2, 3, 4)],
+    *[("carn", {"scale": s, "num_feat": 16}) for s in (2, 3, 4)],
+    ("carn", {"scale": 4, "num_feat": 16, "multi_scale": False}),
+    *[("carn_m", {"scale": s, "num_feat": 16, "group": 4}) for s in (2, 3, 4)],
+    # b0; b1 and b2 differ only in depth and width (see the variant-name test).
+    *[("ninasr", {"n_resblocks": 10, "n_feats": 16, "scale": s}) for s in (2, 3, 4)],
+    *[("edsr", {"n_resblocks": 16, "n_feats": 64, "scale": s}) for s in (2, 3, 4)],  # baseline
+    # The full model's width (256) makes its residual scale 0.1; 2 blocks keep it small.
+    ("edsr", {"n_resblocks": 2, "n_feats": 256, "scale": 2}),
+    *[("rrdbnet", {"num_block": 2, "num_feat": 16, "num_grow_ch": 8, "scale": s}) for s in (2, 4)],
+    *[("srvgg", {"num_feat": 16, "num_conv": 4, "upscale": s}) for s in (2, 3, 4)],
+]
+
+# One small variant per architecture for the margin test, whose images are 2 * margin wide.
+MARGIN_VARIANTS: list[tuple[str, dict[str, Any]]] = [
+    ("espcn", {"in_channels": 3, "out_channels": 3, "channels": 16, "upscale": 4}),
+    ("fsrcnn", {"channels": 1, "d": 16, "s": 8, "m": 2, "upscale": 3}),
+    ("carn", {"scale": 4, "num_feat": 8}),
+    ("carn_m", {"scale": 3, "num_feat": 8, "group": 4}),
+    ("edsr", {"n_resblocks": 2, "n_feats": 8, "scale": 4}),
+    ("rrdbnet", {"num_block": 1, "num_feat": 8, "num_grow_ch": 4, "scale": 2}),
+    ("rrdbnet", {"num_block": 1, "num_feat": 8, "num_grow_ch": 4, "scale": 4}),
+    ("srvgg", {"num_feat": 8, "num_conv": 3, "upscale": 4}),
 ]
 
 
@@ -67,7 +90,7 @@ def test_state_dict_round_trip_detects_architecture_and_hyperparameters(
     model = _build(arch_id, hp)
     sd = model.module.state_dict()
     assert detect_arch(sd).id == arch_id
-    loaded = load_state_dict(sd)
+    loaded = load_state_dict(sd, scale=model.info.scale)
     assert loaded.info == model.info
     _same_outputs(model, loaded)
 
@@ -92,15 +115,35 @@ def test_checkpoint_files_load_from_safetensors_and_weights_only_pth(
     arch_id, hp = variant
     model = _build(arch_id, hp)
     sd = model.module.state_dict()
+    # Layouts that do not record their scale read it from metadata or the file name.
     st = tmp_path / "m.safetensors"
-    save_file({k: v.contiguous() for k, v in sd.items()}, str(st))
-    pth = tmp_path / "m.pth"
+    meta = {"scale": str(model.info.scale)}
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(st), metadata=meta)
+    pth = tmp_path / f"{arch_id}_x{model.info.scale}.pth"
     # Public checkpoints wrap and prefix their weights; loading must see through both.
     torch.save({"params_ema": {f"module.{k}": v for k, v in sd.items()}, "iter": 7}, pth)
     for path in (st, pth):
         loaded = load_checkpoint(path)
         assert loaded.info == model.info
         _same_outputs(model, loaded)
+
+
+@pytest.mark.parametrize("variant", MARGIN_VARIANTS, ids=_ids)
+def test_margin_of_context_makes_a_tile_equal_whole_image_inference(
+    variant: tuple[str, dict[str, Any]],
+) -> None:
+    arch_id, hp = variant
+    model = _build(arch_id, hp)
+    m, s, k = model.info.margin, model.info.scale, model.info.size_multiple
+    pad = -(-m // k) * k  # context rounded up to the size multiple keeps the grid aligned
+    core = 2 * k
+    x = _tile(model, h=2 * pad + core + 2 * k, w=2 * pad + core + 4 * k)
+    y0, x0 = pad + 2 * k, pad + 2 * k  # the tile's core starts away from the image border
+    tile = x[:, :, y0 - pad : y0 + core + pad, x0 - pad : x0 + core + pad]
+    with torch.no_grad():
+        whole = model.module(x)[:, :, y0 * s : (y0 + core) * s, x0 * s : (x0 + core) * s]
+        part = model.module(tile)[:, :, pad * s : (pad + core) * s, pad * s : (pad + core) * s]
+    torch.testing.assert_close(part, whole, rtol=0, atol=1e-5)
 
 
 def test_espcn_margin_equals_its_receptive_field_radius() -> None:
@@ -171,7 +214,50 @@ def test_missing_checkpoint_file_raises_checkpoint_error(tmp_path: Path) -> None
 def test_registry_ids_are_unique_and_every_variant_arch_is_registered() -> None:
     ids = [a.id for a in REGISTRY]
     assert len(ids) == len(set(ids))
-    assert {arch for arch, _ in VARIANTS} <= set(ids)
+    assert {arch for arch, _ in VARIANTS} == set(ids)
+
+
+def test_fsrcnn_without_a_known_scale_raises_checkpoint_error(tmp_path: Path) -> None:
+    model = _build("fsrcnn", {"channels": 1, "d": 8, "s": 4, "m": 1, "upscale": 3})
+    path = tmp_path / "fsrcnn.pth"
+    torch.save(model.module.state_dict(), path)
+    with pytest.raises(CheckpointError, match="does not record its scale"):
+        load_checkpoint(path)
+    assert load_checkpoint(path, scale=3).info == model.info
+
+
+def test_a_scale_that_contradicts_the_shapes_raises_checkpoint_error() -> None:
+    sd = _build("edsr", {"n_resblocks": 1, "n_feats": 8, "scale": 4}).module.state_dict()
+    with pytest.raises(CheckpointError, match="x4 model, but x2"):
+        load_state_dict(sd, scale=2)
+
+
+def test_multi_scale_carn_defaults_to_x4_and_runs_the_scale_asked_for() -> None:
+    sd = _build("carn", {"scale": 2, "num_feat": 8}).module.state_dict()
+    assert load_state_dict(sd).info.scale == 4
+    three = load_state_dict(sd, scale=3)
+    with torch.no_grad():
+        assert three.module(torch.rand(1, 3, 5, 4)).shape == (1, 3, 15, 12)
+
+
+@pytest.mark.parametrize(
+    ("hp", "tag"),
+    [((10, 16), "b0"), ((26, 32), "b1"), ((84, 56), "b2")],
+)
+def test_ninasr_variants_are_named_by_their_torchsr_names(hp: tuple[int, int], tag: str) -> None:
+    sd = _build("ninasr", {"n_resblocks": hp[0], "n_feats": hp[1], "scale": 2}).module.state_dict()
+    assert tag in load_state_dict(sd).info.tags
+
+
+def test_edsr_residual_scale_follows_the_width_of_the_public_variants() -> None:
+    full = load_state_dict(
+        _build("edsr", {"n_resblocks": 1, "n_feats": 256, "scale": 2}).module.state_dict()
+    )
+    base = load_state_dict(
+        _build("edsr", {"n_resblocks": 1, "n_feats": 64, "scale": 2}).module.state_dict()
+    )
+    assert full.info.kwargs()["res_scale"] == 0.1
+    assert base.info.kwargs()["res_scale"] == 1.0
 
 
 @pytest.mark.skipif(not ANCHOR.is_file(), reason=f"seed anchor {ANCHOR} is absent")

@@ -24,6 +24,8 @@ __all__ = [
     "Arch",
     "SRModel",
     "StateDict",
+    "check_scale",
+    "conv_index_chain",
     "has_all",
     "scale_from_channels",
     "sequence_indices",
@@ -59,18 +61,24 @@ class Arch:
             layout. It may give false positives (the registry's order settles them:
             specific layouts come before generic ones) but never false negatives.
         read_hyperparameters: reads the network's constructor arguments off the state
-            dict's shapes; raises ``CheckpointError`` when they are inconsistent.
+            dict's shapes, given the caller's scale (or None); raises ``CheckpointError``
+            when they are inconsistent, or when the scale contradicts the shapes.
         describe: the facts (:class:`ModelInfo`) of a network built with these
             hyperparameters.
         network: the network class; keyword-only constructor.
+        scale_from_shapes: False for layouts whose tensors do not record the scale
+            (FSRCNN's transposed conv stride, CARN's multi-scale upsamplers); their
+            loaders take the scale from the caller, safetensors metadata or the file
+            name.
     """
 
     id: str
     name: str
     detect: Callable[[StateDict], bool]
-    read_hyperparameters: Callable[[StateDict], dict[str, Hyper]]
+    read_hyperparameters: Callable[[StateDict, int | None], dict[str, Hyper]]
     describe: Callable[[Mapping[str, Hyper]], ModelInfo]
     network: Callable[..., nn.Module]
+    scale_from_shapes: bool = True
 
     def create(self, **hyperparameters: Any) -> SRModel:
         """Build a freshly initialised network (eval mode) with these hyperparameters."""
@@ -78,13 +86,19 @@ class Arch:
         module = self.network(**info.kwargs())
         return SRModel(module=module.eval(), info=info)
 
-    def load(self, state_dict: StateDict) -> SRModel:
+    def load(self, state_dict: StateDict, *, scale: int | None = None) -> SRModel:
         """Build the network a canonical state dict describes and load its weights.
 
+        Args:
+            state_dict: canonical state dict (see ``canonicalize``).
+            scale: the upscale factor, where the caller knows it; required by layouts
+                that do not record it (``scale_from_shapes`` False), checked otherwise.
+
         Raises:
-            CheckpointError: the shapes are inconsistent, or keys are missing or extra.
+            CheckpointError: the shapes are inconsistent, the scale contradicts them or
+                is needed and missing, or keys are missing or extra.
         """
-        model = self.create(**self.read_hyperparameters(state_dict))
+        model = self.create(**self.read_hyperparameters(state_dict, scale))
         try:
             model.module.load_state_dict(dict(state_dict), strict=True)
         except RuntimeError as err:
@@ -139,3 +153,26 @@ def scale_from_channels(channels: int, out_channels: int, *, key: str) -> int:
             "square upscale factor; the checkpoint does not match this layout"
         )
     return r
+
+
+def check_scale(derived: int, scale: int | None, *, key: str) -> int:
+    """``derived`` (read off shapes), after checking it against the caller's ``scale``.
+
+    Raises:
+        CheckpointError: the caller asked for a different scale.
+    """
+    if scale is not None and scale != derived:
+        raise CheckpointError(
+            f"{key} makes this an x{derived} model, but x{scale} was asked for; "
+            "pick a checkpoint of the scale you need"
+        )
+    return derived
+
+
+def conv_index_chain(state_dict: StateDict, prefix: str) -> list[int]:
+    """Indices N of 4-D ``prefix + "N.weight"`` tensors (the convs of an nn.Sequential)."""
+    return [
+        i
+        for i in sequence_indices(state_dict, prefix)
+        if (t := state_dict.get(f"{prefix}{i}.weight")) is not None and t.dim() == 4
+    ]

@@ -9,6 +9,7 @@ archives (such as the seed's ``espcn_ex.pt``) run code on load, so they go throu
 from __future__ import annotations
 
 import pickle
+import re
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -20,7 +21,13 @@ import torch
 from batchsr.errors import CheckpointError, UnsupportedModelError
 from batchsr.models.arch import Arch, SRModel, StateDict
 from batchsr.models.canonicalize import canonicalize
+from batchsr.models.carn import CARN_ARCH, CARN_M_ARCH
+from batchsr.models.edsr import EDSR_ARCH
 from batchsr.models.espcn import ESPCN_ARCH
+from batchsr.models.fsrcnn import FSRCNN_ARCH
+from batchsr.models.ninasr import NINASR_ARCH
+from batchsr.models.rrdbnet import RRDBNET_ARCH
+from batchsr.models.srvgg import SRVGG_ARCH
 
 __all__ = [
     "REGISTRY",
@@ -33,7 +40,22 @@ __all__ = [
 ]
 
 # Specific key layouts before generic ones: the first detect() that says yes wins.
-REGISTRY: tuple[Arch, ...] = (ESPCN_ARCH,)
+# NinaSR and EDSR share head/body/tail names (NinaSR is told apart by its attention
+# keys, EDSR by its mean-shift convs); SRVGGNetCompact's bare ``body.N.weight`` is the
+# most generic pattern, so it goes last.
+REGISTRY: tuple[Arch, ...] = (
+    RRDBNET_ARCH,
+    NINASR_ARCH,
+    EDSR_ARCH,
+    CARN_M_ARCH,
+    CARN_ARCH,
+    ESPCN_ARCH,
+    FSRCNN_ARCH,
+    SRVGG_ARCH,
+)
+
+# "x4" as a separate token of a file name (fsrcnn_x4.pth, RealESRGAN_x2plus.pth).
+_NAME_SCALE = re.compile(r"(?:^|[^a-z0-9])x([2348])(?![0-9])")
 
 
 def get_arch(arch_id: str) -> Arch:
@@ -66,12 +88,14 @@ def detect_arch(state_dict: StateDict) -> Arch:
     )
 
 
-def load_state_dict(checkpoint: Mapping[str, Any]) -> SRModel:
+def load_state_dict(checkpoint: Mapping[str, Any], *, scale: int | None = None) -> SRModel:
     """Detect the architecture of a loaded checkpoint and build it with its weights.
 
     Args:
         checkpoint: a state dict, possibly wrapped (``params_ema``, ``state_dict``, ...)
             or prefixed (``module.``); see :func:`canonicalize`.
+        scale: the upscale factor, needed where the layout does not record it
+            (FSRCNN; multi-scale CARN, which defaults to x4); checked otherwise.
 
     Returns:
         The network in eval mode on the CPU, with its :class:`ModelInfo`.
@@ -81,7 +105,7 @@ def load_state_dict(checkpoint: Mapping[str, Any]) -> SRModel:
         CheckpointError: it matches one but its shapes or keys are inconsistent.
     """
     sd = canonicalize(checkpoint)
-    return detect_arch(sd).load(sd)
+    return detect_arch(sd).load(sd, scale=scale)
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -138,16 +162,39 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return canonicalize(raw)
 
 
-def load_checkpoint(path: Path) -> SRModel:
+def _scale_hint(path: Path) -> int | None:
+    """The scale a file records beside its tensors: safetensors metadata, else its name."""
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as fh:
+            raw = (fh.metadata() or {}).get("scale")
+        if raw is not None and raw.isdigit():
+            return int(raw)
+    match = _NAME_SCALE.search(path.stem.lower())
+    return int(match.group(1)) if match else None
+
+
+def load_checkpoint(path: Path, *, scale: int | None = None) -> SRModel:
     """Read a checkpoint file, detect its architecture and build the model.
+
+    Args:
+        path: ``.safetensors`` or a ``torch.save`` state dict (see :func:`read_state_dict`).
+        scale: the upscale factor. Layouts that do not record it (FSRCNN, multi-scale
+            CARN) otherwise take it from the safetensors metadata key ``scale`` or an
+            ``x2``/``x3``/``x4`` token in the file name; others check it against
+            their shapes.
 
     Raises:
         CheckpointError: unreadable, unsafe, or inconsistent with its architecture.
         UnsupportedModelError: its keys match no known architecture.
     """
     sd = read_state_dict(path)
+    arch = detect_arch(sd)
+    if scale is None and not arch.scale_from_shapes:
+        scale = _scale_hint(path)
     try:
-        return detect_arch(sd).load(sd)
+        return arch.load(sd, scale=scale)
     except CheckpointError as err:
         raise CheckpointError(f"{path}: {err}") from err
 

@@ -11,7 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from batchsr.errors import CheckpointError
-from batchsr.models.arch import Arch, StateDict, has_all, scale_from_channels, shape_of
+from batchsr.models.arch import (
+    Arch,
+    StateDict,
+    check_scale,
+    has_all,
+    scale_from_channels,
+    shape_of,
+)
 from batchsr.models.espcn._net import ESPCN
 from batchsr.models.info import Hyper, ModelInfo
 
@@ -27,7 +34,7 @@ def _detect(sd: StateDict) -> bool:
     return has_all(sd, *_KEYS)
 
 
-def _read(sd: StateDict) -> dict[str, Hyper]:
+def _read(sd: StateDict, scale: int | None) -> dict[str, Hyper]:
     channels, in_channels, _, _ = shape_of(sd, "feature_maps.0.weight")
     hidden = shape_of(sd, "feature_maps.2.weight")[0]
     if hidden != channels // 2:
@@ -37,6 +44,7 @@ def _read(sd: StateDict) -> dict[str, Hyper]:
         )
     sub = shape_of(sd, "sub_pixel.0.weight")[0]
     upscale = scale_from_channels(sub, in_channels, key="sub_pixel.0.weight")
+    check_scale(upscale, scale, key="sub_pixel.0.weight")
     return {
         "in_channels": in_channels,
         "out_channels": in_channels,
