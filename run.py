@@ -85,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--y-only", action="store_true", default=None, help="run the model on the Y channel only"
     )
     p.add_argument("--compress-level", type=int, help="PNG compression level 0-9")
+    p.add_argument(
+        "--filter",
+        choices=["SHARPEN", "DETAIL", "EDGE_ENHANCE", "EDGE_ENHANCE_MORE"],
+        help="PIL sharpening filter after stitching (outside the contest runtime)",
+    )
     p.add_argument("--no-score", action="store_true", help="skip NIQE")
     p.add_argument(
         "--resume",
@@ -116,6 +121,7 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         "tiling.y_only": args.y_only,
         "output.compress_level": args.compress_level,
         "output.dir": args.output,
+        "output.filter": args.filter,
     }
     out.update({k: v for k, v in flags.items() if v is not None})
     if args.no_score:

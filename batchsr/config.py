@@ -119,6 +119,9 @@ class OutputConfig:
         compress_level: PNG zlib level 0-9; PNG is lossless at every level, so this
             only trades file size for encode time.
         score: compute NIQE for each output.
+        filter: a PIL sharpening filter applied to each SR image before saving
+            (``SHARPEN``, ``DETAIL``, ``EDGE_ENHANCE``, ``EDGE_ENHANCE_MORE``), or None.
+            The contest runtime excludes it, as the seed's figures did.
         max_pixels: inputs larger than this are refused before decoding
             (decompression-bomb guard).
     """
@@ -126,6 +129,7 @@ class OutputConfig:
     dir: Path | None = None
     compress_level: int = 1
     score: bool = True
+    filter: str | None = None
     max_pixels: int = 40_000_000
 
 
@@ -158,6 +162,7 @@ class Config:
             "tile_pad": self.tiling.tile_pad,
             "mode": self.tiling.mode,
             "y_only": self.tiling.y_only,
+            "filter": self.output.filter,
         }
         return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -287,6 +292,13 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"tiling.batch = {tiling.batch}: must be >= 1")
     if not 0 <= config.output.compress_level <= 9:
         raise ConfigError(f"output.compress_level = {config.output.compress_level}: use 0-9")
+    if config.output.filter is not None:
+        from batchsr.filters import FILTER_NAMES
+
+        if config.output.filter not in FILTER_NAMES:
+            raise ConfigError(
+                f"output.filter = {config.output.filter!r}: use one of {', '.join(FILTER_NAMES)}"
+            )
     if config.output.max_pixels < 1:
         raise ConfigError("output.max_pixels must be positive")
     if config.model.threads < 0:

@@ -247,3 +247,20 @@ async def test_one_channel_model_runs_in_y_only_mode(
     assert saved.shape == (280, 360, 3)
     # chroma comes from the input: the output is not grey
     assert np.abs(saved[..., 0].astype(int) - saved[..., 2]).mean() > 5
+
+
+@pytest.mark.asyncio
+async def test_filter_sharpens_the_saved_and_scored_pixels(
+    image_folder: Path, tmp_path: Path, espcn_onnx: Path
+) -> None:
+    from batchsr.filters import apply_filter
+
+    plain = await _run(image_folder, tmp_path / "plain", espcn_onnx)
+    sharp = await _run(
+        image_folder, tmp_path / "sharp", espcn_onnx, **{"output.filter": "EDGE_ENHANCE"}
+    )
+    before = _rgb(tmp_path / "plain" / "img_00.png")
+    after = _rgb(tmp_path / "sharp" / "img_00.png")
+    assert np.array_equal(after, apply_filter(before, "EDGE_ENHANCE"))
+    assert sharp.rows[0].niqe == pytest.approx(_fake_niqe(after))
+    assert plain.rows[0].niqe != sharp.rows[0].niqe

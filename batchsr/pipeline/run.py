@@ -297,6 +297,7 @@ async def _run_stages(
                     sv_tx.clone(),
                     out_dir=out_dir,
                     compress_level=config.output.compress_level,
+                    filter_name=config.output.filter,
                     worker=i,
                 )
             )

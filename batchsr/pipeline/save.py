@@ -15,8 +15,9 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from numpy.typing import NDArray
 from PIL import Image
 
+from batchsr.filters import apply_filter
 from batchsr.pipeline.stage import Meter, failed_from
-from batchsr.records import Failed, Saved, Stitched
+from batchsr.records import Failed, Saved, Stitched, freeze
 
 __all__ = ["output_path", "run_save", "save_png"]
 
@@ -41,15 +42,25 @@ def save_png(rgb: NDArray[np.uint8], path: Path, *, compress_level: int) -> int:
     return path.stat().st_size
 
 
+def _postprocess_and_save(
+    rgb: NDArray[np.uint8], path: Path, compress_level: int, filter_name: str | None
+) -> tuple[NDArray[np.uint8], int]:
+    if filter_name is not None:
+        rgb = freeze(apply_filter(rgb, filter_name))
+    return rgb, save_png(rgb, path, compress_level=compress_level)
+
+
 async def run_save(
     receive: MemoryObjectReceiveStream[Stitched | Failed],
     send: MemoryObjectSendStream[Saved | Failed],
     *,
     out_dir: Path,
     compress_level: int,
+    filter_name: str | None = None,
     worker: int = 0,
 ) -> None:
-    """Write each image in a worker thread; closes ``send`` when ``receive`` is done."""
+    """Write each image in a worker thread, after the optional sharpening filter;
+    closes ``send`` when ``receive`` is done."""
     meter: Meter[Stitched | Failed] = Meter("save", worker)
     async with receive, send:
         while (item := await meter.receive(receive)) is not None:
@@ -61,11 +72,11 @@ async def run_save(
             size = 0
             try:
                 path = output_path(out_dir, item.name)
-                size = await anyio.to_thread.run_sync(
-                    lambda i=item, p=path: save_png(i.rgb, p, compress_level=compress_level)
+                rgb, size = await anyio.to_thread.run_sync(
+                    _postprocess_and_save, item.rgb, path, compress_level, filter_name
                 )
                 out = Saved(
-                    id=item.id, name=item.name, rgb=item.rgb, path=path, runtime_s=item.runtime_s
+                    id=item.id, name=item.name, rgb=rgb, path=path, runtime_s=item.runtime_s
                 )
             except Exception as err:
                 out = failed_from(
