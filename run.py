@@ -11,6 +11,8 @@ code 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +21,7 @@ from typing import Any
 
 import anyio
 
+from batchsr.analysis import STAGES, RunAnalysis, analyze_run, read_runs
 from batchsr.config import EDGES, WORKER_STAGES, load_config
 from batchsr.errors import BatchSRError, ConfigError
 from batchsr.logging import configure_logging
@@ -163,9 +166,146 @@ def cmd_run(argv: Sequence[str]) -> int:
     return 0
 
 
+_SPARK_UTF8 = "▁▂▃▄▅▆▇█"
+_SPARK_ASCII = "_.-:=+*#"
+
+
+def _sparkline(values: Sequence[float], ramp: str) -> str:
+    top = max(values, default=0.0)
+    if top <= 0:
+        return ramp[0] * len(values)
+    return "".join(ramp[min(len(ramp) - 1, int(v / top * (len(ramp) - 1) + 0.5))] for v in values)
+
+
+def _ramp() -> str:
+    encoding = (getattr(sys.stdout, "encoding", None) or "").lower().replace("-", "")
+    return _SPARK_UTF8 if encoding.startswith("utf") else _SPARK_ASCII
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.0%}"
+
+
+def _secs(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def format_analysis(a: RunAnalysis, *, ramp: str = _SPARK_ASCII) -> str:
+    """The human report of one analysed run."""
+    head = f"== {a.label}" + ("" if a.complete else "  (interrupted: no run_finished record)")
+    lines = [head]
+    if a.bad_lines:
+        lines.append(f"skipped {a.bad_lines} unreadable line(s) (a truncated last line?)")
+    model = a.model or {}
+    geo = a.geometry or {}
+    if model or geo:
+        lines.append(
+            f"model {model.get('name', '?')} ({model.get('format', '?')}), tile "
+            f"{geo.get('tile_h', '?')}x{geo.get('tile_w', '?')} pad {geo.get('pad', '?')} "
+            f"batch {geo.get('batch', '?')}"
+        )
+    wall = "n/a" if a.wall_s is None else f"{a.wall_s:.2f} s"
+    rate = "n/a" if a.images_per_s is None else f"{a.images_per_s:.2f}"
+    lines.append(
+        f"{a.images} images ({a.ok} ok, {a.failed} failed); wall {wall}, stage span "
+        f"{a.span_s:.2f} s, {rate} images/s; runtime_avg {_secs(a.runtime_avg_s)} s"
+    )
+    header = (
+        f"{'stage':<7} {'wkrs':>4} {'items':>5} {'busy s':>7} {'util':>5} {'starved':>7} "
+        f"{'blocked':>7} {'svc mean':>8} {'p50':>7} {'p95':>7} {'queue in':>12}  "
+        f"throughput ({a.bin_s:.2f} s bins)"
+    )
+    lines += ["", header]
+    for s in a.stages:
+        q = s.queue
+        queue = (
+            f"{q.edge} {q.max if q.max is not None else '-'}/{q.capacity or '?'}"
+            if q.edge
+            else "-"
+        )
+        peak = max(s.throughput, default=0.0)
+        lines.append(
+            f"{s.stage:<7} {s.workers:>4} {s.items:>5} {s.busy_s:>7.2f} "
+            f"{_pct(s.utilisation):>5} {_pct(s.starved):>7} {_pct(s.blocked):>7} "
+            f"{_secs(s.service_s.mean):>8} {_secs(s.service_s.p50):>7} "
+            f"{_secs(s.service_s.p95):>7} {queue:>12}  "
+            f"{_sparkline(s.throughput, ramp)} peak {peak:.1f}/s"
+        )
+    lines.append(
+        "util/starved/blocked: shares of workers x span busy, waiting for input, blocked "
+        "sending; queue in: most items seen buffered / buffer size"
+    )
+    for d in a.devices:
+        lines.append(
+            f"device {d.device}: {d.workers} worker(s), {d.batches} batches, "
+            f"util {_pct(d.utilisation)}, {d.padded} padded of {d.tiles + d.padded} slots"
+        )
+    if a.padded_share is not None:
+        lines.append(f"padded tile slots: {a.padded_share:.1%}")
+    lines += ["", f"bottleneck: {a.bottleneck or 'n/a'}", f"suggestion: {a.suggestion}"]
+    lines += [f"buffers: {note}" for note in a.advice]
+    return "\n".join(lines)
+
+
+def format_comparison(runs: Sequence[RunAnalysis]) -> str:
+    """One line per run, stage utilisations side by side."""
+    stages = [s for s in STAGES if any(r.stage(s) for r in runs)]
+    width = max(len(r.label) for r in runs)
+    lines = [
+        f"{'run':<{width}} {'images/s':>8} {'span s':>7} {'bottleneck':>10}  "
+        + " ".join(f"{s:>6}" for s in stages)
+    ]
+    for r in runs:
+        utils = []
+        for name in stages:
+            fig = r.stage(name)
+            utils.append(f"{_pct(fig.utilisation if fig else None):>6}")
+        rate = "n/a" if r.images_per_s is None else f"{r.images_per_s:.2f}"
+        lines.append(
+            f"{r.label:<{width}} {rate:>8} {r.span_s:>7.2f} {r.bottleneck or 'n/a':>10}  "
+            + " ".join(utils)
+        )
+    return "\n".join(["== comparison (stage utilisation)", *lines])
+
+
+def cmd_analyze(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="run.py analyze",
+        description="Per-stage figures, the bottleneck stage and a suggestion, from run logs.",
+    )
+    p.add_argument("logs", nargs="+", type=Path, help="run.jsonl files (several: compared)")
+    p.add_argument("--plot", type=Path, metavar="FILE.png", help="write a timeline picture")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = p.parse_args(argv)
+    runs = [run for path in args.logs for run in read_runs(path)]
+    if len({r.label for r in runs}) < len(runs):
+        # Same file names from different folders: use the paths given instead.
+        runs = [
+            dataclasses.replace(run, label=f"{path}{run.label[len(path.name) :]}")
+            for path in args.logs
+            for run in read_runs(path)
+        ]
+    analyses = [analyze_run(run) for run in runs]
+    if args.plot is not None:
+        from batchsr.timeline import plot_timeline
+
+        plot_timeline(runs, args.plot)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(a) for a in analyses], indent=2, allow_nan=False))
+        return 0
+    ramp = _ramp()
+    blocks = [format_analysis(a, ramp=ramp) for a in analyses]
+    if len(analyses) > 1:
+        blocks.append(format_comparison(analyses))
+    if args.plot is not None:
+        blocks.append(f"timeline written to {args.plot}")
+    print("\n\n".join(blocks))
+    return 0
+
+
 # Subcommands: name -> handler taking the remaining arguments and returning an exit code.
 # The main job (no subcommand) is cmd_run.
-SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {}
+SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"analyze": cmd_analyze}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
