@@ -219,9 +219,7 @@ def format_analysis(a: RunAnalysis, *, ramp: str = _SPARK_ASCII) -> str:
     for s in a.stages:
         q = s.queue
         queue = (
-            f"{q.edge} {q.max if q.max is not None else '-'}/{q.capacity or '?'}"
-            if q.edge
-            else "-"
+            f"{q.edge} {q.max if q.max is not None else '-'}/{q.capacity or '?'}" if q.edge else "-"
         )
         peak = max(s.throughput, default=0.0)
         lines.append(

@@ -441,9 +441,7 @@ def _stage_figures(
         mean=_finite(sum(depths) / len(depths)) if depths else None,
         max=max(depths) if depths else None,
         full_share=(
-            _share(sum(d >= capacity for d in depths), len(depths))
-            if depths and capacity
-            else None
+            _share(sum(d >= capacity for d in depths), len(depths)) if depths and capacity else None
         ),
     )
     counts = [0] * THROUGHPUT_BINS
@@ -684,4 +682,3 @@ def analyze_logs(paths: Iterable[Path]) -> list[RunAnalysis]:
         AnalysisError: a log cannot be read or holds no stage records.
     """
     return [analyze_run(run) for path in paths for run in read_runs(path)]
-

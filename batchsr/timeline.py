@@ -160,9 +160,7 @@ def plot_timeline(
     for k, run in enumerate(runs):
         origin = run.origin
         config = run.started.get("config", {}) if run.started else {}
-        images = 1 + max(
-            (i for r in run.items for i in _ids(r) if isinstance(i, int)), default=0
-        )
+        images = 1 + max((i for r in run.items for i in _ids(r) if isinstance(i, int)), default=0)
         cmap = plt.get_cmap("tab10" if images <= 10 else "tab20")
         ax_lanes, ax_buf, ax_done = axes[3 * k : 3 * k + 3]
         _draw_lanes(ax_lanes, run, origin, cmap, images)
