@@ -22,13 +22,14 @@ from typing import Any
 import anyio
 
 from batchsr.analysis import STAGES, RunAnalysis, analyze_run, read_runs
-from batchsr.config import EDGES, WORKER_STAGES, load_config
+from batchsr.config import EDGES, WORKER_STAGES, Config, load_config
 from batchsr.errors import BatchSRError, ConfigError
 from batchsr.logging import configure_logging
 from batchsr.pipeline.decode import list_inputs
 from batchsr.pipeline.report import Progress, RunSummary
 from batchsr.pipeline.run import run_pipeline
 from batchsr.resolve import resolve_model
+from batchsr.tune import Trial, tune, write_toml
 
 
 def _pairs(values: Sequence[str], known: Sequence[str], flag: str) -> dict[str, int]:
@@ -301,9 +302,137 @@ def cmd_analyze(argv: Sequence[str]) -> int:
     return 0
 
 
+def _ints(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as err:
+        raise ConfigError(f"{flag} {text!r}: expected comma-separated integers") from err
+    if not values:
+        raise ConfigError(f"{flag} {text!r}: give at least one value")
+    return values
+
+
+def _workers_line(config: Config) -> str:
+    w = config.workers
+    return f"decode={w.decode} infer={w.infer} save={w.save} score={w.score}"
+
+
+def _queues_line(config: Config) -> str:
+    return " ".join(f"{e}={getattr(config.queues, e)}" for e in EDGES)
+
+
+def format_trial(t: Trial) -> str:
+    rate = "n/a" if t.images_per_s is None else f"{t.images_per_s:.2f}"
+    return (
+        f"{t.index:>5} {t.queue_size:>6}  {_workers_line(t.config):<36} {rate:>8} "
+        f"{t.wall_s:>7.2f} {t.bottleneck or 'n/a':>10}"
+    )
+
+
+def cmd_tune(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="run.py tune",
+        description="Trial runs on a sample of the input over buffer sizes and worker "
+        "counts; prints the best config and writes it as TOML for --config.",
+    )
+    p.add_argument("--input", "-i", type=Path, required=True, help="folder of input images")
+    p.add_argument("--model", "-m", help="as for a run (default: the config's model)")
+    p.add_argument("--backend", choices=["onnx", "torch", "sail"])
+    p.add_argument("--device", choices=["cpu", "cuda"])
+    p.add_argument("--config", type=Path, help="base config (default configs/default.toml)")
+    p.add_argument("--sample", type=int, default=4, help="images per trial (default 4)")
+    p.add_argument("--queue-sizes", default="2,4,8", help="buffer sizes to try (default 2,4,8)")
+    p.add_argument(
+        "--vary",
+        action="append",
+        default=[],
+        metavar="STAGE",
+        help="stage whose worker count to vary (repeatable; default: the two busiest)",
+    )
+    p.add_argument("--repeat", type=int, default=1, help="runs per config; the median counts")
+    p.add_argument("--no-score", action="store_true", help="trials skip NIQE")
+    p.add_argument("--output", "-o", type=Path, default=Path("results/tune"), help="trial logs")
+    p.add_argument("--write", type=Path, help="TOML to write (default OUTPUT/tuned.toml)")
+    args = p.parse_args(argv)
+    overrides: dict[str, Any] = {
+        k: v
+        for k, v in {
+            "model.name": args.model,
+            "model.backend": args.backend,
+            "model.device": args.device,
+        }.items()
+        if v is not None
+    }
+    # --no-score applies to the trials only: the written config keeps the base's
+    # output settings, so a tuned run still scores unless told otherwise.
+    written = load_config(args.config, overrides)
+    base = (
+        load_config(args.config, {**overrides, "output.score": False}) if args.no_score else written
+    )
+    jobs = list_inputs(args.input)
+    model = resolve_model(base.model.name, backend=base.model.backend)
+    queue_sizes = _ints(args.queue_sizes, "--queue-sizes")
+    print(
+        f"{'trial':>5} {'queues':>6}  {'workers':<36} {'images/s':>8} {'wall s':>7} "
+        f"{'bottleneck':>10}"
+    )
+    result = anyio.run(
+        lambda: tune(
+            jobs,
+            base=base,
+            model=model,
+            out_dir=args.output,
+            open_log=configure_logging,
+            sample=args.sample,
+            queue_sizes=queue_sizes,
+            stages=args.vary or None,
+            repeat=args.repeat,
+            on_trial=lambda t: print(format_trial(t), flush=True),
+        )
+    )
+    best, baseline = result.best, result.baseline
+    gain = (
+        f" ({best.images_per_s / baseline.images_per_s - 1:+.0%} over the base config)"
+        if best.images_per_s and baseline.images_per_s
+        else ""
+    )
+    summary = [
+        f"{len(result.trials)} trials on {len(result.sample)} images "
+        f"({', '.join(result.sample)}); varied workers of {', '.join(result.stages) or 'none'}, "
+        f"buffer sizes {', '.join(map(str, result.queue_sizes))}",
+        f"base:  trial {baseline.index}: {_workers_line(baseline.config)}; "
+        f"queues {_queues_line(baseline.config)}",
+        f"best:  trial {best.index}: {_workers_line(best.config)}; "
+        f"queues {_queues_line(best.config)}{gain}",
+    ]
+    path = args.write or args.output / "tuned.toml"
+    if args.no_score:
+        summary.append("trials ran without NIQE (--no-score); the file keeps the base's [output]")
+    write_toml(
+        dataclasses.replace(best.config, output=written.output),
+        path,
+        comments=[
+            "written by `python run.py tune`: the recommended config; use it with",
+            f"  python run.py --config {path} --input DIR",
+            *summary,
+            "ranked by images/s over the stage span; within 5% of the fastest the config",
+            "with the fewest workers and smallest buffers wins",
+            "",
+            f"{'trial':>5} {'queues':>6}  {'workers':<36} {'images/s':>8} {'wall s':>7} "
+            f"{'bottleneck':>10}",
+            *(format_trial(t) for t in result.trials),
+        ],
+    )
+    print("\n".join(["", *summary, f"wrote {path}; use: python run.py --config {path} ..."]))
+    return 0
+
+
 # Subcommands: name -> handler taking the remaining arguments and returning an exit code.
 # The main job (no subcommand) is cmd_run.
-SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"analyze": cmd_analyze}
+SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "analyze": cmd_analyze,
+    "tune": cmd_tune,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -117,6 +117,7 @@ async def run_pipeline(
     out_dir: Path,
     scorer: Scorer | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    engine_factory: Callable[[], Engine] | None = None,
 ) -> RunResult:
     """Upscale, save, score and report every job.
 
@@ -127,13 +128,16 @@ async def run_pipeline(
         scorer: NIQE function; None uses :func:`default_scorer` when
             ``config.output.score`` is on.
         on_progress: called after each finished image, from the event loop.
+        engine_factory: opens one engine per infer worker; None opens ``model`` with
+            :func:`batchsr.engines.open_engine` (tests and tools pass their own).
 
     Raises:
         EngineError: the first engine cannot be opened (nothing has been written).
     """
     log = structlog.get_logger()
     t0 = time.perf_counter()
-    engine = await anyio.to_thread.run_sync(open_engine, model, config.model)
+    opener = engine_factory or (lambda: open_engine(model, config.model))
+    engine = await anyio.to_thread.run_sync(opener)
     try:
         geometry = geometry_for(engine, config.tiling, model)
     except Exception:
@@ -191,9 +195,7 @@ async def run_pipeline(
             )
         tg.start_soon(_named(run_tile, dec_rx, tiles_tx, geometry=geometry))
         for i in range(workers.infer):
-            source: Engine | Callable[[], Engine] = (
-                engine if i == 0 else (lambda: open_engine(model, config.model))
-            )
+            source: Engine | Callable[[], Engine] = engine if i == 0 else opener
             tg.start_soon(
                 _named(run_infer, tiles_rx.clone(), inf_tx.clone(), engine=source, worker=i)
             )
