@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -25,10 +26,12 @@ from batchsr.analysis import STAGES, RunAnalysis, analyze_run, read_runs
 from batchsr.config import EDGES, WORKER_STAGES, Config, load_config
 from batchsr.errors import BatchSRError, ConfigError
 from batchsr.logging import configure_logging
+from batchsr.manifest import file_sha256
 from batchsr.pipeline.decode import list_inputs
 from batchsr.pipeline.report import Progress, RunSummary
 from batchsr.pipeline.run import run_pipeline
 from batchsr.resolve import resolve_model
+from batchsr.resume import RunState, plan_resume
 from batchsr.tune import Trial, tune, write_toml
 
 
@@ -79,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, help="tiles per engine call (dynamic-batch models)")
     p.add_argument("--compress-level", type=int, help="PNG compression level 0-9")
     p.add_argument("--no-score", action="store_true", help="skip NIQE")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip images an earlier run of this configuration finished in --output",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
     return p
 
@@ -133,9 +141,10 @@ def format_summary(s: RunSummary, report: Path, log: Path) -> str:
         return "n/a" if v is None else format(v, spec)
 
     left_out = f", {s.unscored} without NIQE" if s.unscored else ""
+    resumed = f" ({s.resumed} carried over by --resume)" if s.resumed else ""
     return "\n".join(
         [
-            f"{s.images} images: {s.ok} upscaled, {s.failed} failed{left_out}",
+            f"{s.images} images: {s.ok} upscaled{resumed}, {s.failed} failed{left_out}",
             f"wall {s.wall_s:.2f} s, {s.images_per_s:.2f} images/s",
             f"runtime_avg {num(s.runtime_avg_s, '.4f')} s, niqe_avg {num(s.niqe_avg, '.4f')} "
             f"over {s.scored} scored images",
@@ -153,18 +162,37 @@ def cmd_run(argv: Sequence[str]) -> int:
     jobs = list_inputs(args.input)
     model = resolve_model(config.model.name, backend=config.model.backend)
     out_dir = config.output.dir or Path("results") / model.name
+    pixel_hash = config.pixel_hash(file_sha256(model.path))
+    plan = plan_resume(jobs, out_dir, pixel_hash=pixel_hash, resume=args.resume)
     log_path = args.log or out_dir / "run.jsonl"
-    sink = configure_logging(log_path, level=args.log_level)
+    sink = configure_logging(log_path, level=args.log_level, append=args.resume)
+    state = RunState(out_dir, pixel_hash=pixel_hash, append=args.resume)
     bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty())
     try:
         result = anyio.run(
-            lambda: run_pipeline(jobs, config=config, model=model, out_dir=out_dir, on_progress=bar)
+            lambda: run_pipeline(
+                plan.todo,
+                config=config,
+                model=model,
+                out_dir=out_dir,
+                on_progress=bar,
+                handle_signals=True,
+                carried=plan.done,
+                state=state,
+            )
         )
     finally:
+        state.close()
         sink.close()
+    if result.interrupted is not None:
+        print(
+            f"\ninterrupted by {signal.Signals(result.interrupted).name}: "
+            f"{result.summary.images} of {len(jobs)} images finished and reported",
+            file=sys.stderr,
+        )
     if not args.quiet:
         print(format_summary(result.summary, result.report_path, log_path))
-    return 0
+    return 0 if result.interrupted is None else 128 + result.interrupted
 
 
 _SPARK_UTF8 = "▁▂▃▄▅▆▇█"

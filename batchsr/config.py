@@ -136,10 +136,16 @@ class Config:
         """Plain JSON-able form, for the log's start record."""
         return json.loads(json.dumps(dataclasses.asdict(self), default=str))
 
-    def pixel_hash(self) -> str:
-        """Short hash of the settings that change output pixels (for resume checks)."""
+    def pixel_hash(self, model_sha256: str = "") -> str:
+        """Short hash of what decides output pixels (for resume checks).
+
+        Args:
+            model_sha256: digest of the artifact that runs, so new weights under an
+                old name never pass for the old outputs.
+        """
         keyed = {
             "model": self.model.name,
+            "model_sha256": model_sha256,
             "backend": self.model.backend,
             "tile": self.tiling.tile,
             "tile_pad": self.tiling.tile_pad,

@@ -45,12 +45,13 @@ class LogSink:
             self._file = None
 
 
-def configure_logging(path: Path | None, *, level: str = "info") -> LogSink:
-    """Send structlog events as JSON lines to ``path`` (appending), or nowhere.
+def configure_logging(path: Path | None, *, level: str = "info", append: bool = False) -> LogSink:
+    """Send structlog events as JSON lines to ``path``, or nowhere.
 
     Args:
         path: the JSON-lines log file; its folder is created. None drops all events.
         level: the lowest level written (``debug`` adds per-tile records).
+        append: keep earlier runs' records (a resumed run continues its log).
 
     Returns:
         The sink to close at the end of the run.
@@ -58,7 +59,7 @@ def configure_logging(path: Path | None, *, level: str = "info") -> LogSink:
     file: TextIO | None = None
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        file = path.open("a", encoding="utf-8")
+        file = path.open("a" if append else "w", encoding="utf-8")
     factory: Any
     if file is None:
         factory = structlog.ReturnLoggerFactory()

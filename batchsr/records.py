@@ -42,11 +42,16 @@ def freeze(array: _A) -> _A:
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """One input file to process; ``id`` is its position in input order."""
+    """One input file to process; ``id`` is its position in input order.
+
+    Attributes:
+        sha256: the file's content digest when known (for resume), else None.
+    """
 
     id: int
     name: str
     path: Path
+    sha256: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

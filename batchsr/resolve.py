@@ -25,10 +25,14 @@ _BACKEND_FORMATS: dict[str, tuple[ArtifactFormat, ...]] = {
 }
 _SUFFIX_FORMATS: dict[str, ArtifactFormat] = {
     ".onnx": "onnx",
-    ".pt": "torchscript",
     ".ts": "torchscript",
     ".torchscript": "torchscript",
     ".bmodel": "bmodel",
+    ".safetensors": "safetensors",
+    # torch.save files: a state dict, or (for .pt) possibly TorchScript; told apart below
+    ".pt": "safetensors",
+    ".pth": "safetensors",
+    ".ckpt": "safetensors",
 }
 
 
@@ -78,8 +82,11 @@ def resolve_model(spec: str, *, backend: str, models_dir: Path = MODELS_DIR) -> 
         if fmt is None:
             raise ModelError(
                 f"{path}: unknown model file type {path.suffix!r}; pass an .onnx file, a "
-                f".pt TorchScript archive, a .bmodel, or a model folder name"
+                "checkpoint (.safetensors, .pth, .pt), a TorchScript archive, a .bmodel, "
+                "or a model folder name"
             )
+        if fmt == "safetensors":
+            return _resolve_checkpoint(path)
         return ResolvedModel(name=path.stem, path=path, format=fmt)
     folder = path if path.is_dir() else models_dir / spec
     if not (folder / MANIFEST_NAME).is_file():
@@ -108,4 +115,24 @@ def resolve_model(spec: str, *, backend: str, models_dir: Path = MODELS_DIR) -> 
         margin=manifest.margin,
         in_channels=manifest.in_channels,
         manifest=manifest,
+    )
+
+
+def _resolve_checkpoint(path: Path) -> ResolvedModel:
+    """A weights file: detect its architecture now, so a bad checkpoint fails before
+    anything is written, and the tiler gets the model's margin."""
+    from batchsr.models.registry import detect_arch, is_torchscript, read_state_dict
+
+    if is_torchscript(path):
+        # The user named this file explicitly, which is the consent TorchScript needs.
+        return ResolvedModel(name=path.stem, path=path, format="torchscript")
+    state_dict = read_state_dict(path)
+    info = detect_arch(state_dict).load(state_dict).info
+    return ResolvedModel(
+        name=path.stem,
+        path=path,
+        format="safetensors",
+        scale=info.scale,
+        margin=info.margin,
+        in_channels=info.in_channels,
     )

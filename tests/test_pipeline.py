@@ -19,7 +19,7 @@ from batchsr.pipeline.run import run_pipeline
 from batchsr.pipeline.stitch import to_uint8
 from batchsr.pipeline.tile import TileGeometry, prepare_image
 from batchsr.records import Decoded, Job
-from batchsr.resolve import ResolvedModel
+from batchsr.resolve import ResolvedModel, resolve_model
 from tests.conftest import contest_inputs, photo_like, write_png
 
 
@@ -52,10 +52,12 @@ async def _run(folder: Path, out: Path, model: Path, **overrides: object):
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("tile", [32, 0])
 async def test_pipeline_writes_whole_image_inference_outputs_and_contest_report(
-    image_folder: Path, tmp_path: Path, espcn_onnx: Path
+    image_folder: Path, tmp_path: Path, espcn_onnx: Path, tile: int
 ) -> None:
-    result = await _run(image_folder, tmp_path / "out", espcn_onnx, **{"tiling.tile": 32})
+    """Tiled (32 px) or whole-image (--tile 0): the outputs equal whole-image inference."""
+    result = await _run(image_folder, tmp_path / "out", espcn_onnx, **{"tiling.tile": tile})
     report = json.loads(result.report_path.read_text())
     (entry,) = report["A"]
     assert set(entry) == {"model_size", "time_all", "runtime_avg", "niqe_avg", "images"}
@@ -70,7 +72,9 @@ async def test_pipeline_writes_whole_image_inference_outputs_and_contest_report(
         assert saved.shape == (rgb.shape[0] * 4, rgb.shape[1] * 4, 3)
         geometry = TileGeometry(0, 0, 0, 1, False, 4)
         whole = to_uint8(engine.run(prepare_image(rgb, geometry)[None])[0])
-        if min(rgb.shape[:2]) >= 32:
+        if tile == 0:
+            assert np.array_equal(saved, whole)
+        elif min(rgb.shape[:2]) >= 32:
             # Tiled with the receptive-field margin: equal to whole-image inference
             # (up to a rounding flip where float noise straddles .5).
             assert np.mean(saved != whole) < 1e-4
@@ -194,3 +198,24 @@ async def test_contest_samples_run_through_the_pipeline(tmp_path: Path, espcn_on
     for path in contest_inputs():
         w, h = _size(path)
         assert _size(tmp_path / "out" / path.name) == (w * 4, h * 4)
+
+
+@pytest.mark.asyncio
+async def test_default_espcn_runs_alike_on_onnx_and_torch(
+    image_folder: Path, tmp_path: Path
+) -> None:
+    """The shipped model folder resolves per backend: ONNX for onnx, safetensors for
+    torch; both give the same pixels up to a rounding flip."""
+    outputs = {}
+    for backend in ("onnx", "torch"):
+        model = resolve_model("espcn", backend=backend)
+        assert model.format == ("onnx" if backend == "onnx" else "safetensors")
+        config = load_config(None, {"output.score": False, "model.backend": backend})
+        with anyio.fail_after(60):
+            result = await run_pipeline(
+                list_inputs(image_folder), config=config, model=model, out_dir=tmp_path / backend
+            )
+        assert result.summary.ok == 3 and result.geometry.pad == model.margin == 4
+        assert json.loads(result.report_path.read_text())["A"][0]["model_size"] == model.size_bytes
+        outputs[backend] = _rgb(tmp_path / backend / "img_00.png").astype(int)
+    assert np.abs(outputs["onnx"] - outputs["torch"]).max() <= 1

@@ -28,4 +28,16 @@ def open_engine(model: ResolvedModel, cfg: ModelConfig) -> Engine:
         return TorchEngine.from_torchscript(
             model.path, scale=model.scale, device=cfg.device, threads=cfg.threads
         )
+    if model.format == "safetensors":
+        from batchsr.engines.torch import TorchEngine
+        from batchsr.models import load_checkpoint
+
+        net = load_checkpoint(model.path)
+        return TorchEngine(
+            net.module,
+            in_channels=net.info.in_channels,
+            scale=net.info.scale,
+            device=cfg.device,
+            threads=cfg.threads,
+        )
     raise ModelError(f"{model.path}: the {model.format!r} format has no engine on this machine yet")

@@ -7,14 +7,13 @@ passed explicitly; zoo checkpoints go through :mod:`batchsr.models` (safetensors
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
 from batchsr.engines.base import Shape, check_batch
-from batchsr.errors import EngineError, EngineUnavailableError
+from batchsr.errors import BatchSRError, EngineError, EngineUnavailableError
 
 try:
     import torch
@@ -60,16 +59,12 @@ class TorchEngine:
         cls, path: Path, *, scale: int | None = None, device: str = "cpu", threads: int = 0
     ) -> TorchEngine:
         """Load a TorchScript archive the user named explicitly (it may run its own code)."""
+        from batchsr.models import load_torchscript
+
         try:
-            with warnings.catch_warnings():
-                # torch 2.9+ deprecates TorchScript, but it is how the seed's models
-                # (and many deployed ones) ship; loading them is the point here.
-                warnings.filterwarnings(
-                    "ignore", message=r".*torch\.jit\.", category=DeprecationWarning
-                )
-                module = torch.jit.load(str(path), map_location="cpu")
-        except Exception as err:
-            raise EngineError(f"torch.jit.load cannot read {path}: {err}") from err
+            module = load_torchscript(path)
+        except BatchSRError as err:
+            raise EngineError(str(err)) from err
         in_channels = 3
         if scale is None:
             with torch.inference_mode():
@@ -87,9 +82,11 @@ class TorchEngine:
 
     def run(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
         check_batch(batch, self.input_shapes)
+        # Pipeline batches are read-only; torch cannot wrap those without a copy.
+        data = batch if batch.flags.writeable else batch.copy()
         try:
             with torch.inference_mode():
-                out = self._module(torch.from_numpy(np.ascontiguousarray(batch)).to(self._device))
+                out = self._module(torch.from_numpy(np.ascontiguousarray(data)).to(self._device))
         except Exception as err:
             raise EngineError(f"torch failed on a batch of {batch.shape}: {err}") from err
         return out.float().cpu().numpy()

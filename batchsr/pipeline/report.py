@@ -53,6 +53,8 @@ class RunSummary:
 
     Attributes:
         images: images in the run; ``ok`` produced an SR image, ``failed`` did not.
+        resumed: of the ``ok`` images, those carried over from an earlier run
+            (``--resume``); throughput and the amortized score count only the others.
         scored: images with a NIQE; ``unscored`` have an output but no NIQE.
         wall_s: the run's wall time, first decode to last report row.
         runtime_avg_s: mean contest runtime (tiling start to stitched image).
@@ -63,6 +65,7 @@ class RunSummary:
     """
 
     images: int
+    resumed: int
     ok: int
     failed: int
     scored: int
@@ -82,14 +85,16 @@ def contest_score(niqe_avg: float | None, runtime_avg_s: float | None) -> float 
     return math.sqrt(7.0 - niqe_avg) / runtime_avg_s * 200.0
 
 
-def summarize(rows: Sequence[Row], *, wall_s: float) -> RunSummary:
+def summarize(rows: Sequence[Row], *, wall_s: float, resumed: int = 0) -> RunSummary:
     ok = [r for r in rows if isinstance(r, Scored)]
     scored = [r.niqe for r in ok if r.niqe is not None]
     runtime_avg = sum(r.runtime_s for r in ok) / len(ok) if ok else None
     niqe_avg = sum(scored) / len(scored) if scored else None
-    amortized = wall_s / len(ok) if ok else None
+    fresh = len(ok) - resumed
+    amortized = wall_s / fresh if fresh > 0 else None
     return RunSummary(
         images=len(rows),
+        resumed=resumed,
         ok=len(ok),
         failed=len(rows) - len(ok),
         scored=len(scored),
@@ -97,7 +102,7 @@ def summarize(rows: Sequence[Row], *, wall_s: float) -> RunSummary:
         wall_s=wall_s,
         runtime_avg_s=runtime_avg,
         niqe_avg=niqe_avg,
-        images_per_s=len(ok) / wall_s if wall_s > 0 else 0.0,
+        images_per_s=fresh / wall_s if wall_s > 0 else 0.0,
         score_contest=contest_score(niqe_avg, runtime_avg),
         score_amortized=contest_score(niqe_avg, amortized),
     )
@@ -156,22 +161,40 @@ def write_report(path: Path, report: dict[str, Any]) -> None:
 
 async def run_report(
     receive: MemoryObjectReceiveStream[Row],
+    rows: list[Row],
     *,
     total: int,
     t0: float,
     on_progress: Callable[[Progress], None] | None = None,
-) -> list[Row]:
-    """Collect every finished row until the upstream closes."""
+    checkpoint: Callable[[], None] | None = None,
+    checkpoint_every_s: float = 2.0,
+    on_row: Callable[[Row], None] | None = None,
+) -> None:
+    """Append every finished row to ``rows`` until the upstream closes.
+
+    Args:
+        rows: filled in place, so that an interrupted run still has every finished row.
+        checkpoint: called at most every ``checkpoint_every_s`` seconds to persist the
+            rows so far (a partial report survives even a hard kill).
+        on_row: called with each row as it arrives (the resume state records it).
+    """
     meter: Meter[Row] = Meter("report")
-    rows: list[Row] = []
     errors = 0
+    last_checkpoint = time.perf_counter()
     async with receive:
         while (row := await meter.receive(receive)) is not None:
             rows.append(row)
+            if on_row is not None:
+                on_row(row)
             errors += isinstance(row, Failed) or (
                 isinstance(row, Scored) and row.niqe_error is not None
             )
             meter.done(image_id=row.id, failed=isinstance(row, Failed))
             if on_progress is not None:
                 on_progress(Progress(len(rows), total, errors, time.perf_counter() - t0))
-    return rows
+            if (
+                checkpoint is not None
+                and time.perf_counter() - last_checkpoint >= checkpoint_every_s
+            ):
+                checkpoint()
+                last_checkpoint = time.perf_counter()

@@ -10,7 +10,9 @@ number of inputs.
 
 from __future__ import annotations
 
+import os
 import platform
+import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,8 +43,9 @@ from batchsr.pipeline.save import run_save
 from batchsr.pipeline.score import Scorer, run_score
 from batchsr.pipeline.stitch import run_stitch
 from batchsr.pipeline.tile import TileGeometry, run_tile
-from batchsr.records import Job
+from batchsr.records import Job, Scored
 from batchsr.resolve import ResolvedModel
+from batchsr.resume import RunState
 
 __all__ = ["DEFAULT_TILE_PAD", "RunResult", "default_scorer", "geometry_for", "run_pipeline"]
 
@@ -60,6 +63,7 @@ class RunResult:
     report_path: Path
     out_dir: Path
     geometry: TileGeometry
+    interrupted: int | None = None
 
 
 def default_scorer() -> Scorer:
@@ -117,6 +121,9 @@ async def run_pipeline(
     out_dir: Path,
     scorer: Scorer | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    handle_signals: bool = False,
+    carried: Sequence[Scored] = (),
+    state: RunState | None = None,
     engine_factory: Callable[[], Engine] | None = None,
 ) -> RunResult:
     """Upscale, save, score and report every job.
@@ -128,6 +135,13 @@ async def run_pipeline(
         scorer: NIQE function; None uses :func:`default_scorer` when
             ``config.output.score`` is on.
         on_progress: called after each finished image, from the event loop.
+        handle_signals: stop cleanly on SIGINT/SIGTERM (for the CLI): in-flight work is
+            cancelled, the report keeps every finished image, the log ends with a
+            ``run_interrupted`` record and ``RunResult.interrupted`` names the signal.
+            A second signal exits the process at once.
+        carried: rows of images finished by an earlier run (``--resume``); they go into
+            the report as they are.
+        state: where each finished image is recorded for a later ``--resume``.
         engine_factory: opens one engine per infer worker; None opens ``model`` with
             :func:`batchsr.engines.open_engine` (tests and tools pass their own).
 
@@ -167,6 +181,81 @@ async def run_pipeline(
         images=len(jobs),
         out_dir=str(out_dir),
     )
+    rows: list[Row] = list(carried)
+    report_path = out_dir / "report.json"
+    by_id = {job.id: job for job in jobs}
+
+    def on_row(row: Row) -> None:
+        if state is not None and isinstance(row, Scored):
+            state.record(row, by_id[row.id])
+
+    def checkpoint() -> RunSummary:
+        summary = summarize(rows, wall_s=time.perf_counter() - t0, resumed=len(carried))
+        write_report(report_path, build_report(rows, summary, model_size=model.size_bytes))
+        return summary
+
+    stop = _SignalStop()
+    previous = stop.install() if handle_signals else None
+    try:
+        async with anyio.create_task_group() as outer:
+            if handle_signals:
+                outer.start_soon(stop.watch, outer.cancel_scope)
+            await _run_stages(
+                jobs,
+                config,
+                model,
+                out_dir,
+                engine,
+                geometry,
+                scorer,
+                rows,
+                t0,
+                on_progress,
+                checkpoint,
+                on_row,
+                opener,
+            )
+            outer.cancel_scope.cancel()  # stops the signal watcher
+        summary = checkpoint()
+    finally:
+        if previous is not None:
+            stop.restore(previous)
+    if stop.signum is not None:
+        log.warning(
+            "run_interrupted",
+            signal=signal.Signals(stop.signum).name,
+            finished=len(rows),
+            images=len(jobs),
+            summary=_as_dict(summary),
+            report=str(report_path),
+        )
+    else:
+        log.info("run_finished", summary=_as_dict(summary), report=str(report_path))
+    return RunResult(
+        summary=summary,
+        rows=tuple(sorted(rows, key=lambda r: r.id)),
+        report_path=report_path,
+        out_dir=out_dir,
+        geometry=geometry,
+        interrupted=stop.signum,
+    )
+
+
+async def _run_stages(
+    jobs: Sequence[Job],
+    config: Config,
+    model: ResolvedModel,
+    out_dir: Path,
+    engine: Engine,
+    geometry: TileGeometry,
+    scorer: Scorer | None,
+    rows: list[Row],
+    t0: float,
+    on_progress: Callable[[Progress], None] | None,
+    checkpoint: Callable[[], object],
+    on_row: Callable[[Row], None],
+    opener: Callable[[], Engine],
+) -> None:
     q, workers = config.queues, config.workers
     paths_tx, paths_rx = anyio.create_memory_object_stream[Any](q.paths)
     dec_tx, dec_rx = anyio.create_memory_object_stream[Any](q.decoded)
@@ -176,10 +265,6 @@ async def run_pipeline(
     sv_tx, sv_rx = anyio.create_memory_object_stream[Any](q.saved)
     sc_tx, sc_rx = anyio.create_memory_object_stream[Any](q.scored)
     score_limiter = anyio.CapacityLimiter(workers.score)
-    rows: list[Row] = []
-
-    async def report() -> None:
-        rows.extend(await run_report(sc_rx, total=len(jobs), t0=t0, on_progress=on_progress))
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(_feed, paths_tx, jobs)
@@ -222,24 +307,53 @@ async def run_pipeline(
                     worker=i,
                 )
             )
-        tg.start_soon(report)
+        tg.start_soon(
+            _named(
+                run_report,
+                sc_rx,
+                rows,
+                total=len(rows) + len(jobs),
+                t0=t0,
+                on_progress=on_progress,
+                checkpoint=checkpoint,
+                on_row=on_row,
+            )
+        )
         # The workers hold clones; closing the originals lets each stream end when
         # its last worker finishes.
         for stream in (paths_rx, dec_tx, tiles_rx, inf_tx, st_rx, sv_tx, sv_rx, sc_tx):
             stream.close()
 
-    wall_s = time.perf_counter() - t0
-    summary = summarize(rows, wall_s=wall_s)
-    report_path = out_dir / "report.json"
-    write_report(report_path, build_report(rows, summary, model_size=model.size_bytes))
-    log.info("run_finished", summary=_as_dict(summary), report=str(report_path))
-    return RunResult(
-        summary=summary,
-        rows=tuple(sorted(rows, key=lambda r: r.id)),
-        report_path=report_path,
-        out_dir=out_dir,
-        geometry=geometry,
-    )
+
+class _SignalStop:
+    """SIGINT/SIGTERM -> cancel the run once; a second signal exits immediately."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def install(self) -> dict[int, Any]:
+        return {s: signal.getsignal(s) for s in self.SIGNALS}
+
+    async def watch(self, scope: anyio.CancelScope) -> None:
+        with anyio.open_signal_receiver(*self.SIGNALS) as signals:
+            async for signum in signals:
+                self.signum = int(signum)
+                break
+        # From here on the user wants out now: no second graceful stop.
+        for s in self.SIGNALS:
+            signal.signal(s, _exit_now)
+        scope.cancel()
+
+    @staticmethod
+    def restore(previous: dict[int, Any]) -> None:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _exit_now(signum: int, _frame: object) -> None:
+    os._exit(128 + signum)
 
 
 def _named(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable[[], Any]:

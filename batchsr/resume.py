@@ -1,0 +1,137 @@
+"""Resume: skip images already finished by an earlier run of the same configuration.
+
+Every finished image appends one line to ``OUTPUT/runstate.jsonl``: its name, the
+digest of its input file, the hash of the settings that decide its pixels (including
+the model artifact's digest), its runtime and NIQE. The file is append-only and flushed
+per line, so it survives an interrupted or killed run; a truncated last line is
+ignored. ``--resume`` skips an image whose state line matches its current input and
+settings and whose output PNG still exists; everything else runs again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from batchsr.errors import ConfigError
+from batchsr.pipeline.save import output_path
+from batchsr.records import Job, Scored
+
+__all__ = ["STATE_NAME", "ResumePlan", "RunState", "plan_resume"]
+
+STATE_NAME = "runstate.jsonl"
+
+
+@dataclass(frozen=True, slots=True)
+class ResumePlan:
+    """What a run must do: the jobs to process and the rows carried over."""
+
+    todo: tuple[Job, ...]
+    done: tuple[Scored, ...]
+
+
+def _digest(path: Path) -> str | None:
+    try:
+        with path.open("rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:
+        return None  # decode will report why; nothing to resume for it
+
+
+def _load_state(path: Path) -> dict[str, dict[str, object]]:
+    entries: dict[str, dict[str, object]] = {}
+    if not path.is_file():
+        return entries
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the torn last line of a killed run
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+            entries[entry["name"]] = entry
+    return entries
+
+
+def plan_resume(jobs: Sequence[Job], out_dir: Path, *, pixel_hash: str, resume: bool) -> ResumePlan:
+    """Decide which jobs run, and attach each job's input digest.
+
+    Raises:
+        ConfigError: without ``resume``, ``out_dir`` already holds outputs of another
+            configuration (or of an unknown one); mixing them would corrupt the report.
+    """
+    state = _load_state(out_dir / STATE_NAME)
+    hashed = [dataclasses.replace(job, sha256=_digest(job.path)) for job in jobs]
+    if not resume:
+        foreign = {str(e.get("pixel_hash")) for e in state.values()} - {pixel_hash}
+        unknown = not state and out_dir.is_dir() and any(out_dir.glob("*.png"))
+        if foreign or unknown:
+            raise ConfigError(
+                f"{out_dir} already holds results of another configuration; pass --resume "
+                "to continue a run of this configuration there, or choose another --output"
+            )
+        return ResumePlan(todo=tuple(hashed), done=())
+    todo: list[Job] = []
+    done: list[Scored] = []
+    for job in hashed:
+        entry = state.get(job.name)
+        path = output_path(out_dir, job.name)
+        if (
+            entry is not None
+            and job.sha256 is not None
+            and entry.get("input_sha256") == job.sha256
+            and entry.get("pixel_hash") == pixel_hash
+            and path.is_file()
+        ):
+            niqe = entry.get("niqe")
+            error = entry.get("niqe_error")
+            done.append(
+                Scored(
+                    id=job.id,
+                    name=job.name,
+                    path=path,
+                    runtime_s=float(entry.get("runtime_s", 0.0)),  # type: ignore[arg-type]
+                    niqe=None if niqe is None else float(niqe),  # type: ignore[arg-type]
+                    niqe_error=None if error is None else str(error),
+                )
+            )
+        else:
+            todo.append(job)
+    return ResumePlan(todo=tuple(todo), done=tuple(done))
+
+
+class RunState:
+    """The append-only record of finished images; one per run."""
+
+    def __init__(self, out_dir: Path, *, pixel_hash: str, append: bool) -> None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self._pixel_hash = pixel_hash
+        path = out_dir / STATE_NAME
+        torn = append and path.is_file() and not path.read_bytes().endswith(b"\n")
+        self._file: IO[str] | None = path.open("a" if append else "w", encoding="utf-8")
+        if torn:
+            # A killed run left half a line: end it, so the next entry stays whole.
+            self._file.write("\n")
+
+    def record(self, row: Scored, job: Job) -> None:
+        if self._file is None:
+            return
+        entry = {
+            "name": row.name,
+            "input_sha256": job.sha256,
+            "pixel_hash": self._pixel_hash,
+            "runtime_s": row.runtime_s,
+            "niqe": row.niqe,
+            "niqe_error": row.niqe_error,
+        }
+        self._file.write(json.dumps(entry) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None

@@ -1,0 +1,558 @@
+"""Train a zoo model x4 on openly licensed photos shipped inside the scikit-image wheel.
+
+``python -m batchsr.train --config configs/train-espcn.toml [--out models/espcn]``
+trains (seeded, reproducible on the same thread count), then writes the model folder:
+weights as safetensors, the ONNX export checked against torch, ``manifest.json``,
+the training config and ``TRAINING.md`` with the data licences and the figures.
+
+Pairs are made as the contest's inputs were: the low-resolution image is a PIL BICUBIC
+x4 downscale of the high-resolution photo, rounded to uint8.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import time
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import structlog
+import torch
+from numpy.typing import NDArray
+from PIL import Image
+
+from batchsr.errors import ConfigError
+from batchsr.models import SRModel, get_arch
+from batchsr.models.info import Hyper
+
+__all__ = [
+    "TRAINING_LICENCES",
+    "TrainConfig",
+    "TrainResult",
+    "ValidFigure",
+    "build_model_folder",
+    "load_train_config",
+    "main",
+    "psnr_y",
+    "skimage_data_dir",
+    "train",
+]
+
+log = structlog.get_logger()
+
+# Licence of every skimage/data image the config may name, from the docstrings in
+# skimage/data/_fetchers.py (scikit-image 0.26). An image without an explicit open
+# licence there (motorcycle_*.png: Middlebury, none stated; color.png: none stated)
+# is deliberately absent, so a config cannot train on it.
+TRAINING_LICENCES: dict[str, str] = {
+    "astronaut.png": "public domain (NASA; 'No known copyright restrictions')",
+    "chelsea.png": "CC0 (photographer Stefan van der Walt)",
+    "coffee.png": "CC0 (photographer Rachel Michetti)",
+    "hubble_deep_field.jpg": "public domain (NASA, 'may be freely used')",
+    "retina.jpg": "CC0 1.0 (Wikimedia Commons, Häggström)",
+    "ihc.png": "no known copyright restrictions (CMMI)",
+    "rocket.jpg": "public domain (SpaceX)",
+    "camera.png": "CC0 (photographer Lav Varshney)",
+    "brick.png": "CC0 (CC0Textures Bricks25)",
+    "grass.png": "CC0 (CC0Textures)",
+    "gravel.png": "CC0 (CC0Textures Gravel04)",
+    "text.png": "public domain (Wikimedia Commons, Corner.png)",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TrainConfig:
+    """A training run, as read from a TOML config (see configs/train-espcn.toml).
+
+    Attributes:
+        name: model name; the default output folder is ``models/<name>``.
+        seed: seeds torch and the patch sampler.
+        threads: torch CPU threads (results are reproducible for a fixed count).
+        architecture: zoo architecture id.
+        hyperparameters: keyword arguments of the architecture's network.
+        train: skimage/data file names to train on.
+        valid: skimage/data file names held out for the validation figures.
+        rescales: factors each training image is also used downscaled by.
+        lr_patch: low-resolution patch side in pixels.
+        batch: patches per step.
+        loss: ``l1`` (mean absolute error on RGB in [0, 1]).
+        steps: optimiser steps.
+        lr: Adam's initial learning rate.
+        lr_final: learning rate at the last step (cosine decay).
+        log_every: steps between progress events.
+        opset: ONNX opset of the export.
+        example_shape: NCHW example input of the dynamic ONNX export.
+        check_shapes: NCHW inputs the export is checked against torch on.
+        source: the config file's text, recorded beside the weights.
+    """
+
+    name: str
+    seed: int
+    threads: int
+    architecture: str
+    hyperparameters: tuple[tuple[str, Hyper], ...]
+    train: tuple[str, ...]
+    valid: tuple[str, ...]
+    rescales: tuple[float, ...] = (1.0,)
+    lr_patch: int = 24
+    batch: int = 16
+    loss: str = "l1"
+    steps: int = 3000
+    lr: float = 1e-3
+    lr_final: float = 1e-5
+    log_every: int = 250
+    opset: int = 18
+    example_shape: tuple[int, int, int, int] = (1, 3, 64, 80)
+    check_shapes: tuple[tuple[int, int, int, int], ...] = ((1, 3, 64, 80),)
+    source: str = field(default="", repr=False)
+
+    @property
+    def sha256(self) -> str:
+        """Digest of the config text, to tie the weights to the config that made them."""
+        return hashlib.sha256(self.source.encode()).hexdigest()
+
+
+_SECTIONS: dict[str, set[str]] = {
+    "": {"name", "seed", "threads", "model", "data", "optim", "export"},
+    "data": {"train", "valid", "rescales", "lr_patch", "batch"},
+    "optim": {"loss", "steps", "lr", "lr_final", "log_every"},
+    "export": {"opset", "example_shape", "check_shapes"},
+}
+
+
+def load_train_config(path: Path) -> TrainConfig:
+    """Read a training config.
+
+    Raises:
+        ConfigError: the file is missing, not TOML, has an unknown key, names an image
+            without a recorded open licence, or a value is out of range.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+        raw = tomllib.loads(text)
+    except FileNotFoundError as err:
+        raise ConfigError(f"{path}: no such training config") from err
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML ({err})") from err
+    for section, allowed in _SECTIONS.items():
+        table = raw.get(section, {}) if section else raw
+        unknown = set(table) - allowed
+        if unknown:
+            where = f"[{section}]" if section else "the top level"
+            raise ConfigError(
+                f"{path}: unknown key(s) {sorted(unknown)} in {where}; known: {sorted(allowed)}"
+            )
+    model = dict(raw.get("model", {}))
+    data, optim, export = raw.get("data", {}), raw.get("optim", {}), raw.get("export", {})
+    try:
+        cfg = TrainConfig(
+            name=str(raw["name"]),
+            seed=int(raw["seed"]),
+            threads=int(raw.get("threads", 2)),
+            architecture=str(model.pop("architecture")),
+            hyperparameters=tuple(sorted(model.items())),
+            train=tuple(data["train"]),
+            valid=tuple(data.get("valid", ())),
+            rescales=tuple(float(r) for r in data.get("rescales", (1.0,))),
+            lr_patch=int(data.get("lr_patch", 24)),
+            batch=int(data.get("batch", 16)),
+            loss=str(optim.get("loss", "l1")),
+            steps=int(optim.get("steps", 3000)),
+            lr=float(optim.get("lr", 1e-3)),
+            lr_final=float(optim.get("lr_final", 1e-5)),
+            log_every=int(optim.get("log_every", 250)),
+            opset=int(export.get("opset", 18)),
+            example_shape=_nchw(export.get("example_shape", (1, 3, 64, 80))),
+            check_shapes=tuple(_nchw(s) for s in export.get("check_shapes", ((1, 3, 64, 80),))),
+            source=text,
+        )
+    except KeyError as err:
+        raise ConfigError(f"{path}: missing required key {err}") from err
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{path}: bad value ({err})") from err
+    _validate(cfg, path)
+    return cfg
+
+
+def _nchw(raw: Any) -> tuple[int, int, int, int]:
+    n, c, h, w = (int(v) for v in raw)
+    return (n, c, h, w)
+
+
+def _validate(cfg: TrainConfig, path: Path) -> None:
+    unlicensed = [n for n in (*cfg.train, *cfg.valid) if n not in TRAINING_LICENCES]
+    if unlicensed:
+        raise ConfigError(
+            f"{path}: {unlicensed} have no recorded open licence; use only images from "
+            f"TRAINING_LICENCES: {sorted(TRAINING_LICENCES)}"
+        )
+    overlap = set(cfg.train) & set(cfg.valid)
+    if overlap:
+        raise ConfigError(f"{path}: {sorted(overlap)} are both in data.train and data.valid")
+    if cfg.loss != "l1":
+        raise ConfigError(f"{path}: optim.loss {cfg.loss!r} is not supported; use 'l1'")
+    if cfg.steps < 1 or cfg.batch < 1 or cfg.lr_patch < 4 or cfg.threads < 1:
+        raise ConfigError(f"{path}: steps, batch, threads must be >= 1 and lr_patch >= 4")
+    if not all(0.0 < r <= 1.0 for r in cfg.rescales):
+        raise ConfigError(f"{path}: data.rescales must lie in (0, 1], got {cfg.rescales}")
+
+
+def skimage_data_dir() -> Path:
+    """The ``skimage/data`` folder of the installed scikit-image wheel.
+
+    Raises:
+        ConfigError: scikit-image is not installed.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or spec.origin is None:
+        raise ConfigError("training needs scikit-image's bundled photos: pip install scikit-image")
+    return Path(spec.origin).parent / "data"
+
+
+def _load_rgb(name: str) -> Image.Image:
+    with Image.open(skimage_data_dir() / name) as im:
+        return im.convert("RGB")
+
+
+def _pair(hr: Image.Image, scale: int) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
+    """HR cropped to a multiple of ``scale`` and its PIL BICUBIC downscale, HWC uint8."""
+    w, h = (hr.width // scale) * scale, (hr.height // scale) * scale
+    hr = hr.crop((0, 0, w, h))
+    lr = hr.resize((w // scale, h // scale), Image.Resampling.BICUBIC)
+    return np.asarray(hr), np.asarray(lr)
+
+
+def _to_nchw(rgb: NDArray[np.uint8]) -> torch.Tensor:
+    return torch.from_numpy(rgb.astype(np.float32) / 255.0).permute(2, 0, 1).unsqueeze(0)
+
+
+def _to_rgb(t: torch.Tensor) -> NDArray[np.uint8]:
+    """(1, 3, H, W) float in [0, 1] -> HWC uint8, rounded as an image writer would."""
+    arr = t.squeeze(0).permute(1, 2, 0).clamp(0.0, 1.0).mul(255.0).round()
+    return arr.to(torch.uint8).numpy()
+
+
+def psnr_y(a: NDArray[np.uint8], b: NDArray[np.uint8], *, border: int) -> float:
+    """PSNR on the Y channel of MATLAB's ``rgb2ycbcr`` (as BasicSR's ``test_y_channel``).
+
+    Args:
+        a, b: HWC RGB uint8 images of the same shape.
+        border: pixels cropped from every side first (the scale, by convention).
+
+    Returns:
+        PSNR in dB (``inf`` for identical images).
+    """
+
+    def y(img: NDArray[np.uint8]) -> NDArray[np.float64]:
+        f = img.astype(np.float64)
+        return 16.0 + (65.481 * f[..., 0] + 128.553 * f[..., 1] + 24.966 * f[..., 2]) / 255.0
+
+    ya, yb = y(a), y(b)
+    if border:
+        ya, yb = ya[border:-border, border:-border], yb[border:-border, border:-border]
+    mse = float(np.mean((ya - yb) ** 2))
+    return math.inf if mse == 0.0 else 10.0 * math.log10(255.0**2 / mse)
+
+
+@dataclass(frozen=True, slots=True)
+class ValidFigure:
+    """PSNR-Y of one held-out image: the model against PIL BICUBIC upscaling."""
+
+    image: str
+    psnr_y_model: float
+    psnr_y_bicubic: float
+
+
+@dataclass(frozen=True, slots=True)
+class TrainResult:
+    """The trained model and the figures of its run.
+
+    Attributes:
+        model: the trained network (eval mode) with its facts.
+        losses: mean training loss of each ``log_every`` window, in order.
+        valid: PSNR-Y figures on the held-out images.
+        wall_s: training wall time in seconds (validation excluded).
+    """
+
+    model: SRModel
+    losses: tuple[float, ...]
+    valid: tuple[ValidFigure, ...]
+    wall_s: float
+
+
+class _PatchSampler:
+    """Aligned random LR/HR patch pairs with flips and 90-degree rotations."""
+
+    def __init__(self, cfg: TrainConfig, scale: int) -> None:
+        self._scale = scale
+        self._patch = cfg.lr_patch
+        self._rng = np.random.default_rng(cfg.seed)
+        self._pairs: list[tuple[NDArray[np.uint8], NDArray[np.uint8]]] = []
+        for name in cfg.train:
+            photo = _load_rgb(name)
+            for r in cfg.rescales:
+                size = (round(photo.width * r), round(photo.height * r))
+                src = photo if r == 1.0 else photo.resize(size, Image.Resampling.BICUBIC)
+                hr, lr = _pair(src, scale)
+                if min(lr.shape[:2]) >= self._patch:
+                    self._pairs.append((hr, lr))
+        # Sample images in proportion to their area, so every LR pixel is equally likely.
+        areas = np.array([lr.shape[0] * lr.shape[1] for _, lr in self._pairs], dtype=np.float64)
+        self._weights = areas / areas.sum()
+
+    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batch: LR (N, 3, p, p) and HR (N, 3, p*s, p*s), float32 in [0, 1]."""
+        p, s = self._patch, self._scale
+        lrs, hrs = [], []
+        for idx in self._rng.choice(len(self._pairs), size=size, p=self._weights):
+            hr, lr = self._pairs[idx]
+            y = int(self._rng.integers(0, lr.shape[0] - p + 1))
+            x = int(self._rng.integers(0, lr.shape[1] - p + 1))
+            lp = lr[y : y + p, x : x + p]
+            hp = hr[y * s : (y + p) * s, x * s : (x + p) * s]
+            k = int(self._rng.integers(0, 4))
+            flip = bool(self._rng.integers(0, 2))
+            lp, hp = np.rot90(lp, k), np.rot90(hp, k)
+            if flip:
+                lp, hp = lp[:, ::-1], hp[:, ::-1]
+            lrs.append(lp)
+            hrs.append(hp)
+        lr_t = torch.from_numpy(np.stack(lrs).astype(np.float32) / 255.0).permute(0, 3, 1, 2)
+        hr_t = torch.from_numpy(np.stack(hrs).astype(np.float32) / 255.0).permute(0, 3, 1, 2)
+        return lr_t.contiguous(), hr_t.contiguous()
+
+
+def validate(model: SRModel, names: tuple[str, ...]) -> tuple[ValidFigure, ...]:
+    """PSNR-Y (border = scale) of the model and of PIL BICUBIC on held-out images."""
+    scale = model.info.scale
+    figures = []
+    for name in names:
+        hr, lr = _pair(_load_rgb(name), scale)
+        with torch.no_grad():
+            sr = _to_rgb(model.module(_to_nchw(lr)))
+        size = (hr.shape[1], hr.shape[0])
+        bicubic = np.asarray(Image.fromarray(lr).resize(size, Image.Resampling.BICUBIC))
+        figures.append(
+            ValidFigure(
+                image=name,
+                psnr_y_model=psnr_y(sr, hr, border=scale),
+                psnr_y_bicubic=psnr_y(bicubic, hr, border=scale),
+            )
+        )
+    return tuple(figures)
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Train the configured network from a seeded initialisation.
+
+    Returns:
+        The trained model (eval mode, CPU) and the run's figures.
+    """
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    model = get_arch(cfg.architecture).create(**dict(cfg.hyperparameters))
+    net = model.module.train()
+    sampler = _PatchSampler(cfg, model.info.scale)
+    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=cfg.steps, eta_min=cfg.lr_final
+    )
+    losses: list[float] = []
+    window = 0.0
+    bound = log.bind(model=cfg.name, steps=cfg.steps)
+    t0 = time.perf_counter()
+    for step in range(1, cfg.steps + 1):
+        lr_batch, hr_batch = sampler.batch(cfg.batch)
+        loss = torch.nn.functional.l1_loss(net(lr_batch), hr_batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        window += loss.detach().item()
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            n = step % cfg.log_every or cfg.log_every
+            losses.append(window / n)
+            bound.info(
+                "train_progress",
+                step=step,
+                loss=round(window / n, 6),
+                elapsed_s=round(time.perf_counter() - t0, 1),
+            )
+            window = 0.0
+    wall_s = time.perf_counter() - t0
+    net.eval()
+    figures = validate(model, cfg.valid)
+    for fig in figures:
+        bound.info(
+            "validated",
+            image=fig.image,
+            psnr_y=round(fig.psnr_y_model, 3),
+            psnr_y_bicubic=round(fig.psnr_y_bicubic, 3),
+        )
+    return TrainResult(model=model, losses=tuple(losses), valid=figures, wall_s=wall_s)
+
+
+def build_model_folder(result: TrainResult, cfg: TrainConfig, out: Path) -> Path:
+    """Write a trained model's folder: weights, ONNX, manifest, config, TRAINING.md.
+
+    Files: ``<name>.safetensors``, ``<name>.onnx`` (dynamic batch, height and width,
+    checked against torch within 1e-4), ``manifest.json``, ``train.toml`` (the config)
+    and ``TRAINING.md`` (data, licences, figures).
+
+    Returns:
+        The manifest's path.
+
+    Raises:
+        CompileError: the ONNX export fails or differs from torch.
+    """
+    # The training CLI is an application entry point (like run.py), so it may drive
+    # compile/; the zoo itself (batchsr.models) never imports compile.
+    import onnx
+    import onnxruntime
+    import onnxscript
+    from safetensors.torch import save_file
+
+    from batchsr.manifest import Artifact, Manifest, file_sha256, write_manifest
+    from compile.onnx import check_onnx, export_onnx
+
+    out.mkdir(parents=True, exist_ok=True)
+    info, net = result.model.info, result.model.module
+    weights = out / f"{cfg.name}.safetensors"
+    state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
+    save_file(
+        state,
+        str(weights),
+        metadata={"architecture": info.architecture, "config_sha256": cfg.sha256},
+    )
+    onnx_path = export_onnx(
+        net, out / f"{cfg.name}.onnx", shape=cfg.example_shape, dynamic=True, opset=cfg.opset
+    )
+    max_diff = check_onnx(net, onnx_path, shapes=cfg.check_shapes, atol=1e-4)
+    dynamic = (None, info.in_channels, None, None)
+    artifacts = tuple(
+        Artifact(
+            path=p.name,
+            format=fmt,
+            shapes=(dynamic,),
+            size_bytes=p.stat().st_size,
+            sha256=file_sha256(p),
+        )
+        for p, fmt in ((onnx_path, "onnx"), (weights, "safetensors"))
+    )
+    (out / "train.toml").write_text(cfg.source, encoding="utf-8")
+    manifest = Manifest(
+        name=cfg.name,
+        architecture=info.architecture,
+        scale=info.scale,
+        in_channels=info.in_channels,
+        out_channels=info.out_channels,
+        artifacts=artifacts,
+        input_range=info.input_range,
+        color=info.color,
+        margin=info.margin,
+        size_multiple=info.size_multiple,
+        tools=tuple(
+            sorted(
+                {
+                    "torch": torch.__version__,
+                    "onnx": onnx.__version__,
+                    "onnxruntime": onnxruntime.__version__,
+                    "onnxscript": onnxscript.__version__,
+                }.items()
+            )
+        ),
+        notes=(
+            f"Trained by batchsr.train (config train.toml, sha256 {cfg.sha256[:12]}) on "
+            "openly licensed photos from scikit-image's skimage/data; see TRAINING.md."
+        ),
+    )
+    (out / "TRAINING.md").write_text(_training_md(result, cfg, max_diff), encoding="utf-8")
+    return write_manifest(out, manifest)
+
+
+def _training_md(result: TrainResult, cfg: TrainConfig, max_diff: float) -> str:
+    info = result.model.info
+    lines = [
+        f"# {cfg.name}: training record",
+        "",
+        "Written by `python -m batchsr.train`; regenerate it with",
+        f"`python -m batchsr.train --config configs/train-{cfg.name}.toml "
+        f"--out models/{cfg.name}`.",
+        "",
+        f"- architecture: {info.architecture} {dict(info.hyperparameters)}, x{info.scale}, "
+        f"{info.color}, receptive-field margin {info.margin} LR pixels",
+        f"- parameters: {sum(p.numel() for p in result.model.module.parameters())}",
+        f"- seed {cfg.seed}, {cfg.threads} CPU threads, {cfg.steps} steps of batch {cfg.batch}, "
+        f"LR patch {cfg.lr_patch} px, loss {cfg.loss}, Adam lr {cfg.lr:g} -> {cfg.lr_final:g} "
+        "(cosine)",
+        f"- training wall time: {result.wall_s:.0f} s (torch {torch.__version__})",
+        f"- ONNX export (opset {cfg.opset}, dynamic N/H/W): max |onnxruntime - torch| = "
+        f"{max_diff:.2e} on {list(cfg.check_shapes)}",
+        f"- config sha256: {cfg.sha256}",
+        "",
+        "## Data",
+        "",
+        "Photos shipped inside the scikit-image wheel (`skimage/data`, scikit-image "
+        "0.26); licences as stated in `skimage/data/_fetchers.py`. LR = PIL BICUBIC x"
+        f"{info.scale} downscale rounded to uint8. Each training photo is also used "
+        f"downscaled by {list(cfg.rescales)}. Gray photos are used as RGB.",
+        "",
+        "| image | role | licence |",
+        "| --- | --- | --- |",
+        *[f"| {n} | train | {TRAINING_LICENCES[n]} |" for n in cfg.train],
+        *[f"| {n} | validation (held out) | {TRAINING_LICENCES[n]} |" for n in cfg.valid],
+        "",
+        "scikit-learn's and matplotlib's sample images are never trained on: they are "
+        "kept for held-out evaluation (benchmarks/quality.py).",
+        "",
+        "## Figures",
+        "",
+        f"Mean L1 loss per {cfg.log_every}-step window: "
+        + ", ".join(f"{v:.4f}" for v in result.losses),
+        "",
+        f"PSNR-Y (MATLAB BT.601 Y, {info.scale}-pixel border cropped) on the held-out photos:",
+        "",
+        "| image | model (dB) | PIL bicubic (dB) |",
+        "| --- | --- | --- |",
+        *[f"| {f.image} | {f.psnr_y_model:.3f} | {f.psnr_y_bicubic:.3f} |" for f in result.valid],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: train, and write the model folder unless ``--no-export`` is given."""
+    parser = argparse.ArgumentParser(prog="python -m batchsr.train", description=__doc__)
+    parser.add_argument("--config", type=Path, required=True, help="training TOML")
+    parser.add_argument("--out", type=Path, help="model folder (default: models/<name>)")
+    parser.add_argument("--steps", type=int, help="override optim.steps (for quick trials)")
+    parser.add_argument("--no-export", action="store_true", help="train and validate only")
+    args = parser.parse_args(argv)
+    cfg = load_train_config(args.config)
+    if args.steps is not None:
+        cfg = replace(cfg, steps=args.steps)
+    result = train(cfg)
+    summary: dict[str, Any] = {
+        "wall_s": round(result.wall_s, 1),
+        "final_loss": round(result.losses[-1], 5),
+        "valid": {
+            f.image: [round(f.psnr_y_model, 3), round(f.psnr_y_bicubic, 3)] for f in result.valid
+        },
+    }
+    if not args.no_export:
+        out = args.out or Path("models", cfg.name)
+        summary["manifest"] = str(build_model_folder(result, cfg, out))
+    print(json.dumps(summary))  # noqa: T201 - the CLI's one result line
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,181 @@
+"""Export a torch network to ONNX and check the export against torch.
+
+Uses torch's ``torch.export``-based exporter (the default since torch 2.9; the
+TorchScript-based one is deprecated). Inputs are named ``input``, outputs ``output``;
+a dynamic export frees the batch, height and width axes.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from batchsr.errors import CompileError
+
+__all__ = ["DEFAULT_OPSET", "INPUT_NAME", "OUTPUT_NAME", "check_onnx", "export_onnx"]
+
+# 18 is the lowest opset the torch.export-based exporter implements natively (asking
+# for 17 makes it down-convert afterwards); tpu-mlir 1.30's onnx 1.14 reads up to 19.
+DEFAULT_OPSET = 18
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
+
+NCHW = tuple[int, int, int, int]
+
+
+@contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence the exporter's expected, uninformative noise for the export call only."""
+    with warnings.catch_warnings():
+        # torch 2.13's export path still calls a pytree API it deprecated itself.
+        warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
+        # It logs one warning per torchvision op it cannot register; we have no
+        # torchvision (no CPU build here) and export no torchvision ops.
+        logger = logging.getLogger("torch.onnx._internal.exporter._registration")
+        level = logger.level
+        logger.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            logger.setLevel(level)
+
+
+def export_onnx(
+    model: torch.nn.Module,
+    path: Path,
+    *,
+    shape: NCHW,
+    dynamic: bool,
+    opset: int = DEFAULT_OPSET,
+) -> Path:
+    """Export ``model`` to an ONNX file.
+
+    Args:
+        model: the network; exported in eval mode on the CPU (its mode is restored).
+        path: where to write the ``.onnx`` file (parent folders are created).
+        shape: the NCHW example input shape; the static shape when not ``dynamic``.
+            With ``dynamic``, use H and W >= 2 and not equal to each other or to N,
+            or torch.export may specialise an axis to the example's value.
+        dynamic: free the batch, height and width axes (named ``batch``, ``height``,
+            ``width``); the channel axis stays fixed.
+        opset: ONNX opset version.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        CompileError: torch cannot export the model.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.rand(*shape, dtype=torch.float32, generator=torch.Generator().manual_seed(0))
+    dynamic_shapes = None
+    if dynamic:
+        dims = {
+            0: torch.export.Dim("batch", min=1),
+            2: torch.export.Dim("height", min=1),
+            3: torch.export.Dim("width", min=1),
+        }
+        dynamic_shapes = (dims,)
+    was_training = model.training
+    model.eval()
+    try:
+        with _quiet_exporter(), torch.no_grad():
+            program = torch.onnx.export(
+                model,
+                (example,),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                opset_version=opset,
+                dynamic_shapes=dynamic_shapes,
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            )
+        if program is None:
+            raise CompileError(f"torch.onnx.export returned no program for {path}")
+        program.save(str(path))
+    except (RuntimeError, ValueError, TypeError, torch.export.UnsupportedOperatorError) as err:
+        raise CompileError(
+            f"cannot export {type(model).__name__} to ONNX at {shape} (dynamic={dynamic}): {err}"
+        ) from err
+    finally:
+        model.train(was_training)
+    return path
+
+
+def check_onnx(
+    model: torch.nn.Module,
+    path: Path,
+    *,
+    shapes: Sequence[NCHW],
+    atol: float = 1e-4,
+    seed: int = 0,
+) -> float:
+    """Run an exported file with onnxruntime (CPU) and compare it with torch.
+
+    Args:
+        model: the network the file was exported from.
+        path: the ``.onnx`` file.
+        shapes: NCHW input shapes to compare on (random inputs in [0, 1]); for a
+            static export, its one shape.
+        atol: the largest absolute difference allowed.
+        seed: seeds the random inputs.
+
+    Returns:
+        The largest absolute difference over all shapes.
+
+    Raises:
+        CompileError: the file is invalid, fails to run, has the wrong output shape,
+            or differs from torch by more than ``atol``.
+    """
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+    # onnxruntime's errors derive from Exception directly, one class per status code.
+    ort_errors = (
+        ort_state.Fail,
+        ort_state.InvalidArgument,
+        ort_state.InvalidGraph,
+        ort_state.InvalidProtobuf,
+        ort_state.NoSuchFile,
+        ort_state.RuntimeException,
+    )
+    try:
+        onnx.checker.check_model(str(path))
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except (onnx.checker.ValidationError, *ort_errors) as err:
+        raise CompileError(f"{path}: invalid ONNX model ({err})") from err
+    rng = np.random.default_rng(seed)
+    worst = 0.0
+    was_training = model.training
+    model.eval()
+    try:
+        for shape in shapes:
+            x = rng.random(shape, dtype=np.float32)
+            with torch.no_grad():
+                expected = model(torch.from_numpy(x)).numpy()
+            try:
+                (got,) = session.run([OUTPUT_NAME], {INPUT_NAME: x})
+            except ort_errors as err:
+                raise CompileError(f"{path}: onnxruntime failed on input {shape}: {err}") from err
+            if got.shape != expected.shape:
+                raise CompileError(
+                    f"{path}: output shape {got.shape} for input {shape}, torch gives "
+                    f"{expected.shape}; re-export it"
+                )
+            diff = float(np.max(np.abs(got - expected))) if got.size else 0.0
+            if not diff <= atol:
+                raise CompileError(
+                    f"{path}: differs from torch by {diff:.3g} > {atol:g} on input {shape}"
+                )
+            worst = max(worst, diff)
+    finally:
+        model.train(was_training)
+    return worst

@@ -1,0 +1,68 @@
+"""SIGINT/SIGTERM mid-run: prompt stop, whole outputs, a valid report of every finished
+image, an ``run_interrupted`` record, and the conventional exit codes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, photo_like, write_png
+
+
+def _first_report_row_logged(log: Path) -> bool:
+    if not log.is_file():
+        return False
+    return any('"stage": "report"' in line for line in log.read_text().splitlines())
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_mid_run_stops_promptly_and_keeps_finished_work(
+    tmp_path: Path, espcn_onnx: Path, signum: int, code: int
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(300):
+        write_png(folder / f"{i:03d}.png", photo_like(64, 80, seed=i))
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "run.py"),
+            "--model",
+            str(espcn_onnx),
+            "--input",
+            str(folder),
+            "--output",
+            str(out),
+            "--no-score",
+            "--queue-size",
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not _first_report_row_logged(out / "run.jsonl"):
+        assert proc.poll() is None and time.monotonic() < deadline, "run ended before the signal"
+        time.sleep(0.02)
+    sent = time.monotonic()
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=30)
+    assert time.monotonic() - sent < 2.0
+    assert proc.returncode == code, stderr
+    assert "interrupted by" in stderr
+    rows = json.loads((out / "report.json").read_text())["A"][0]["images"]
+    assert 1 <= len(rows) < 300
+    for row in rows:  # every reported image is whole on disk
+        assert (out / f"{row['img_name']}.png").stat().st_size > 0
+    assert not list(out.glob(".*.partial"))
+    last = json.loads((out / "run.jsonl").read_text().splitlines()[-1])
+    assert last["event"] == "run_interrupted" and last["finished"] == len(rows)
+    assert last["signal"] == signal.Signals(signum).name

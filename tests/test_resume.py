@@ -1,0 +1,117 @@
+"""--resume: an interrupted run continues where it stopped, and the final report equals
+an uninterrupted run's apart from timings; foreign output folders are refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import anyio
+import pytest
+
+from batchsr.config import load_config
+from batchsr.errors import ConfigError
+from batchsr.pipeline.decode import list_inputs
+from batchsr.pipeline.run import RunResult, run_pipeline
+from batchsr.resolve import ResolvedModel
+from batchsr.resume import STATE_NAME, RunState, plan_resume
+from tests.conftest import photo_like, write_png
+
+
+def _score(rgb) -> float:
+    return float(rgb.mean()) / 10.0
+
+
+async def _run(folder: Path, out: Path, model: Path, *, resume: bool, tile: int = 32) -> RunResult:
+    config = load_config(None, {"tiling.tile": tile})
+    pixel_hash = config.pixel_hash("model-digest")
+    plan = plan_resume(list_inputs(folder), out, pixel_hash=pixel_hash, resume=resume)
+    state = RunState(out, pixel_hash=pixel_hash, append=resume)
+    try:
+        with anyio.fail_after(60):
+            return await run_pipeline(
+                plan.todo,
+                config=config,
+                model=ResolvedModel("m", model, "onnx", margin=4),
+                out_dir=out,
+                scorer=_score,
+                carried=plan.done,
+                state=state,
+            )
+    finally:
+        state.close()
+
+
+def _rows_without_timings(result: RunResult) -> list[tuple[str, str | None]]:
+    rows = json.loads(result.report_path.read_text())["A"][0]["images"]
+    return [(r["img_name"], r["niqe"]) for r in rows]
+
+
+@pytest.mark.asyncio
+async def test_resume_after_an_interrupted_run_completes_the_same_report(
+    tmp_path: Path, espcn_onnx: Path
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(5):
+        write_png(folder / f"{i}.png", photo_like(40, 50, seed=i))
+    reference = await _run(folder, tmp_path / "ref", espcn_onnx, resume=False)
+
+    out = tmp_path / "out"
+    await _run(folder, out, espcn_onnx, resume=False)
+    # Simulate a kill after two images: the state keeps two whole lines and a torn one,
+    # and the later outputs never reached the disk.
+    lines = (out / STATE_NAME).read_text().splitlines()
+    names = [json.loads(line)["name"] for line in lines[:2]]
+    (out / STATE_NAME).write_text("\n".join(lines[:2]) + "\n" + lines[2][:10])
+    for png in out.glob("*.png"):
+        if png.stem not in names:
+            png.unlink()
+
+    resumed = await _run(folder, out, espcn_onnx, resume=True)
+    assert resumed.summary.resumed == 2 and resumed.summary.ok == 5
+    assert _rows_without_timings(resumed) == _rows_without_timings(reference)
+    # a second resume has nothing left to do
+    again = await _run(folder, out, espcn_onnx, resume=True)
+    assert again.summary.resumed == 5
+
+
+@pytest.mark.asyncio
+async def test_resume_reruns_changed_inputs_and_missing_outputs(
+    tmp_path: Path, espcn_onnx: Path
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(3):
+        write_png(folder / f"{i}.png", photo_like(40, 50, seed=i))
+    out = tmp_path / "out"
+    await _run(folder, out, espcn_onnx, resume=False)
+    write_png(folder / "1.png", photo_like(40, 50, seed=99))  # new content, same name
+    (out / "2.png").unlink()
+    plan = plan_resume(
+        list_inputs(folder),
+        out,
+        pixel_hash=load_config(None, {"tiling.tile": 32}).pixel_hash("model-digest"),
+        resume=True,
+    )
+    assert [j.name for j in plan.todo] == ["1", "2"] and [r.name for r in plan.done] == ["0"]
+
+
+@pytest.mark.asyncio
+async def test_output_folder_of_another_configuration_is_refused(
+    tmp_path: Path, espcn_onnx: Path
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_png(folder / "a.png", photo_like(40, 50))
+    out = tmp_path / "out"
+    await _run(folder, out, espcn_onnx, resume=False, tile=32)
+    with pytest.raises(ConfigError, match="another configuration"):
+        await _run(folder, out, espcn_onnx, resume=False, tile=48)
+    # the same configuration may rerun in place
+    await _run(folder, out, espcn_onnx, resume=False, tile=32)
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    write_png(stray / "x.png", photo_like(8, 8))
+    with pytest.raises(ConfigError, match="another configuration"):
+        plan_resume(list_inputs(folder), stray, pixel_hash="h", resume=False)
