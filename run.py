@@ -221,7 +221,11 @@ def _secs(v: float | None) -> str:
 
 def format_analysis(a: RunAnalysis, *, ramp: str = _SPARK_ASCII) -> str:
     """The human report of one analysed run."""
-    head = f"== {a.label}" + ("" if a.complete else "  (interrupted: no run_finished record)")
+    head = f"== {a.label}"
+    if a.interrupted is not None:
+        head += f"  (interrupted by {a.interrupted})"
+    elif not a.complete:
+        head += "  (no end record: the run was killed or is still going)"
     lines = [head]
     if a.bad_lines:
         lines.append(f"skipped {a.bad_lines} unreadable line(s) (a truncated last line?)")

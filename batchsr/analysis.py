@@ -135,6 +135,7 @@ class RunLog:
             several runs).
         started: the ``run_started`` record, or None when the log lacks it.
         finished: the ``run_finished`` record, or None for an interrupted run.
+        interrupted: the ``run_interrupted`` record of a run stopped by a signal.
         items: every ``item_done`` and ``batch_flushed`` record with numeric times.
         failures: ``image_failed`` records.
         bad_lines: lines that were not JSON objects (a truncated last line).
@@ -146,6 +147,7 @@ class RunLog:
     items: tuple[Mapping[str, Any], ...]
     failures: tuple[Mapping[str, Any], ...] = ()
     bad_lines: int = 0
+    interrupted: Mapping[str, Any] | None = None
 
     @property
     def origin(self) -> float:
@@ -206,6 +208,7 @@ def read_runs(path: Path) -> list[RunLog]:
         group: dict[str, Any] = {
             "started": started,
             "finished": None,
+            "interrupted": None,
             "items": [],
             "failures": [],
             "bad": 0,
@@ -231,6 +234,8 @@ def read_runs(path: Path) -> list[RunLog]:
             current = new_group(None)
         if event == "run_finished":
             current["finished"] = record
+        elif event == "run_interrupted":
+            current["interrupted"] = record
         elif event == "image_failed":
             current["failures"].append(record)
         elif event in ("item_done", "batch_flushed") and _is_timed(record):
@@ -249,6 +254,7 @@ def read_runs(path: Path) -> list[RunLog]:
             items=tuple(g["items"]),
             failures=tuple(g["failures"]),
             bad_lines=g["bad"],
+            interrupted=g["interrupted"],
         )
         for i, g in enumerate(runs)
     ]
@@ -352,13 +358,14 @@ class RunAnalysis:
     Attributes:
         label: the run's name (from the log file).
         complete: the log has its ``run_finished`` record.
+        interrupted: the signal that stopped the run (``run_interrupted``), if any.
         bad_lines: unparsable lines skipped.
         images: images in the run (from ``run_started``, else seen in the log).
-        ok, failed: images finished and failed (``run_finished`` summary, else the
-            report stage's records).
-        wall_s: the run's own wall time (``run_finished``), None when interrupted.
+        ok, failed: images finished and failed (the end record's summary, which
+            counts images resumed from an earlier run; else the report stage's records).
+        wall_s: the run's own wall time (end record), None when killed.
         span_s: first receive to last record: the denominator of every share.
-        images_per_s: ``ok / span_s``.
+        images_per_s: images this run finished (report records) / ``span_s``.
         runtime_avg_s: mean contest runtime (tiling start to stitched image).
         bin_s: width of the throughput bins.
         stages: per-stage figures in pipeline order.
@@ -374,6 +381,7 @@ class RunAnalysis:
 
     label: str
     complete: bool
+    interrupted: str | None
     bad_lines: int
     images: int
     ok: int
@@ -517,7 +525,7 @@ def analyze_run(run: RunLog) -> RunAnalysis:
         _stage_figures(run, s, origin=origin, span=span, bin_s=bin_s, by_batch=by_batch)
         for s in run.stages()
     )
-    summary = (run.finished or {}).get("summary") or {}
+    summary = (run.finished or run.interrupted or {}).get("summary") or {}
     report = next((s for s in stages if s.stage == "report"), None)
     ok = summary.get("ok")
     if not isinstance(ok, int):
@@ -542,13 +550,16 @@ def analyze_run(run: RunLog) -> RunAnalysis:
     return RunAnalysis(
         label=run.label,
         complete=run.finished is not None,
+        interrupted=(
+            str(run.interrupted.get("signal", "signal")) if run.interrupted is not None else None
+        ),
         bad_lines=run.bad_lines,
         images=images,
         ok=ok,
         failed=failed,
         wall_s=_finite(float(wall)) if isinstance(wall, int | float) else None,
         span_s=span,
-        images_per_s=_share(ok, span),
+        images_per_s=_share(report.items - report.failed, span) if report else None,
         runtime_avg_s=stats(runtimes).mean,
         bin_s=bin_s,
         stages=stages,

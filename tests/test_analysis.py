@@ -172,6 +172,21 @@ async def test_an_interrupted_log_and_several_runs_are_read(
     first, second = read_runs(both)
     assert (first.label, second.label) == ("both.jsonl#1", "both.jsonl#2")
     assert first.finished is None and second.finished is not None
+    finished = json.loads(lines[-1])
+    stopped = tmp_path / "stopped.jsonl"
+    stopped.write_text(
+        "\n".join(
+            [
+                *lines[:-1],
+                json.dumps(
+                    {"event": "run_interrupted", "signal": "SIGINT", "summary": finished["summary"]}
+                ),
+            ]
+        )
+    )
+    signalled = analyze_run(read_runs(stopped)[0])
+    assert signalled.interrupted == "SIGINT" and not signalled.complete
+    assert signalled.ok == finished["summary"]["ok"] and signalled.wall_s is not None
 
 
 def test_a_log_without_stage_records_is_an_error(tmp_path: Path) -> None:
