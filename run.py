@@ -320,7 +320,12 @@ def cmd_analyze(argv: Sequence[str]) -> int:
     if args.plot is not None:
         from batchsr.timeline import plot_timeline
 
-        plot_timeline(runs, args.plot)
+        titles = [
+            f"{a.label}: {a.ok} images, {a.images_per_s or 0:.2f} images/s, "
+            f"bottleneck {a.bottleneck or 'n/a'}"
+            for a in analyses
+        ]
+        plot_timeline(runs, args.plot, titles=titles)
     if args.json:
         print(json.dumps([dataclasses.asdict(a) for a in analyses], indent=2, allow_nan=False))
         return 0
@@ -414,7 +419,7 @@ def cmd_tune(argv: Sequence[str]) -> int:
             base=base,
             model=model,
             out_dir=args.output,
-            open_log=configure_logging,
+            open_log=lambda path: configure_logging(path, append=True),
             sample=args.sample,
             queue_sizes=queue_sizes,
             stages=args.vary or None,

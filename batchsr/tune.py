@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 import anyio
 
-from batchsr.analysis import MULTI_WORKER_STAGES, RunAnalysis, analyze_run, read_runs
+from batchsr.analysis import MULTI_WORKER_STAGES, analyze_run, read_runs
 from batchsr.config import Config
 from batchsr.engines import Engine
 from batchsr.errors import ConfigError
@@ -73,7 +73,7 @@ class Trial:
             finished.
         wall_s: median wall time of the run (engine start-up included).
         bottleneck: the stage ``analyze`` named in the first repeat.
-        log: the trial's JSON-lines log.
+        log: the trial's JSON-lines log (one run per repeat).
     """
 
     index: int
@@ -186,9 +186,10 @@ async def tune(
         jobs: the whole input; ``sample`` of them are used.
         base: the configuration to start from (its other settings are kept).
         out_dir: where trial logs go (created).
-        open_log: directs the structured log to a file for one trial and returns
-            something to close afterwards (the CLI passes
-            :func:`batchsr.logging.configure_logging`): the analysis reads it back.
+        open_log: directs the structured log to a file, appending, for one run and
+            returns something to close afterwards (the CLI passes
+            ``configure_logging(path, append=True)``): the analysis reads it back, and
+            a trial's repeats share one file.
         scorer: passed to every run (None: the default NIQE when scoring is on).
         stages: stages whose worker count to vary; None takes the ``vary`` busiest
             stages of the baseline that have a worker knob.
@@ -204,67 +205,87 @@ async def tune(
         raise ConfigError(f"--repeat {repeat}: must be at least 1")
     chosen = sample_jobs(jobs, sample)
     await anyio.Path(out_dir).mkdir(parents=True, exist_ok=True)
-    trials: list[Trial] = []
 
-    async def run_trial(config: Config, *, warm_up: bool = False) -> RunAnalysis | None:
-        """Run ``config``; return the analysis of its first repeat."""
-        index = len(trials) + 1
-        log = out_dir / ("warm-up.jsonl" if warm_up else f"trial-{index:02d}.jsonl")
-        await anyio.Path(log).unlink(missing_ok=True)
-        for _ in range(1 if warm_up else repeat):
-            scratch = Path(await anyio.to_thread.run_sync(tempfile.mkdtemp, "", "batchsr-tune-"))
-            sink = open_log(log)
-            try:
-                await run_pipeline(
-                    chosen,
-                    config=config,
-                    model=model,
-                    out_dir=scratch,
-                    scorer=scorer,
-                    engine_factory=engine_factory,
-                )
-            finally:
-                sink.close()
-                await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
-        if warm_up:
-            return None
-        analyses = [analyze_run(run) for run in await anyio.to_thread.run_sync(read_runs, log)]
-        rates = [a.images_per_s for a in analyses if a.images_per_s is not None]
-        walls = [a.wall_s if a.wall_s is not None else a.span_s for a in analyses]
-        trial = Trial(
-            index=index,
-            config=config,
-            images_per_s=statistics.median(rates) if rates else None,
-            wall_s=statistics.median(walls),
-            bottleneck=analyses[0].bottleneck,
-            log=log,
-        )
-        trials.append(trial)
-        if on_trial is not None:
-            on_trial(trial)
-        return analyses[0]
+    async def run_once(config: Config, log: Path) -> None:
+        """One run of ``config`` on the sample, its log appended to ``log``."""
+        scratch = Path(await anyio.to_thread.run_sync(tempfile.mkdtemp, "", "batchsr-tune-"))
+        sink = open_log(log)
+        try:
+            await run_pipeline(
+                chosen,
+                config=config,
+                model=model,
+                out_dir=scratch,
+                scorer=scorer,
+                engine_factory=engine_factory,
+            )
+        finally:
+            sink.close()
+            await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
+
+    def log_of(index: int) -> Path:
+        return out_dir / f"trial-{index:02d}.jsonl"
 
     # The first run in a process pays one-time costs (thread pools, imports, the
     # runtime's first-call setup) that would otherwise count against trial 1.
-    await run_trial(base, warm_up=True)
-    baseline = await run_trial(base)
-    assert baseline is not None
-    if stages is None:
-        ranked = sorted(
-            (s for s in baseline.stages if s.stage in MULTI_WORKER_STAGES),
-            key=lambda s: s.utilisation or 0.0,
-            reverse=True,
-        )
-        stages = [s.stage for s in ranked[:vary]]
-    for config in grid_configs(base, queue_sizes=queue_sizes, stages=stages):
-        if config != base:
-            await run_trial(config)
+    warm_up = out_dir / "warm-up.jsonl"
+    await anyio.Path(warm_up).unlink(missing_ok=True)
+    await run_once(base, warm_up)
+    configs = [base]
+    for round_ in range(repeat):
+        # Repeats go round the whole grid rather than config by config, so a burst
+        # of load from elsewhere on the machine spreads over the configs.
+        index = 0
+        while index < len(configs):
+            log = log_of(index + 1)
+            if round_ == 0:
+                await anyio.Path(log).unlink(missing_ok=True)
+            await run_once(configs[index], log)
+            if round_ == 0 and index == 0:
+                if stages is None:
+                    stages = await anyio.to_thread.run_sync(_busiest, log, vary)
+                grid = grid_configs(base, queue_sizes=queue_sizes, stages=stages)
+                configs += [c for c in grid if c != base]
+            if round_ == repeat - 1 and on_trial is not None:
+                on_trial(await anyio.to_thread.run_sync(_trial, index + 1, configs[index], log))
+            index += 1
+    trials = [
+        await anyio.to_thread.run_sync(_trial, i + 1, config, log_of(i + 1))
+        for i, config in enumerate(configs)
+    ]
+    assert stages is not None
     return TuneResult(
         trials=tuple(trials),
         best=pick_best(trials, tolerance=tolerance),
         sample=tuple(job.name for job in chosen),
         stages=tuple(stages),
         queue_sizes=tuple(sorted(set(queue_sizes))),
+    )
+
+
+def _busiest(log: Path, vary: int) -> list[str]:
+    """The ``vary`` stages with a worker knob that were busiest in the run in ``log``."""
+    figures = analyze_run(read_runs(log)[0])
+    ranked = sorted(
+        (s for s in figures.stages if s.stage in MULTI_WORKER_STAGES),
+        key=lambda s: s.utilisation or 0.0,
+        reverse=True,
+    )
+    return [s.stage for s in ranked[:vary]]
+
+
+def _trial(index: int, config: Config, log: Path) -> Trial:
+    """A trial's figures from every run in its log."""
+    analyses = [analyze_run(run) for run in read_runs(log)]
+    rates = [a.images_per_s for a in analyses if a.images_per_s is not None]
+    walls = [a.wall_s if a.wall_s is not None else a.span_s for a in analyses]
+    return Trial(
+        index=index,
+        config=config,
+        images_per_s=statistics.median(rates) if rates else None,
+        wall_s=statistics.median(walls),
+        bottleneck=analyses[0].bottleneck,
+        log=log,
     )
 
 

@@ -12,6 +12,7 @@ import anyio
 import numpy as np
 import pytest
 
+from batchsr.analysis import read_runs
 from batchsr.config import Config, load_config
 from batchsr.logging import configure_logging
 from batchsr.pipeline.decode import list_inputs
@@ -86,11 +87,12 @@ async def test_tune_runs_the_grid_and_recommends_a_config_that_loads(
             base=base,
             model=ResolvedModel(name="m", path=espcn_onnx, format="onnx", margin=4),
             out_dir=tmp_path / "tune",
-            open_log=configure_logging,
+            open_log=lambda path: configure_logging(path, append=True),
             scorer=_fake_niqe,
             sample=2,
             queue_sizes=(1, 4),
             stages=["save"],
+            repeat=2,
             on_trial=lambda t: seen.append(t.index),
         )
     # baseline, then the grid less the config equal to the baseline (buffers 4, save 1)
@@ -102,7 +104,9 @@ async def test_tune_runs_the_grid_and_recommends_a_config_that_loads(
         (4, 2),
     }
     assert result.sample == ("img_00", "img_01") and result.stages == ("save",)
-    assert all(t.images_per_s and t.images_per_s > 0 and t.log.is_file() for t in result.trials)
+    assert all(t.images_per_s and t.images_per_s > 0 for t in result.trials)
+    # each trial's log holds one run per repeat, which analyze reads back
+    assert all(len(read_runs(t.log)) == 2 for t in result.trials)
     fastest = max(t.images_per_s or 0 for t in result.trials)
     assert (result.best.images_per_s or 0) >= 0.95 * fastest
     assert (tmp_path / "tune" / "warm-up.jsonl").is_file()
