@@ -360,9 +360,10 @@ def _queues_line(config: Config) -> str:
 
 def format_trial(t: Trial) -> str:
     rate = "n/a" if t.images_per_s is None else f"{t.images_per_s:.2f}"
+    spread = "" if t.spread is None else f" {t.spread:>6.0%}"
     return (
         f"{t.index:>5} {t.queue_size:>6}  {_workers_line(t.config):<36} {rate:>8} "
-        f"{t.wall_s:>7.2f} {t.bottleneck or 'n/a':>10}"
+        f"{t.wall_s:>7.2f} {t.bottleneck or 'n/a':>10}{spread}"
     )
 
 
@@ -411,7 +412,7 @@ def cmd_tune(argv: Sequence[str]) -> int:
     queue_sizes = _ints(args.queue_sizes, "--queue-sizes")
     print(
         f"{'trial':>5} {'queues':>6}  {'workers':<36} {'images/s':>8} {'wall s':>7} "
-        f"{'bottleneck':>10}"
+        f"{'bottleneck':>10}{' spread' if args.repeat > 1 else ''}"
     )
     result = anyio.run(
         lambda: tune(
@@ -443,6 +444,11 @@ def cmd_tune(argv: Sequence[str]) -> int:
         f"queues {_queues_line(best.config)}{gain}",
     ]
     path = args.write or args.output / "tuned.toml"
+    if result.noise is not None:
+        summary.append(
+            f"run-to-run spread of one config: median {result.noise:.0%} of its images/s; "
+            "smaller differences between trials are noise"
+        )
     if args.no_score:
         summary.append("trials ran without NIQE (--no-score); the file keeps the base's [output]")
     write_toml(
@@ -456,7 +462,7 @@ def cmd_tune(argv: Sequence[str]) -> int:
             "with the fewest workers and smallest buffers wins",
             "",
             f"{'trial':>5} {'queues':>6}  {'workers':<36} {'images/s':>8} {'wall s':>7} "
-            f"{'bottleneck':>10}",
+            f"{'bottleneck':>10}{' spread' if args.repeat > 1 else ''}",
             *(format_trial(t) for t in result.trials),
         ],
     )

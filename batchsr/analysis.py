@@ -427,7 +427,13 @@ def batch_images(run: RunLog) -> dict[int, list[int]]:
 
 
 def _stage_figures(
-    run: RunLog, stage: str, *, origin: float, span: float, bin_s: float, by_batch: dict
+    run: RunLog,
+    stage: str,
+    *,
+    origin: float,
+    span: float,
+    bin_s: float,
+    by_batch: Mapping[int, list[int]],
 ) -> StageFigures:
     records = run.stage_items(stage)
     workers = run.workers(stage)

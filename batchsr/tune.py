@@ -74,6 +74,8 @@ class Trial:
         wall_s: median wall time of the run (engine start-up included).
         bottleneck: the stage ``analyze`` named in the first repeat.
         log: the trial's JSON-lines log (one run per repeat).
+        spread: (fastest - slowest) / median images/s over the repeats: how far
+            the same config moves from run to run; None with one repeat.
     """
 
     index: int
@@ -82,6 +84,7 @@ class Trial:
     wall_s: float
     bottleneck: str | None
     log: Path
+    spread: float | None = None
 
     @property
     def queue_size(self) -> int:
@@ -107,6 +110,8 @@ class TuneResult:
         sample: names of the images the trials ran on.
         stages: the stages whose worker count was varied.
         queue_sizes: the buffer sizes tried.
+        noise: median of the trials' ``spread``; differences between trials smaller
+            than this are not evidence. None with one repeat.
     """
 
     trials: tuple[Trial, ...]
@@ -114,6 +119,7 @@ class TuneResult:
     sample: tuple[str, ...]
     stages: tuple[str, ...]
     queue_sizes: tuple[int, ...]
+    noise: float | None = None
 
     @property
     def baseline(self) -> Trial:
@@ -254,7 +260,9 @@ async def tune(
         for i, config in enumerate(configs)
     ]
     assert stages is not None
+    spreads = [t.spread for t in trials if t.spread is not None]
     return TuneResult(
+        noise=statistics.median(spreads) if spreads else None,
         trials=tuple(trials),
         best=pick_best(trials, tolerance=tolerance),
         sample=tuple(job.name for job in chosen),
@@ -279,10 +287,12 @@ def _trial(index: int, config: Config, log: Path) -> Trial:
     analyses = [analyze_run(run) for run in read_runs(log)]
     rates = [a.images_per_s for a in analyses if a.images_per_s is not None]
     walls = [a.wall_s if a.wall_s is not None else a.span_s for a in analyses]
+    median = statistics.median(rates) if rates else None
     return Trial(
         index=index,
         config=config,
-        images_per_s=statistics.median(rates) if rates else None,
+        images_per_s=median,
+        spread=(max(rates) - min(rates)) / median if len(rates) > 1 and median else None,
         wall_s=statistics.median(walls),
         bottleneck=analyses[0].bottleneck,
         log=log,

@@ -107,6 +107,8 @@ async def test_tune_runs_the_grid_and_recommends_a_config_that_loads(
     assert all(t.images_per_s and t.images_per_s > 0 for t in result.trials)
     # each trial's log holds one run per repeat, which analyze reads back
     assert all(len(read_runs(t.log)) == 2 for t in result.trials)
+    assert all(t.spread is not None and t.spread >= 0 for t in result.trials)
+    assert result.noise is not None
     fastest = max(t.images_per_s or 0 for t in result.trials)
     assert (result.best.images_per_s or 0) >= 0.95 * fastest
     assert (tmp_path / "tune" / "warm-up.jsonl").is_file()
