@@ -266,6 +266,8 @@ def format_analysis(a: RunAnalysis, *, ramp: str = _SPARK_ASCII) -> str:
         "util/starved/blocked: shares of workers x span busy, waiting for input, blocked "
         "sending; queue in: most items seen buffered / buffer size"
     )
+    if a.concurrency is not None:
+        lines.append(f"busy workers on average (all stages): {a.concurrency:.2f}")
     for d in a.devices:
         lines.append(
             f"device {d.device}: {d.workers} worker(s), {d.batches} batches, "

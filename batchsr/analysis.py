@@ -368,6 +368,9 @@ class RunAnalysis:
         images_per_s: images this run finished (report records) / ``span_s``.
         runtime_avg_s: mean contest runtime (tiling start to stitched image).
         bin_s: width of the throughput bins.
+        concurrency: busy worker-seconds of all stages / span: how many workers were
+            busy on average. On a CPU run, near the core count means the CPU is full
+            and more workers only share it.
         stages: per-stage figures in pipeline order.
         devices: infer grouped by device (empty unless records carry ``device``).
         padded_share: padded slots / all batch slots over infer records.
@@ -391,6 +394,7 @@ class RunAnalysis:
     images_per_s: float | None
     runtime_avg_s: float | None
     bin_s: float
+    concurrency: float | None
     stages: tuple[StageFigures, ...]
     devices: tuple[DeviceFigures, ...]
     padded_share: float | None
@@ -552,7 +556,7 @@ def analyze_run(run: RunLog) -> RunAnalysis:
     devices = _device_figures(run, span)
     padded = _padded_share(run)
     bottleneck = find_bottleneck(stages)
-    suggestion = suggest(stages, bottleneck, run=run, padded_share=padded)
+    suggestion = suggest(stages, bottleneck, run=run, padded_share=padded, span_s=span)
     return RunAnalysis(
         label=run.label,
         complete=run.finished is not None,
@@ -568,6 +572,7 @@ def analyze_run(run: RunLog) -> RunAnalysis:
         images_per_s=_share(report.items - report.failed, span) if report else None,
         runtime_avg_s=stats(runtimes).mean,
         bin_s=bin_s,
+        concurrency=_share(math.fsum(s.busy_s for s in stages), span),
         stages=stages,
         devices=devices,
         padded_share=padded,
@@ -616,6 +621,7 @@ def suggest(
     *,
     run: RunLog | None = None,
     padded_share: float | None = None,
+    span_s: float | None = None,
 ) -> str:
     """One line naming what to change, with the figures that justify it."""
     if bottleneck is None:
@@ -635,8 +641,18 @@ def suggest(
             "for a steady state; time a longer input before tuning"
         )
     config = _config(run) if run is not None else {}
+    model = config.get("model", {})
+    on_cpu = model.get("device") == "cpu" and model.get("backend") != "sail"
     if bottleneck == "infer":
         action = f"add engines (--workers infer={w + 1}) or a device"
+        if on_cpu and span_s:
+            busy = math.fsum(x.busy_s for x in stages) / span_s
+            # CPU engines share the cores with every other stage: another engine only
+            # helps where cores sit idle.
+            action = (
+                f"add engines (--workers infer={w + 1}) only if the CPU has idle cores "
+                f"(stages kept {busy:.1f} workers busy on average), else a GPU or TPU"
+            )
         if padded_share is not None and padded_share >= 0.1:
             action += (
                 f"; {padded_share:.0%} of tile slots are padding: pick a batch that "
