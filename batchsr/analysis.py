@@ -643,30 +643,28 @@ def suggest(
     config = _config(run) if run is not None else {}
     model = config.get("model", {})
     on_cpu = model.get("device") == "cpu" and model.get("backend") != "sail"
+    busy = math.fsum(x.busy_s for x in stages) / span_s if span_s else None
+    # Decode, save, score (and CPU engines) share the cores with every other stage:
+    # another worker only helps where cores sit idle, which the log cannot see.
+    cores = f" if cores sit idle (stages kept {busy:.1f} workers busy on average)" if busy else ""
     if bottleneck == "infer":
         action = f"add engines (--workers infer={w + 1}) or a device"
-        if on_cpu and span_s:
-            busy = math.fsum(x.busy_s for x in stages) / span_s
-            # CPU engines share the cores with every other stage: another engine only
-            # helps where cores sit idle.
-            action = (
-                f"add engines (--workers infer={w + 1}) only if the CPU has idle cores "
-                f"(stages kept {busy:.1f} workers busy on average), else a GPU or TPU"
-            )
+        if on_cpu and cores:
+            action = f"add engines (--workers infer={w + 1}){cores}, else a GPU or TPU"
         if padded_share is not None and padded_share >= 0.1:
             action += (
                 f"; {padded_share:.0%} of tile slots are padding: pick a batch that "
                 "divides the tiles"
             )
     elif bottleneck == "decode":
-        action = f"more decode workers (--workers decode={w + 1})"
+        action = f"more decode workers (--workers decode={w + 1}){cores}"
     elif bottleneck == "save":
         level = config.get("output", {}).get("compress_level")
-        action = f"more save workers (--workers save={w + 1})"
+        action = f"more save workers (--workers save={w + 1}){cores}"
         if isinstance(level, int) and level > 1:
             action += f" or a lower --compress-level (now {level})"
     elif bottleneck == "score":
-        action = f"more score workers (--workers score={w + 1}), or --no-score for timing runs"
+        action = f"more score workers (--workers score={w + 1}){cores}"
     elif bottleneck == "tile":
         action = "tile is one task by design: larger tiles (--tile) mean fewer cuts per image"
     elif bottleneck == "stitch":
