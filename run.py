@@ -11,6 +11,8 @@ code 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import signal
 import sys
 import time
@@ -20,7 +22,8 @@ from typing import Any
 
 import anyio
 
-from batchsr.config import EDGES, WORKER_STAGES, load_config
+from batchsr.analysis import STAGES, RunAnalysis, analyze_run, read_runs
+from batchsr.config import EDGES, WORKER_STAGES, Config, load_config
 from batchsr.errors import BatchSRError, ConfigError
 from batchsr.logging import configure_logging
 from batchsr.manifest import file_sha256
@@ -29,6 +32,7 @@ from batchsr.pipeline.report import Progress, RunSummary
 from batchsr.pipeline.run import run_pipeline
 from batchsr.resolve import resolve_model
 from batchsr.resume import RunState, plan_resume
+from batchsr.tune import Trial, tune, write_toml
 
 
 def _pairs(values: Sequence[str], known: Sequence[str], flag: str) -> dict[str, int]:
@@ -207,9 +211,289 @@ def cmd_run(argv: Sequence[str]) -> int:
     return 0 if result.interrupted is None else 128 + result.interrupted
 
 
+_SPARK_UTF8 = "▁▂▃▄▅▆▇█"
+_SPARK_ASCII = "_.-:=+*#"
+
+
+def _sparkline(values: Sequence[float], ramp: str) -> str:
+    top = max(values, default=0.0)
+    if top <= 0:
+        return ramp[0] * len(values)
+    return "".join(ramp[min(len(ramp) - 1, int(v / top * (len(ramp) - 1) + 0.5))] for v in values)
+
+
+def _ramp() -> str:
+    encoding = (getattr(sys.stdout, "encoding", None) or "").lower().replace("-", "")
+    return _SPARK_UTF8 if encoding.startswith("utf") else _SPARK_ASCII
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.0%}"
+
+
+def _secs(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def format_analysis(a: RunAnalysis, *, ramp: str = _SPARK_ASCII) -> str:
+    """The human report of one analysed run."""
+    head = f"== {a.label}"
+    if a.interrupted is not None:
+        head += f"  (interrupted by {a.interrupted})"
+    elif not a.complete:
+        head += "  (no end record: the run was killed or is still going)"
+    lines = [head]
+    if a.bad_lines:
+        lines.append(f"skipped {a.bad_lines} unreadable line(s) (a truncated last line?)")
+    model = a.model or {}
+    geo = a.geometry or {}
+    if model or geo:
+        lines.append(
+            f"model {model.get('name', '?')} ({model.get('format', '?')}), tile "
+            f"{geo.get('tile_h', '?')}x{geo.get('tile_w', '?')} pad {geo.get('pad', '?')} "
+            f"batch {geo.get('batch', '?')}"
+        )
+    wall = "n/a" if a.wall_s is None else f"{a.wall_s:.2f} s"
+    rate = "n/a" if a.images_per_s is None else f"{a.images_per_s:.2f}"
+    lines.append(
+        f"{a.images} images ({a.ok} ok, {a.failed} failed); wall {wall}, stage span "
+        f"{a.span_s:.2f} s, {rate} images/s; runtime_avg {_secs(a.runtime_avg_s)} s"
+    )
+    header = (
+        f"{'stage':<7} {'wkrs':>4} {'items':>5} {'busy s':>7} {'util':>5} {'starved':>7} "
+        f"{'blocked':>7} {'svc mean':>8} {'p50':>7} {'p95':>7} {'queue in':>12}  "
+        f"throughput ({a.bin_s:.2f} s bins)"
+    )
+    lines += ["", header]
+    for s in a.stages:
+        q = s.queue
+        queue = (
+            f"{q.edge} {q.max if q.max is not None else '-'}/{q.capacity or '?'}" if q.edge else "-"
+        )
+        peak = max(s.throughput, default=0.0)
+        lines.append(
+            f"{s.stage:<7} {s.workers:>4} {s.items:>5} {s.busy_s:>7.2f} "
+            f"{_pct(s.utilisation):>5} {_pct(s.starved):>7} {_pct(s.blocked):>7} "
+            f"{_secs(s.service_s.mean):>8} {_secs(s.service_s.p50):>7} "
+            f"{_secs(s.service_s.p95):>7} {queue:>12}  "
+            f"{_sparkline(s.throughput, ramp)} peak {peak:.1f}/s"
+        )
+    lines.append(
+        "util/starved/blocked: shares of workers x span busy, waiting for input, blocked "
+        "sending; queue in: most items seen buffered / buffer size"
+    )
+    if a.concurrency is not None:
+        lines.append(f"busy workers on average (all stages): {a.concurrency:.2f}")
+    for d in a.devices:
+        lines.append(
+            f"device {d.device}: {d.workers} worker(s), {d.batches} batches, "
+            f"util {_pct(d.utilisation)}, {d.padded} padded of {d.tiles + d.padded} slots"
+        )
+    if a.padded_share is not None:
+        lines.append(f"padded tile slots: {a.padded_share:.1%}")
+    lines += ["", f"bottleneck: {a.bottleneck or 'n/a'}", f"suggestion: {a.suggestion}"]
+    lines += [f"buffers: {note}" for note in a.advice]
+    return "\n".join(lines)
+
+
+def format_comparison(runs: Sequence[RunAnalysis]) -> str:
+    """One line per run, stage utilisations side by side."""
+    stages = [s for s in STAGES if any(r.stage(s) for r in runs)]
+    width = max(len(r.label) for r in runs)
+    lines = [
+        f"{'run':<{width}} {'images/s':>8} {'span s':>7} {'bottleneck':>10}  "
+        + " ".join(f"{s:>6}" for s in stages)
+    ]
+    for r in runs:
+        utils = []
+        for name in stages:
+            fig = r.stage(name)
+            utils.append(f"{_pct(fig.utilisation if fig else None):>6}")
+        rate = "n/a" if r.images_per_s is None else f"{r.images_per_s:.2f}"
+        lines.append(
+            f"{r.label:<{width}} {rate:>8} {r.span_s:>7.2f} {r.bottleneck or 'n/a':>10}  "
+            + " ".join(utils)
+        )
+    return "\n".join(["== comparison (stage utilisation)", *lines])
+
+
+def cmd_analyze(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="run.py analyze",
+        description="Per-stage figures, the bottleneck stage and a suggestion, from run logs.",
+    )
+    p.add_argument("logs", nargs="+", type=Path, help="run.jsonl files (several: compared)")
+    p.add_argument("--plot", type=Path, metavar="FILE.png", help="write a timeline picture")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = p.parse_args(argv)
+    runs = [run for path in args.logs for run in read_runs(path)]
+    if len({r.label for r in runs}) < len(runs):
+        # Same file names from different folders: use the paths given instead.
+        runs = [
+            dataclasses.replace(run, label=f"{path}{run.label[len(path.name) :]}")
+            for path in args.logs
+            for run in read_runs(path)
+        ]
+    analyses = [analyze_run(run) for run in runs]
+    if args.plot is not None:
+        from batchsr.timeline import plot_timeline
+
+        titles = [
+            f"{a.label}: {a.ok} images, {a.images_per_s or 0:.2f} images/s, "
+            f"bottleneck {a.bottleneck or 'n/a'}"
+            for a in analyses
+        ]
+        plot_timeline(runs, args.plot, titles=titles)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(a) for a in analyses], indent=2, allow_nan=False))
+        return 0
+    ramp = _ramp()
+    blocks = [format_analysis(a, ramp=ramp) for a in analyses]
+    if len(analyses) > 1:
+        blocks.append(format_comparison(analyses))
+    if args.plot is not None:
+        blocks.append(f"timeline written to {args.plot}")
+    print("\n\n".join(blocks))
+    return 0
+
+
+def _ints(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as err:
+        raise ConfigError(f"{flag} {text!r}: expected comma-separated integers") from err
+    if not values:
+        raise ConfigError(f"{flag} {text!r}: give at least one value")
+    return values
+
+
+def _workers_line(config: Config) -> str:
+    w = config.workers
+    return f"decode={w.decode} infer={w.infer} save={w.save} score={w.score}"
+
+
+def _queues_line(config: Config) -> str:
+    return " ".join(f"{e}={getattr(config.queues, e)}" for e in EDGES)
+
+
+def format_trial(t: Trial) -> str:
+    rate = "n/a" if t.images_per_s is None else f"{t.images_per_s:.2f}"
+    spread = "" if t.spread is None else f" {t.spread:>6.0%}"
+    return (
+        f"{t.index:>5} {t.queue_size:>6}  {_workers_line(t.config):<36} {rate:>8} "
+        f"{t.wall_s:>7.2f} {t.bottleneck or 'n/a':>10}{spread}"
+    )
+
+
+def cmd_tune(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="run.py tune",
+        description="Trial runs on a sample of the input over buffer sizes and worker "
+        "counts; prints the best config and writes it as TOML for --config.",
+    )
+    p.add_argument("--input", "-i", type=Path, required=True, help="folder of input images")
+    p.add_argument("--model", "-m", help="as for a run (default: the config's model)")
+    p.add_argument("--backend", choices=["onnx", "torch", "sail"])
+    p.add_argument("--device", choices=["cpu", "cuda"])
+    p.add_argument("--config", type=Path, help="base config (default configs/default.toml)")
+    p.add_argument("--sample", type=int, default=4, help="images per trial (default 4)")
+    p.add_argument("--queue-sizes", default="2,4,8", help="buffer sizes to try (default 2,4,8)")
+    p.add_argument(
+        "--vary",
+        action="append",
+        default=[],
+        metavar="STAGE",
+        help="stage whose worker count to vary (repeatable; default: the two busiest)",
+    )
+    p.add_argument("--repeat", type=int, default=1, help="runs per config; the median counts")
+    p.add_argument("--no-score", action="store_true", help="trials skip NIQE")
+    p.add_argument("--output", "-o", type=Path, default=Path("results/tune"), help="trial logs")
+    p.add_argument("--write", type=Path, help="TOML to write (default OUTPUT/tuned.toml)")
+    args = p.parse_args(argv)
+    overrides: dict[str, Any] = {
+        k: v
+        for k, v in {
+            "model.name": args.model,
+            "model.backend": args.backend,
+            "model.device": args.device,
+        }.items()
+        if v is not None
+    }
+    # --no-score applies to the trials only: the written config keeps the base's
+    # output settings, so a tuned run still scores unless told otherwise.
+    written = load_config(args.config, overrides)
+    base = (
+        load_config(args.config, {**overrides, "output.score": False}) if args.no_score else written
+    )
+    jobs = list_inputs(args.input)
+    model = resolve_model(base.model.name, backend=base.model.backend)
+    queue_sizes = _ints(args.queue_sizes, "--queue-sizes")
+    print(
+        f"{'trial':>5} {'queues':>6}  {'workers':<36} {'images/s':>8} {'wall s':>7} "
+        f"{'bottleneck':>10}{' spread' if args.repeat > 1 else ''}"
+    )
+    result = anyio.run(
+        lambda: tune(
+            jobs,
+            base=base,
+            model=model,
+            out_dir=args.output,
+            open_log=lambda path: configure_logging(path, append=True),
+            sample=args.sample,
+            queue_sizes=queue_sizes,
+            stages=args.vary or None,
+            repeat=args.repeat,
+            on_trial=lambda t: print(format_trial(t), flush=True),
+        )
+    )
+    best, baseline = result.best, result.baseline
+    gain = (
+        f" ({best.images_per_s / baseline.images_per_s - 1:+.0%} over the base config)"
+        if best.images_per_s and baseline.images_per_s
+        else ""
+    )
+    summary = [
+        f"{len(result.trials)} trials on {len(result.sample)} images "
+        f"({', '.join(result.sample)}); varied workers of {', '.join(result.stages) or 'none'}, "
+        f"buffer sizes {', '.join(map(str, result.queue_sizes))}",
+        f"base:  trial {baseline.index}: {_workers_line(baseline.config)}; "
+        f"queues {_queues_line(baseline.config)}",
+        f"best:  trial {best.index}: {_workers_line(best.config)}; "
+        f"queues {_queues_line(best.config)}{gain}",
+    ]
+    path = args.write or args.output / "tuned.toml"
+    if result.noise is not None:
+        summary.append(
+            f"run-to-run spread of one config: median {result.noise:.0%} of its images/s; "
+            "smaller differences between trials are noise"
+        )
+    if args.no_score:
+        summary.append("trials ran without NIQE (--no-score); the file keeps the base's [output]")
+    write_toml(
+        dataclasses.replace(best.config, output=written.output),
+        path,
+        comments=[
+            "written by `python run.py tune`: the recommended config; use it with",
+            f"  python run.py --config {path} --input DIR",
+            *summary,
+            "ranked by images/s over the stage span; within 5% of the fastest the config",
+            "with the fewest workers and smallest buffers wins",
+            "",
+            f"{'trial':>5} {'queues':>6}  {'workers':<36} {'images/s':>8} {'wall s':>7} "
+            f"{'bottleneck':>10}{' spread' if args.repeat > 1 else ''}",
+            *(format_trial(t) for t in result.trials),
+        ],
+    )
+    print("\n".join(["", *summary, f"wrote {path}; use: python run.py --config {path} ..."]))
+    return 0
+
+
 # Subcommands: name -> handler taking the remaining arguments and returning an exit code.
 # The main job (no subcommand) is cmd_run.
-SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {}
+SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "analyze": cmd_analyze,
+    "tune": cmd_tune,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,6 +7,7 @@ module can raise these without import loops.
 from __future__ import annotations
 
 __all__ = [
+    "AnalysisError",
     "BatchSRError",
     "CheckpointError",
     "CompileError",
@@ -78,3 +79,7 @@ class ToolNotFoundError(CompileError):
 
 class ReportError(BatchSRError):
     """The report cannot be written or read back."""
+
+
+class AnalysisError(BatchSRError):
+    """A run log cannot be read or holds no stage records to analyse."""

@@ -130,6 +130,7 @@ async def run_pipeline(
     handle_signals: bool = False,
     carried: Sequence[Scored] = (),
     state: RunState | None = None,
+    engine_factory: Callable[[], Engine] | None = None,
 ) -> RunResult:
     """Upscale, save, score and report every job.
 
@@ -147,13 +148,16 @@ async def run_pipeline(
         carried: rows of images finished by an earlier run (``--resume``); they go into
             the report as they are.
         state: where each finished image is recorded for a later ``--resume``.
+        engine_factory: opens one engine per infer worker; None opens ``model`` with
+            :func:`batchsr.engines.open_engine` (tests and tools pass their own).
 
     Raises:
         EngineError: the first engine cannot be opened (nothing has been written).
     """
     log = structlog.get_logger()
     t0 = time.perf_counter()
-    engine = await anyio.to_thread.run_sync(open_engine, model, config.model)
+    opener = engine_factory or (lambda: open_engine(model, config.model))
+    engine = await anyio.to_thread.run_sync(opener)
     try:
         geometry = geometry_for(engine, config.tiling, model)
     except Exception:
@@ -217,6 +221,7 @@ async def run_pipeline(
                 on_progress,
                 checkpoint,
                 on_row,
+                opener,
             )
             outer.cancel_scope.cancel()  # stops the signal watcher
         summary = checkpoint()
@@ -257,6 +262,7 @@ async def _run_stages(
     on_progress: Callable[[Progress], None] | None,
     checkpoint: Callable[[], object],
     on_row: Callable[[Row], None],
+    opener: Callable[[], Engine],
 ) -> None:
     q, workers = config.queues, config.workers
     paths_tx, paths_rx = anyio.create_memory_object_stream[Any](q.paths)
@@ -282,9 +288,7 @@ async def _run_stages(
             )
         tg.start_soon(_named(run_tile, dec_rx, tiles_tx, geometry=geometry))
         for i in range(workers.infer):
-            source: Engine | Callable[[], Engine] = (
-                engine if i == 0 else (lambda: open_engine(model, config.model))
-            )
+            source: Engine | Callable[[], Engine] = engine if i == 0 else opener
             tg.start_soon(
                 _named(run_infer, tiles_rx.clone(), inf_tx.clone(), engine=source, worker=i)
             )
