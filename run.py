@@ -46,11 +46,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--input", "-i", type=Path, required=True, help="folder of input images")
     p.add_argument(
-        "--model", "-m", help="model name (models/NAME), model folder, or .onnx/.pt file"
+        "--model", "-m", help="model name (models/NAME), model folder, or .onnx/.pt/.bmodel file"
     )
     p.add_argument("--backend", choices=["onnx", "torch", "sail"])
     p.add_argument("--device", choices=["cpu", "cuda"])
     p.add_argument("--threads", type=int, help="intra-op threads per engine (0 = default)")
+    p.add_argument("--devices", metavar="IDS", help="sail: TPU ids, e.g. 0,1 (see bm-smi)")
+    p.add_argument("--engines-per-device", type=int, metavar="K", help="sail: engines per TPU")
+    p.add_argument(
+        "--engine-timeout",
+        type=float,
+        metavar="S",
+        help="fail an engine call after S s (0 = never)",
+    )
     p.add_argument("--output", "-o", type=Path, help="output folder (default results/<model>/)")
     p.add_argument("--log", type=Path, help="JSON-lines log (default OUTPUT/run.jsonl)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
@@ -93,6 +101,9 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         "model.backend": args.backend,
         "model.device": args.device,
         "model.threads": args.threads,
+        "model.devices": args.devices,
+        "model.engines_per_device": args.engines_per_device,
+        "model.engine_timeout_s": args.engine_timeout,
         "tiling.tile": args.tile,
         "tiling.tile_pad": args.tile_pad,
         "tiling.batch": args.batch,
