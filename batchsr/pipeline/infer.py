@@ -20,11 +20,14 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import anyio
+import numpy as np
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from numpy.typing import NDArray
 
 from batchsr.engines.base import Engine
 from batchsr.errors import EngineError, ShapeMismatchError
 from batchsr.pipeline.stage import Meter, failed_from
+from batchsr.pipeline.stitch import batch_to_uint8
 from batchsr.records import Failed, SRBatch, TileBatch, freeze
 
 __all__ = ["InferPool", "run_infer"]
@@ -122,8 +125,7 @@ async def run_infer(
                     meter.done(image_id=batch.id, failed=True)
                     continue
                 try:
-                    out = await _call(eng.run, batch.data, timeout_s=timeout_s)
-                    _check_output(out.shape, batch.data.shape, eng.scale)
+                    out = await _call(_infer, eng, batch.data, timeout_s=timeout_s)
                 except Exception as err:
                     await fail_batch(batch, err)
                     if not isinstance(err, _Abandoned):
@@ -172,6 +174,14 @@ async def run_infer(
         finally:
             if eng is not None:
                 eng.close()
+
+
+def _infer(engine: Engine, data: NDArray[np.float32]) -> NDArray[np.uint8]:
+    """One engine call, then the conversion to uint8 NHWC: done here, in the worker's
+    thread, so K workers convert in parallel instead of the single stitch task."""
+    out = engine.run(data)
+    _check_output(out.shape, data.shape, engine.scale)
+    return batch_to_uint8(out)
 
 
 def _check_output(out: tuple[int, ...], inp: tuple[int, ...], scale: int) -> None:

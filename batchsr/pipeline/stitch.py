@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 from batchsr.pipeline.stage import Meter
 from batchsr.records import Failed, ImagePlan, SRBatch, Stitched, TileSpec, freeze
 
-__all__ = ["Assembler", "paste_tile", "run_stitch", "to_uint8"]
+__all__ = ["Assembler", "batch_to_uint8", "paste_tile", "run_stitch", "to_uint8"]
 
 
 def to_uint8(chw: NDArray[np.float32]) -> NDArray[np.uint8]:
@@ -28,15 +28,32 @@ def to_uint8(chw: NDArray[np.float32]) -> NDArray[np.uint8]:
     return scaled.astype(np.uint8).transpose(1, 2, 0)
 
 
+def batch_to_uint8(nchw: NDArray[np.float32]) -> NDArray[np.uint8]:
+    """float32 NxCxHxW in [0, 1] to NxHxWxC uint8, exactly as :func:`to_uint8` per tile."""
+    scaled = np.multiply(nchw, np.float32(255.0))
+    np.clip(scaled, 0.0, 255.0, out=scaled)
+    np.rint(scaled, out=scaled)
+    return np.ascontiguousarray(scaled.astype(np.uint8).transpose(0, 2, 3, 1))
+
+
 def paste_tile(
-    canvas: NDArray[np.uint8], sr_tile: NDArray[np.float32], spec: TileSpec, scale: int
+    canvas: NDArray[np.uint8],
+    sr_tile: NDArray[np.uint8] | NDArray[np.float32],
+    spec: TileSpec,
+    scale: int,
 ) -> None:
-    """Write the core of one SR tile (CxHxW float32) into ``canvas`` (HxWxC uint8)."""
+    """Write the core of one SR tile (HxWxC uint8, or CxHxW float32) into ``canvas``
+    (HxWxC uint8)."""
     oy, ox = (spec.core_y0 - spec.y) * scale, (spec.core_x0 - spec.x) * scale
     h, w = (spec.core_y1 - spec.core_y0) * scale, (spec.core_x1 - spec.core_x0) * scale
+    core = (
+        sr_tile[oy : oy + h, ox : ox + w]
+        if sr_tile.dtype == np.uint8
+        else to_uint8(sr_tile[:, oy : oy + h, ox : ox + w])
+    )
     canvas[
         spec.core_y0 * scale : spec.core_y1 * scale, spec.core_x0 * scale : spec.core_x1 * scale
-    ] = to_uint8(sr_tile[:, oy : oy + h, ox : ox + w])
+    ] = core
 
 
 class Assembler:
@@ -56,7 +73,8 @@ class Assembler:
                 continue
             canvas = self._canvases.get(plan.id)
             if canvas is None:
-                canvas = self._new_canvas(plan, int(batch.data.shape[1]))
+                axis = 3 if batch.data.dtype == np.uint8 else 1
+                canvas = self._new_canvas(plan, int(batch.data.shape[axis]))
             paste_tile(canvas, batch.data[row], slot.tile, plan.scale)
             self._remaining[plan.id] -= 1
             if self._remaining[plan.id] == 0:

@@ -25,16 +25,17 @@ How it computes: the fake "bmodel" is a small JSON file (written by
 :func:`write_bmodel`) naming the ONNX model beside it and the graphs, stages, dtypes and
 scales the bmodel would hold. ``process`` runs that ONNX with onnxruntime (an F16
 bmodel rounds its output through float16), or returns zeros when host compute is off.
-One device computes one call at a time: every engine on a TPU id shares one lock, and a
-call then occupies the device for ``_fake.device_time_s``. During that time the numpy
-form holds the GIL (a libc ``usleep`` through ``ctypes.PyDLL``, which keeps the GIL,
-as sail's unguarded pybind11 binding does) and the Tensor form releases it
-(``time.sleep``).
+One device computes one call at a time: each call books the next free slot of
+``_fake.device_time_s`` on its TPU's timeline (all engines on a TPU id share it, as
+they share the driver's launch queue) and returns when its slot ends. Until then the
+numpy form holds the GIL (a libc ``usleep`` through ``ctypes.PyDLL``, which keeps the
+GIL, as sail's unguarded pybind11 binding does), waiting for the device included; the
+Tensor form releases it (it sleeps).
 
-Where the fake differs: an engine waiting for a busy device lets other Python threads
-run (the real numpy form would keep the GIL even while waiting, which is worse); an
-invalid TPU id raises ``SailDeviceError`` (the real ``Handle`` calls ``exit()``); a
-non-contiguous numpy input is not written back into the caller's buffer.
+Where the fake differs: an invalid TPU id raises ``SailDeviceError`` (the real
+``Handle`` calls ``exit()``); a non-contiguous numpy input is not written back into the
+caller's buffer; with host compute on, the ONNX run happens before the call's slot is
+booked, so a slow host model lengthens the call but not the device's busy record.
 
 Test controls live on ``_fake`` (not part of the real API): device time, host compute,
 device count, injected faults (``inject(device_id, "raise" | "hang")``) and the
@@ -153,7 +154,8 @@ class _FakeControl:
         devices: how many TPUs the host has.
         hang_s: how long a "hang" fault blocks (bounded so a test never leaks a thread
             for long); :meth:`release_hangs` ends it early.
-        busy: per device id, ``(t_start, t_end, form)`` of every call, perf_counter.
+        busy: per device id, ``(t_start, t_end, form)`` of every call's slot on the
+            device (perf_counter seconds; slots of one device never overlap).
     """
 
     device_time_s: float = 0.0
@@ -162,14 +164,14 @@ class _FakeControl:
     hang_s: float = 30.0
     busy: dict[int, list[tuple[float, float, str]]] = field(default_factory=dict)
     faults: dict[int, list[_Fault]] = field(default_factory=dict)
-    _locks: dict[int, threading.Lock] = field(default_factory=dict)
+    _free_at: dict[int, float] = field(default_factory=dict)
     _release: threading.Event = field(default_factory=threading.Event)
     _guard: threading.Lock = field(default_factory=threading.Lock)
 
     def reset(self) -> None:
         self.release_hangs()
         self.device_time_s, self.host_compute, self.devices, self.hang_s = 0.0, True, 8, 30.0
-        self.busy, self.faults = {}, {}
+        self.busy, self.faults, self._free_at = {}, {}, {}
         self._release = threading.Event()
 
     def inject(self, device_id: int, kind: str, count: int = 1) -> None:
@@ -181,9 +183,17 @@ class _FakeControl:
     def release_hangs(self) -> None:
         self._release.set()
 
-    def lock(self, device_id: int) -> threading.Lock:
+    def reserve(self, device_id: int, submitted: float, duration: float, form: str) -> float:
+        """Book the device's next free slot for a call submitted at ``submitted``;
+        return when it ends. Slots never overlap: one device, one call at a time. Like
+        the driver's launch queue, the booking needs no Python thread to be scheduled
+        when the previous call ends, so the GIL cannot leave the device idle."""
         with self._guard:
-            return self._locks.setdefault(device_id, threading.Lock())
+            start = max(submitted, self._free_at.get(device_id, 0.0))
+            end = start + max(duration, 0.0)
+            self._free_at[device_id] = end
+            self.busy.setdefault(device_id, []).append((start, end, form))
+            return end
 
     def take_fault(self, device_id: int) -> str | None:
         with self._guard:
@@ -534,22 +544,18 @@ class Engine:
 
     def _device_call(self, g: _Graph, x: np.ndarray, *, hold_gil: bool) -> np.ndarray:
         device = self._handle.get_device_id()
-        with _fake.lock(device):  # one device computes one call at a time
-            t0 = time.perf_counter()
-            fault = _fake.take_fault(device)
-            if fault == "hang":
-                _fake._release.wait(_fake.hang_s)
-            if fault == "raise":
-                raise SailEngineError("Engine related error")
-            y = self._compute(g, x)
-            remaining = _fake.device_time_s - (time.perf_counter() - t0)
-            if hold_gil:
-                _hold_gil_for(remaining)
-            elif remaining > 0:
-                time.sleep(remaining)
-            _fake.busy.setdefault(device, []).append(
-                (t0, time.perf_counter(), "numpy" if hold_gil else "tensor")
-            )
+        submitted = time.perf_counter()
+        fault = _fake.take_fault(device)
+        if fault == "raise":
+            raise SailEngineError("Engine related error")
+        y = self._compute(g, x)  # the host stands in for the device's arithmetic
+        duration = _fake.hang_s if fault == "hang" else _fake.device_time_s
+        end = _fake.reserve(device, submitted, duration, "numpy" if hold_gil else "tensor")
+        if hold_gil:
+            _hold_gil_for(end - time.perf_counter())
+        else:
+            # time.sleep, but a test's release_hangs() ends every wait at once
+            _fake._release.wait(max(0.0, end - time.perf_counter()))
         return y
 
     def _compute(self, g: _Graph, x: np.ndarray) -> np.ndarray:
