@@ -3,7 +3,9 @@
 Workers share one input stream, so batches fan out to whichever engine is free and
 results reach the stitcher in any order. The engine call runs in a worker thread, so
 the event loop and the other stages go on while an engine computes (for sail that
-needs the Tensor form of ``process``, which releases the GIL).
+needs the Tensor form of ``process``, which releases the GIL). Each worker converts its
+output to uint8 NHWC in another thread while its engine already runs the next batch:
+K workers convert in parallel, and the single stitch task only copies pixels.
 
 Faults: a call that raises, or that runs past ``timeout_s``, turns its batch's images
 into error rows naming the worker's device and the error. The worker then replaces its
@@ -15,6 +17,7 @@ error rows, so the run always ends.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -108,7 +111,19 @@ async def run_infer(
                 )
         meter.done(batch_id=batch.batch_id, failed=True, error=str(named))
 
-    async with receive, send:
+    async def finish(batch: TileBatch, out: NDArray[np.float32], pending: anyio.Semaphore) -> None:
+        # The uint8 conversion overlaps this worker's next engine call; ``pending``
+        # (held until the batch is sent) bounds it to one batch per worker.
+        try:
+            data = await anyio.to_thread.run_sync(batch_to_uint8, out)
+            await send.send(
+                SRBatch(batch_id=batch.batch_id, data=freeze(data), slots=batch.slots, worker=name)
+            )
+        finally:
+            pending.release()
+
+    async with receive, send, anyio.create_task_group() as post:
+        pending = anyio.Semaphore(1)
         try:
             try:
                 eng = (
@@ -148,13 +163,11 @@ async def run_infer(
                     recovering = True
                     continue
                 recovering = False
-                await meter.send(
-                    send,
-                    SRBatch(
-                        batch_id=batch.batch_id, data=freeze(out), slots=batch.slots, worker=name
-                    ),
-                )
+                t_wait = time.perf_counter()
+                await pending.acquire()  # the previous batch's conversion and send are done
+                post.start_soon(finish, batch, out, pending)
                 meter.done(
+                    wait_post_s=time.perf_counter() - t_wait,
                     batch_id=batch.batch_id,
                     tiles=len(batch.slots),
                     padded=batch.padded,
@@ -176,12 +189,10 @@ async def run_infer(
                 eng.close()
 
 
-def _infer(engine: Engine, data: NDArray[np.float32]) -> NDArray[np.uint8]:
-    """One engine call, then the conversion to uint8 NHWC: done here, in the worker's
-    thread, so K workers convert in parallel instead of the single stitch task."""
+def _infer(engine: Engine, data: NDArray[np.float32]) -> NDArray[np.float32]:
     out = engine.run(data)
     _check_output(out.shape, data.shape, engine.scale)
-    return batch_to_uint8(out)
+    return out
 
 
 def _check_output(out: tuple[int, ...], inp: tuple[int, ...], scale: int) -> None:
