@@ -174,9 +174,68 @@ def cmd_run(argv: Sequence[str]) -> int:
     return 0
 
 
+def cmd_selfcheck(argv: Sequence[str]) -> int:
+    """Compare a bmodel on a TPU with its ONNX reference; exit 0 on pass, 1 on fail."""
+    from batchsr.engines import open_engine
+    from batchsr.engines.onnx import OnnxEngine
+    from batchsr.selfcheck import run_selfcheck
+
+    p = argparse.ArgumentParser(
+        prog="run.py selfcheck",
+        description="Run random and real tiles through a bmodel (sail, one TPU) and an ONNX "
+        "reference (onnxruntime, CPU); print max abs difference, PSNR, latency, pass/fail.",
+    )
+    p.add_argument("model", help="a .bmodel file, or a model folder whose manifest lists one")
+    p.add_argument("--reference", type=Path, help="ONNX reference (default: the folder's .onnx)")
+    p.add_argument("--device", type=int, default=0, help="TPU id (see bm-smi)")
+    p.add_argument("--image", type=Path, action="append", default=[], help="real image to tile")
+    p.add_argument("--repeats", type=int, default=5, help="extra timed calls per shape")
+    p.add_argument("--min-psnr", type=float, default=35.0, help="pass threshold in dB")
+    args = p.parse_args(argv)
+    model = resolve_model(args.model, backend="sail")
+    reference_path = args.reference
+    if reference_path is None and model.manifest is not None:
+        onnx = model.manifest.artifact("onnx")
+        reference_path = model.path.parent / onnx.path if onnx else None
+    config = load_config(None, {"model.devices": str(args.device)}).model
+    engine = open_engine(model, config, device_id=args.device)
+    reference = OnnxEngine(reference_path) if reference_path else None
+    try:
+        r = run_selfcheck(
+            engine,
+            bmodel=model.path,
+            device_id=args.device,
+            reference=reference,
+            reference_path=reference_path,
+            images=args.image,
+            repeats=args.repeats,
+            min_psnr_db=args.min_psnr,
+        )
+    finally:
+        engine.close()
+    print(f"bmodel    {r.bmodel} on TPU {r.device_id}, scale x{r.scale}")
+    print(f"shapes    {[list(s) for s in r.input_shapes]}")
+    print(f"reference {r.reference or 'none (accuracy not checked)'}")
+    for c in r.cases:
+        shape = "x".join(map(str, c.shape))
+        if c.psnr_db is None:
+            print(f"  {c.kind:6} {shape}: finite={c.finite}")
+        else:
+            print(
+                f"  {c.kind:6} {shape}: max abs diff {c.max_abs_diff:.6f}, "
+                f"PSNR {c.psnr_db:.2f} dB, finite={c.finite}"
+            )
+    print(
+        f"latency   min {r.latency_min_s * 1e3:.2f} ms, median {r.latency_median_s * 1e3:.2f} ms "
+        f"per call over {r.calls} calls"
+    )
+    print(f"{'PASS' if r.passed else 'FAIL'}: {r.reason}")
+    return 0 if r.passed else 1
+
+
 # Subcommands: name -> handler taking the remaining arguments and returning an exit code.
 # The main job (no subcommand) is cmd_run.
-SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {}
+SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"selfcheck": cmd_selfcheck}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -313,3 +314,51 @@ async def test_when_every_worker_has_failed_the_remaining_images_become_error_ro
     assert result.summary.failed == 5 and result.summary.ok == 0
     messages = [r.message for r in result.rows]
     assert any("no infer worker left" in m for m in messages)
+
+
+def _model_folder(sail: ModuleType, tmp_path: Path, onnx: Path) -> Path:
+    """A model folder whose manifest lists an F16 bmodel and the ONNX it came from."""
+    folder = tmp_path / "espcn"
+    folder.mkdir()
+    bmodel = sail.write_bmodel(folder / "espcn_f16.bmodel", onnx=onnx, stages=STAGES)
+    (folder / "espcn.onnx").write_bytes(onnx.read_bytes())
+    manifest = _manifest(bmodel, [(2, 3, 48, 48), (1, 3, 48, 48)])
+    onnx_artifact = Artifact(
+        path="espcn.onnx",
+        format="onnx",
+        shapes=((None, 3, None, None),),
+        size_bytes=onnx.stat().st_size,
+        sha256=file_sha256(onnx),
+    )
+    write_manifest(folder, replace(manifest, artifacts=(*manifest.artifacts, onnx_artifact)))
+    return folder
+
+
+def test_selfcheck_passes_an_f16_bmodel_against_its_onnx_reference(
+    sail: ModuleType, tmp_path: Path, espcn_onnx: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from run import main
+
+    folder = _model_folder(sail, tmp_path, espcn_onnx)
+    image = write_png(tmp_path / "real.png", photo_like(60, 80, seed=3))
+    assert main(["selfcheck", str(folder), "--device", "1", "--image", str(image)]) == 0
+    out = capsys.readouterr().out
+    assert f"reference {folder / 'espcn.onnx'}" in out
+    cases = [line for line in out.splitlines() if "PSNR" in line and "max abs diff" in line]
+    assert len(cases) == 4  # (random, real) x two stages
+    assert all(float(line.split("PSNR ")[1].split(" dB")[0]) > 40 for line in cases)
+    assert "latency   min" in out and "median" in out
+    assert out.strip().splitlines()[-1].startswith("PASS: ")
+
+
+def test_selfcheck_fails_when_the_bmodel_computes_something_else(
+    sail: ModuleType, tmp_path: Path, espcn_onnx: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from run import main
+    from tests.conftest import export_espcn
+
+    other = export_espcn(tmp_path / "other.onnx", seed=7)
+    path = sail.write_bmodel(tmp_path / "m.bmodel", onnx=other, stages=[[1, 3, 48, 48]])
+    assert main(["selfcheck", str(path), "--reference", str(espcn_onnx), "--repeats", "1"]) == 1
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("FAIL: PSNR") and "does not compute what the reference does" in last
