@@ -13,6 +13,8 @@ the whole device call, so the other devices, and every other stage, wait.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import tempfile
 import time
@@ -35,6 +37,7 @@ from batchsr.pipeline.decode import list_inputs  # noqa: E402
 from batchsr.pipeline.run import RunResult, run_pipeline  # noqa: E402
 from batchsr.resolve import ResolvedModel  # noqa: E402
 
+HOST_STAGES = ("decode", "tile", "stitch", "save")
 # The contest's low-resolution inputs are 510 px wide (shared/contest samples).
 CONTEST_SIZES = [(408, 510), (321, 510), (339, 510), (288, 510)]
 
@@ -70,6 +73,16 @@ def utilisation() -> dict[int, tuple[float, int, float]]:
     return out
 
 
+def stage_busy(log_path: Path) -> dict[str, float]:
+    """Busy seconds per stage (summed over its workers) from the run's log."""
+    busy: dict[str, float] = {}
+    for line in log_path.read_text().splitlines():
+        record = json.loads(line)
+        if record.get("event") == "item_done" and record["stage"] in HOST_STAGES:
+            busy[record["stage"]] = busy.get(record["stage"], 0.0) + record["busy_s"]
+    return {stage: busy.get(stage, 0.0) for stage in HOST_STAGES}
+
+
 def run_once(args: argparse.Namespace, form: str, inputs: Path, work: Path) -> None:
     sail._fake.reset()
     sail._fake.host_compute = False
@@ -93,15 +106,18 @@ def run_once(args: argparse.Namespace, form: str, inputs: Path, work: Path) -> N
             super().__init__(*a, **{**kw, "form": form})
 
     sail_backend.SailEngine = FixedForm  # type: ignore[misc]
-    sink = configure_logging(work / f"run-{form}.jsonl")
+    log_path = work / f"run-{form}.jsonl"
+    sink = configure_logging(log_path)
     try:
         t0 = time.perf_counter()
+        cpu0 = time.process_time()
         result: RunResult = anyio.run(
             lambda: run_pipeline(
                 list_inputs(inputs), config=config, model=model, out_dir=work / f"out-{form}"
             )
         )
         wall = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
     finally:
         sink.close()
         sail_backend.SailEngine = original  # type: ignore[misc]
@@ -117,6 +133,13 @@ def run_once(args: argparse.Namespace, form: str, inputs: Path, work: Path) -> N
             f"TPU {device}: busy {100 * frac:5.1f}% of {span:.2f} s between its first and "
             f"last call ({calls} calls)"
         )
+    busy = stage_busy(log_path)
+    print(
+        "host stages busy (s): "
+        + ", ".join(f"{stage} {secs:.2f}" for stage, secs in busy.items())
+        + f"; this process used {cpu / wall:.2f} of {os.cpu_count()} cores "
+        f"(load average {os.getloadavg()[0]:.1f})"
+    )
     q, w = config.queues, config.workers
     print(f"queues: {', '.join(f'{k}={getattr(q, k)}' for k in q.__slots__)}")
     print(

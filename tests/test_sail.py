@@ -362,3 +362,38 @@ def test_selfcheck_fails_when_the_bmodel_computes_something_else(
     assert main(["selfcheck", str(path), "--reference", str(espcn_onnx), "--repeats", "1"]) == 1
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("FAIL: PSNR") and "does not compute what the reference does" in last
+
+
+def test_cli_flags_set_devices_engines_and_timeout() -> None:
+    from run import build_parser, overrides_from
+
+    args = build_parser().parse_args(
+        ["-i", "x", "--devices", "0,1", "--engines-per-device", "3", "--engine-timeout", "2.5"]
+    )
+    model = load_config(None, overrides_from(args)).model
+    assert model.device_ids == (0, 1) and model.engines_per_device == 3
+    assert model.engine_timeout_s == 2.5
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("devices", "0,x", "model.devices = '0,x'"),
+        ("devices", "1,1", "distinct TPU ids"),
+        ("engines_per_device", 0, "use 1-16"),
+        ("engine_timeout_s", -1, "use 0 (none) or more"),
+    ],
+)
+def test_bad_tpu_settings_raise_config_errors(key: str, value: object, message: str) -> None:
+    from batchsr.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        load_config(None, {f"model.{key}": value})
+    assert message in str(info.value)
+
+
+def test_partial_batch_pads_to_the_smallest_held_batch_size() -> None:
+    from batchsr.pipeline.tile import TileGeometry
+
+    geometry = TileGeometry(48, 48, 4, 8, True, 4, tail_batches=(1, 4))
+    assert [geometry.padded_size(k) for k in (1, 2, 4, 5, 8)] == [1, 4, 4, 8, 8]
