@@ -11,6 +11,7 @@ code 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -171,7 +172,24 @@ def cmd_run(argv: Sequence[str]) -> int:
         sink.close()
     if not args.quiet:
         print(format_summary(result.summary, result.report_path, log_path))
+    _exit_if_engine_calls_hang()
     return 0
+
+
+def _exit_if_engine_calls_hang() -> None:
+    """A device call abandoned after --engine-timeout may never return, and Python waits
+    for every thread at exit: the run is complete and written, so leave without them."""
+    from batchsr.pipeline.infer import abandoned_calls
+
+    if abandoned_calls():
+        print(
+            f"warning: {abandoned_calls()} engine call(s) timed out and are still running; "
+            "exiting without waiting for them",
+            file=sys.stderr,
+        )
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def cmd_selfcheck(argv: Sequence[str]) -> int:

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 import threading
 import time
@@ -397,3 +400,38 @@ def test_partial_batch_pads_to_the_smallest_held_batch_size() -> None:
 
     geometry = TileGeometry(48, 48, 4, 8, True, 4, tail_batches=(1, 4))
     assert [geometry.padded_size(k) for k in (1, 2, 4, 5, 8)] == [1, 4, 4, 8, 8]
+
+
+def test_cli_runs_a_bmodel_on_two_tpus_and_exits_despite_a_hung_call(
+    image_folder: Path, tmp_path: Path, espcn_onnx: Path
+) -> None:
+    """As a user runs it: ``--model X.bmodel --devices 0,1``; TPU 0's first call never
+    returns within the run, yet the process reports and exits."""
+
+    sys.path.insert(0, str(FAKES))
+    try:
+        from sophon.sail import write_bmodel
+    finally:
+        sys.path.remove(str(FAKES))
+    bmodel = write_bmodel(tmp_path / "espcn.bmodel", onnx=espcn_onnx, stages=[[2, 3, 48, 48]])
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(FAKES),
+        "FAKE_SAIL_HANG": "0",
+        "FAKE_SAIL_HANG_S": "120",
+        "FAKE_SAIL_DEVICE_TIME_S": "0.05",
+    }
+    out = tmp_path / "out"
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "run.py"), "--model", str(bmodel), "--input",
+         str(image_folder), "--output", str(out), "--no-score", "--devices", "0,1",
+         "--engine-timeout", "1"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert time.perf_counter() - t0 < 40  # not the 120 s the hung call would take
+    assert proc.returncode == 0, proc.stderr
+    assert "3 images:" in proc.stdout and "still running" in proc.stderr
+    rows = json.loads((out / "report.json").read_text())["A"][0]["images"]
+    assert len(rows) == 3
+    assert all("TPU 0" in r["error"] for r in rows if r.get("error"))

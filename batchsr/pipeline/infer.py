@@ -17,6 +17,7 @@ error rows, so the run always ends.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from batchsr.pipeline.stage import Meter, failed_from
 from batchsr.pipeline.stitch import batch_to_uint8
 from batchsr.records import Failed, SRBatch, TileBatch, freeze
 
-__all__ = ["InferPool", "run_infer"]
+__all__ = ["InferPool", "abandoned_calls", "run_infer"]
 
 T = TypeVar("T")
 
@@ -52,12 +53,33 @@ class _Abandoned(EngineError):
     """A call ran past its timeout; its thread still runs on the old engine."""
 
 
+# Threads of abandoned calls that have not returned yet (a hung device call may never
+# return: the CLI then exits without waiting for them, see abandoned_calls()).
+_abandoned: set[threading.Event] = set()
+
+
+def abandoned_calls() -> int:
+    """How many timed-out engine calls are still running in their threads."""
+    for done in [e for e in _abandoned if e.is_set()]:
+        _abandoned.discard(done)
+    return len(_abandoned)
+
+
 async def _call(func: Callable[..., T], *args: object, timeout_s: float | None) -> T:
     if not timeout_s:
         return await anyio.to_thread.run_sync(func, *args)
+    done = threading.Event()
+
+    def call() -> T:
+        try:
+            return func(*args)
+        finally:
+            done.set()
+
     with anyio.move_on_after(timeout_s):
         # abandon_on_cancel: the thread keeps running, we stop waiting for it.
-        return await anyio.to_thread.run_sync(func, *args, abandon_on_cancel=True)
+        return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+    _abandoned.add(done)
     raise _Abandoned(f"no result after {timeout_s:g} s (--engine-timeout); call abandoned")
 
 

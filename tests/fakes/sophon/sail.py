@@ -47,6 +47,7 @@ from __future__ import annotations
 import ctypes
 import enum
 import json
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -208,6 +209,21 @@ class _FakeControl:
 
 
 _fake = _FakeControl()
+
+
+def _configure_from_env() -> None:
+    """Let a test configure the fake in a subprocess (``python run.py ...``):
+    FAKE_SAIL_DEVICE_TIME_S, FAKE_SAIL_HANG_S, FAKE_SAIL_HANG=<device ids> (their first
+    call hangs), FAKE_SAIL_RAISE=<device ids> (their first call raises)."""
+    env = os.environ
+    _fake.device_time_s = float(env.get("FAKE_SAIL_DEVICE_TIME_S", _fake.device_time_s))
+    _fake.hang_s = float(env.get("FAKE_SAIL_HANG_S", _fake.hang_s))
+    for kind, var in (("hang", "FAKE_SAIL_HANG"), ("raise", "FAKE_SAIL_RAISE")):
+        for device in filter(None, env.get(var, "").split(",")):
+            _fake.inject(int(device), kind)
+
+
+_configure_from_env()
 
 
 def write_bmodel(
