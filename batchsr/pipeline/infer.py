@@ -156,7 +156,7 @@ async def run_infer(
             except Exception as err:
                 meter.log.error("engine_open_failed", where=where, error=str(err), exc_info=err)
             recovering = False  # the engine is a replacement that has not succeeded yet
-            while eng is not None and (batch := await meter.receive(receive)) is not None:
+            while eng is not None and (batch := await _next(meter, receive)) is not None:
                 if isinstance(batch, Failed):
                     await meter.send(send, batch)
                     meter.done(image_id=batch.id, failed=True)
@@ -186,7 +186,10 @@ async def run_infer(
                     continue
                 recovering = False
                 t_wait = time.perf_counter()
-                await pending.acquire()  # the previous batch's conversion and send are done
+                try:  # the previous batch's conversion and send are done
+                    pending.acquire_nowait()
+                except anyio.WouldBlock:
+                    await pending.acquire()
                 post.start_soon(finish, batch, out, pending)
                 meter.done(
                     wait_post_s=time.perf_counter() - t_wait,
@@ -209,6 +212,20 @@ async def run_infer(
         finally:
             if eng is not None:
                 eng.close()
+
+
+async def _next(
+    meter: Meter[TileBatch | Failed], receive: MemoryObjectReceiveStream[TileBatch | Failed]
+) -> TileBatch | Failed | None:
+    """The next batch; one already buffered is taken without yielding to the event loop,
+    so the engine's next call starts at once (the device may otherwise go idle while
+    other tasks run)."""
+    try:
+        return meter.receive_nowait(receive)
+    except anyio.WouldBlock:
+        return await meter.receive(receive)
+    except anyio.EndOfStream:
+        return None
 
 
 def _infer(engine: Engine, data: NDArray[np.float32]) -> NDArray[np.float32]:
