@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import signal
 import sys
 import time
@@ -53,11 +54,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--input", "-i", type=Path, required=True, help="folder of input images")
     p.add_argument(
-        "--model", "-m", help="model name (models/NAME), model folder, or .onnx/.pt file"
+        "--model", "-m", help="model name (models/NAME), model folder, or .onnx/.pt/.bmodel file"
     )
     p.add_argument("--backend", choices=["onnx", "torch", "sail"])
     p.add_argument("--device", choices=["cpu", "cuda"])
     p.add_argument("--threads", type=int, help="intra-op threads per engine (0 = default)")
+    p.add_argument("--devices", metavar="IDS", help="sail: TPU ids, e.g. 0,1 (see bm-smi)")
+    p.add_argument("--engines-per-device", type=int, metavar="K", help="sail: engines per TPU")
+    p.add_argument(
+        "--engine-timeout",
+        type=float,
+        metavar="S",
+        help="fail an engine call after S s (0 = never)",
+    )
     p.add_argument("--output", "-o", type=Path, help="output folder (default results/<model>/)")
     p.add_argument("--log", type=Path, help="JSON-lines log (default OUTPUT/run.jsonl)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
@@ -118,6 +127,9 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         "model.backend": args.backend,
         "model.device": args.device,
         "model.threads": args.threads,
+        "model.devices": args.devices,
+        "model.engines_per_device": args.engines_per_device,
+        "model.engine_timeout_s": args.engine_timeout,
         "tiling.tile": args.tile,
         "tiling.tile_pad": args.tile_pad,
         "tiling.batch": args.batch,
@@ -208,7 +220,9 @@ def cmd_run(argv: Sequence[str]) -> int:
         )
     if not args.quiet:
         print(format_summary(result.summary, result.report_path, log_path))
-    return 0 if result.interrupted is None else 128 + result.interrupted
+    code = 0 if result.interrupted is None else 128 + result.interrupted
+    _exit_if_engine_calls_hang(code)
+    return code
 
 
 _SPARK_UTF8 = "▁▂▃▄▅▆▇█"
@@ -485,7 +499,83 @@ def cmd_tune(argv: Sequence[str]) -> int:
         ],
     )
     print("\n".join(["", *summary, f"wrote {path}; use: python run.py --config {path} ..."]))
+    _exit_if_engine_calls_hang(0)
     return 0
+
+
+def _exit_if_engine_calls_hang(code: int) -> None:
+    """A device call abandoned after --engine-timeout may never return, and Python waits
+    for every thread at exit: the run is complete and written, so leave without them."""
+    from batchsr.pipeline.infer import abandoned_calls
+
+    if abandoned_calls():
+        print(
+            f"warning: {abandoned_calls()} engine call(s) timed out and are still running; "
+            "exiting without waiting for them",
+            file=sys.stderr,
+        )
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def cmd_selfcheck(argv: Sequence[str]) -> int:
+    """Compare a bmodel on a TPU with its ONNX reference; exit 0 on pass, 1 on fail."""
+    from batchsr.engines import open_engine
+    from batchsr.engines.onnx import OnnxEngine
+    from batchsr.selfcheck import run_selfcheck
+
+    p = argparse.ArgumentParser(
+        prog="run.py selfcheck",
+        description="Run random and real tiles through a bmodel (sail, one TPU) and an ONNX "
+        "reference (onnxruntime, CPU); print max abs difference, PSNR, latency, pass/fail.",
+    )
+    p.add_argument("model", help="a .bmodel file, or a model folder whose manifest lists one")
+    p.add_argument("--reference", type=Path, help="ONNX reference (default: the folder's .onnx)")
+    p.add_argument("--device", type=int, default=0, help="TPU id (see bm-smi)")
+    p.add_argument("--image", type=Path, action="append", default=[], help="real image to tile")
+    p.add_argument("--repeats", type=int, default=5, help="extra timed calls per shape")
+    p.add_argument("--min-psnr", type=float, default=35.0, help="pass threshold in dB")
+    args = p.parse_args(argv)
+    model = resolve_model(args.model, backend="sail")
+    reference_path = args.reference
+    if reference_path is None and model.manifest is not None:
+        onnx = model.manifest.artifact("onnx")
+        reference_path = model.path.parent / onnx.path if onnx else None
+    config = load_config(None, {"model.devices": str(args.device)}).model
+    engine = open_engine(model, config, device_id=args.device)
+    reference = OnnxEngine(reference_path) if reference_path else None
+    try:
+        r = run_selfcheck(
+            engine,
+            bmodel=model.path,
+            device_id=args.device,
+            reference=reference,
+            reference_path=reference_path,
+            images=args.image,
+            repeats=args.repeats,
+            min_psnr_db=args.min_psnr,
+        )
+    finally:
+        engine.close()
+    print(f"bmodel    {r.bmodel} on TPU {r.device_id}, scale x{r.scale}")
+    print(f"shapes    {[list(s) for s in r.input_shapes]}")
+    print(f"reference {r.reference or 'none (accuracy not checked)'}")
+    for c in r.cases:
+        shape = "x".join(map(str, c.shape))
+        if c.psnr_db is None:
+            print(f"  {c.kind:6} {shape}: finite={c.finite}")
+        else:
+            print(
+                f"  {c.kind:6} {shape}: max abs diff {c.max_abs_diff:.6f}, "
+                f"PSNR {c.psnr_db:.2f} dB, finite={c.finite}"
+            )
+    print(
+        f"latency   min {r.latency_min_s * 1e3:.2f} ms, median {r.latency_median_s * 1e3:.2f} ms "
+        f"per call over {r.calls} calls"
+    )
+    print(f"{'PASS' if r.passed else 'FAIL'}: {r.reason}")
+    return 0 if r.passed else 1
 
 
 # Subcommands: name -> handler taking the remaining arguments and returning an exit code.
@@ -493,6 +583,7 @@ def cmd_tune(argv: Sequence[str]) -> int:
 SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "analyze": cmd_analyze,
     "tune": cmd_tune,
+    "selfcheck": cmd_selfcheck,
 }
 
 

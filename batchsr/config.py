@@ -48,12 +48,25 @@ class ModelConfig:
         backend: ``onnx`` (onnxruntime), ``torch``, or ``sail`` (SOPHGO TPU).
         device: ``cpu`` or ``cuda`` for onnx/torch.
         threads: intra-op threads per engine; 0 leaves the runtime's default.
+        devices: TPU ids for ``sail``, comma-separated as ``bm-smi`` numbers them.
+        engines_per_device: sail engines (infer workers) per TPU; several keep a TPU
+            busy while the host fills the next batch (the seed's fastest setup used 4).
+        engine_timeout_s: an engine call taking longer counts as failed and its
+            engine is replaced; 0 waits forever.
     """
 
     name: str = "espcn"
     backend: Backend = "onnx"
     device: Literal["cpu", "cuda"] = "cpu"
     threads: int = 0
+    devices: str = "0"
+    engines_per_device: int = 1
+    engine_timeout_s: float = 60.0
+
+    @property
+    def device_ids(self) -> tuple[int, ...]:
+        """``devices`` parsed (validated by :func:`load_config`)."""
+        return tuple(int(d) for d in self.devices.split(","))
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +274,14 @@ def _coerce(value: Any, hint: Any, *, where: str) -> Any:
                 return int(value)
             except ValueError:
                 pass
+    elif hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
     elif hint is str:
         if isinstance(value, str):
             return value
@@ -301,5 +322,17 @@ def _validate(config: Config) -> None:
             )
     if config.output.max_pixels < 1:
         raise ConfigError("output.max_pixels must be positive")
+    model = config.model
+    parts = model.devices.split(",")
+    if not all(p.strip().isdigit() for p in parts) or len(set(parts)) != len(parts):
+        raise ConfigError(
+            f"model.devices = {model.devices!r}: use distinct TPU ids separated by commas, e.g. 0,1"
+        )
+    if not 1 <= model.engines_per_device <= 16:
+        raise ConfigError(f"model.engines_per_device = {model.engines_per_device}: use 1-16")
+    if not model.engine_timeout_s >= 0:
+        raise ConfigError(
+            f"model.engine_timeout_s = {model.engine_timeout_s}: use 0 (none) or more"
+        )
     if config.model.threads < 0:
         raise ConfigError(f"model.threads = {config.model.threads}: use 0 (default) or more")

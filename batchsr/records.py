@@ -165,12 +165,14 @@ class SRBatch:
     """An engine's output for one ``TileBatch``.
 
     Attributes:
-        data: float32 NCHW, ``scale`` times the input's height and width, read-only.
+        data: ``scale`` times the input's height and width, read-only: uint8 NHWC
+            (the infer workers convert in their threads, in parallel, so the one
+            stitch task only copies pixels), or float32 NCHW in [0, 1].
         worker: the engine worker that produced it.
     """
 
     batch_id: int
-    data: NDArray[np.float32]
+    data: NDArray[np.uint8] | NDArray[np.float32]
     slots: tuple[Slot, ...]
     worker: str
 

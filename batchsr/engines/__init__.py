@@ -11,8 +11,11 @@ from batchsr.resolve import ResolvedModel
 __all__ = ["Engine", "Shape", "open_engine"]
 
 
-def open_engine(model: ResolvedModel, cfg: ModelConfig) -> Engine:
+def open_engine(model: ResolvedModel, cfg: ModelConfig, *, device_id: int | None = None) -> Engine:
     """Create a new engine instance for ``model`` (one per infer worker).
+
+    Args:
+        device_id: the TPU for a bmodel; None takes the first of ``cfg.devices``.
 
     Raises:
         EngineUnavailableError: the backend's runtime is not installed.
@@ -39,5 +42,15 @@ def open_engine(model: ResolvedModel, cfg: ModelConfig) -> Engine:
             scale=net.info.scale,
             device=cfg.device,
             threads=cfg.threads,
+        )
+    if model.format == "bmodel":
+        from batchsr.engines.sail import SailEngine
+
+        artifact = model.manifest.artifact("bmodel") if model.manifest else None
+        return SailEngine(
+            model.path,
+            device_id=cfg.device_ids[0] if device_id is None else device_id,
+            shapes=artifact.shapes if artifact else None,  # the one resolve_model picked
+            scale=model.scale,
         )
     raise ModelError(f"{model.path}: the {model.format!r} format has no engine on this machine yet")

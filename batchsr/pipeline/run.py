@@ -29,7 +29,7 @@ from batchsr.config import Config, TilingConfig
 from batchsr.engines import Engine, open_engine
 from batchsr.errors import ConfigError, EngineError
 from batchsr.pipeline.decode import run_decode
-from batchsr.pipeline.infer import run_infer
+from batchsr.pipeline.infer import InferPool, run_infer
 from batchsr.pipeline.report import (
     Progress,
     Row,
@@ -47,7 +47,14 @@ from batchsr.records import Job, Scored
 from batchsr.resolve import ResolvedModel
 from batchsr.resume import RunState
 
-__all__ = ["DEFAULT_TILE_PAD", "RunResult", "default_scorer", "geometry_for", "run_pipeline"]
+__all__ = [
+    "DEFAULT_TILE_PAD",
+    "RunResult",
+    "default_scorer",
+    "geometry_for",
+    "infer_placements",
+    "run_pipeline",
+]
 
 # Context margin used when neither the config nor the model's manifest gives one
 # (a bare .onnx file): wide enough for the small x4 models the contest used.
@@ -101,6 +108,11 @@ def geometry_for(engine: Engine, tiling: TilingConfig, model: ResolvedModel) -> 
             "use a larger tile or a smaller --tile-pad"
         )
     batch = n if n is not None else (1 if tiling.tile == 0 else tiling.batch)
+    # A combined bmodel may hold the same tile at smaller batch sizes: use them for the
+    # last, partial batch.
+    tails = sorted(
+        {s[0] for s in engine.input_shapes if s[1:] == (c, h, w) and s[0] is not None} - {batch}
+    )
     return TileGeometry(
         tile_h=tile_h,
         tile_w=tile_w,
@@ -110,6 +122,7 @@ def geometry_for(engine: Engine, tiling: TilingConfig, model: ResolvedModel) -> 
         scale=engine.scale,
         mode=tiling.mode,
         y_only=y_only,
+        tail_batches=tuple(t for t in tails if t < batch) if n is not None else (),
     )
 
 
@@ -156,8 +169,8 @@ async def run_pipeline(
     """
     log = structlog.get_logger()
     t0 = time.perf_counter()
-    opener = engine_factory or (lambda: open_engine(model, config.model))
-    engine = await anyio.to_thread.run_sync(opener)
+    placements = infer_placements(config, model)
+    engine = await anyio.to_thread.run_sync(engine_factory or _opener(model, config, placements[0]))
     try:
         geometry = geometry_for(engine, config.tiling, model)
     except Exception:
@@ -185,9 +198,11 @@ async def run_pipeline(
             "static_batch": geometry.static_batch,
             "mode": geometry.mode,
             "y_only": geometry.y_only,
+            "tail_batches": list(geometry.tail_batches),
         },
         images=len(jobs),
         out_dir=str(out_dir),
+        infer_devices=list(placements),
     )
     rows: list[Row] = list(carried)
     report_path = out_dir / "report.json"
@@ -221,7 +236,8 @@ async def run_pipeline(
                 on_progress,
                 checkpoint,
                 on_row,
-                opener,
+                placements,
+                engine_factory,
             )
             outer.cancel_scope.cancel()  # stops the signal watcher
         summary = checkpoint()
@@ -262,7 +278,8 @@ async def _run_stages(
     on_progress: Callable[[Progress], None] | None,
     checkpoint: Callable[[], object],
     on_row: Callable[[Row], None],
-    opener: Callable[[], Engine],
+    placements: tuple[int | None, ...],
+    engine_factory: Callable[[], Engine] | None,
 ) -> None:
     q, workers = config.queues, config.workers
     paths_tx, paths_rx = anyio.create_memory_object_stream[Any](q.paths)
@@ -287,10 +304,21 @@ async def _run_stages(
                 )
             )
         tg.start_soon(_named(run_tile, dec_rx, tiles_tx, geometry=geometry))
-        for i in range(workers.infer):
-            source: Engine | Callable[[], Engine] = engine if i == 0 else opener
+        pool = InferPool(alive=len(placements))
+        for i, device in enumerate(placements):
+            opener = engine_factory or _opener(model, config, device)
             tg.start_soon(
-                _named(run_infer, tiles_rx.clone(), inf_tx.clone(), engine=source, worker=i)
+                _named(
+                    run_infer,
+                    tiles_rx.clone(),
+                    inf_tx.clone(),
+                    engine=engine if i == 0 else opener,
+                    worker=i,
+                    device=device,
+                    reopen=opener,
+                    timeout_s=config.model.engine_timeout_s or None,
+                    pool=pool,
+                )
             )
         tg.start_soon(_named(run_stitch, inf_rx, st_tx))
         for i in range(workers.save):
@@ -363,6 +391,20 @@ class _SignalStop:
 
 def _exit_now(signum: int, _frame: object) -> None:
     os._exit(128 + signum)
+
+
+def infer_placements(config: Config, model: ResolvedModel) -> tuple[int | None, ...]:
+    """The device of each infer worker: for a bmodel, ``engines_per_device`` workers on
+    every TPU of ``devices`` (interleaved, so the first batches reach every TPU);
+    otherwise ``workers.infer`` workers with no device."""
+    if model.format == "bmodel":
+        per = config.model.engines_per_device
+        return tuple(d for _ in range(per) for d in config.model.device_ids)
+    return (None,) * config.workers.infer
+
+
+def _opener(model: ResolvedModel, config: Config, device: int | None) -> Callable[[], Engine]:
+    return lambda: open_engine(model, config.model, device_id=device)
 
 
 def _named(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable[[], Any]:

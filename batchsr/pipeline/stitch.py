@@ -21,7 +21,15 @@ from batchsr.color import ycbcr_to_rgb
 from batchsr.pipeline.stage import Meter
 from batchsr.records import Failed, ImagePlan, SRBatch, Stitched, TileSpec, freeze
 
-__all__ = ["Assembler", "blend_weights", "paste_tile", "run_stitch", "to_uint8"]
+__all__ = [
+    "Assembler",
+    "batch_to_uint8",
+    "blend_weights",
+    "is_direct",
+    "paste_tile",
+    "run_stitch",
+    "to_uint8",
+]
 
 
 def to_uint8(chw: NDArray[np.float32]) -> NDArray[np.uint8]:
@@ -46,12 +54,25 @@ def _core_in_tile(spec: TileSpec, plan: ImagePlan) -> tuple[slice, slice, slice,
     )
 
 
+def is_direct(plan: ImagePlan) -> bool:
+    """True if the image's tiles paste their cores straight into a uint8 image (no
+    overlap to average, no chroma to merge), so tiles may be rounded to uint8 early."""
+    return plan.mode in ("crop", "plain") and plan.chroma is None
+
+
 def paste_tile(
-    canvas: NDArray[np.uint8], sr_tile: NDArray[np.float32], spec: TileSpec, plan: ImagePlan
+    canvas: NDArray[np.uint8],
+    sr_tile: NDArray[np.uint8] | NDArray[np.float32],
+    spec: TileSpec,
+    plan: ImagePlan,
 ) -> None:
-    """Write the core of one SR tile (CxHxW float32) into ``canvas`` (HxWxC uint8)."""
+    """Write the core of one SR tile (HxWxC uint8 as the infer workers round it, or
+    CxHxW float32) into ``canvas`` (HxWxC uint8)."""
     cy, cx, ty, tx = _core_in_tile(spec, plan)
-    canvas[cy, cx] = to_uint8(sr_tile[:, ty, tx])
+    if sr_tile.dtype == np.uint8:
+        canvas[cy, cx] = sr_tile[ty, tx]
+    else:
+        canvas[cy, cx] = to_uint8(sr_tile[:, ty, tx])
 
 
 def _ramp(n: int, ramp: int, *, start: bool, end: bool) -> NDArray[np.float32]:
@@ -105,7 +126,7 @@ class _Image:
         hs, ws = plan.height * plan.scale, plan.width * plan.scale
         # uint8 cores are enough unless tiles overlap (average/blend) or the result
         # is a Y plane still to be merged with chroma.
-        self.direct = plan.mode in ("crop", "plain") and plan.chroma is None
+        self.direct = is_direct(plan)
         if self.direct:
             self.canvas_u8 = np.empty((hs, ws, channels), np.uint8)
         else:
@@ -139,6 +160,18 @@ class _Image:
         return to_uint8(out)
 
 
+def batch_to_uint8(nchw: NDArray[np.float32]) -> NDArray[np.uint8]:
+    """float32 NxCxHxW in [0, 1] to NxHxWxC uint8, exactly as :func:`to_uint8` per tile."""
+    scaled = np.multiply(nchw, np.float32(255.0))
+    np.clip(scaled, 0.0, 255.0, out=scaled)
+    np.rint(scaled, out=scaled)
+    n, c, h, w = nchw.shape
+    out = np.empty((n, h, w, c), np.uint8)
+    # One pass casts and transposes (exact: the values are already whole, in 0..255).
+    np.copyto(out, scaled.transpose(0, 2, 3, 1), casting="unsafe")
+    return out
+
+
 class Assembler:
     """Partly assembled images, keyed by image id; owned by the one stitch task."""
 
@@ -155,7 +188,8 @@ class Assembler:
                 continue
             image = self._images.get(plan.id)
             if image is None:
-                image = self._images[plan.id] = _Image(plan, int(batch.data.shape[1]))
+                axis = 3 if batch.data.dtype == np.uint8 else 1  # NHWC uint8 or NCHW float
+                image = self._images[plan.id] = _Image(plan, int(batch.data.shape[axis]))
             image.add(batch.data[row], slot.tile)
             if image.remaining == 0:
                 del self._images[plan.id]

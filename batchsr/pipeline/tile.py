@@ -19,8 +19,11 @@ image smaller than a tile is padded up to it. In Y-only mode the model sees MATL
 Y channel and the tile stage upscales Cb and Cr bicubically for the stitcher.
 
 Tiles of consecutive images share batches: a static batch size is filled across image
-boundaries and only the run's last batch is padded. With a dynamic batch axis a partial
-batch is sent as soon as no further image is waiting, so the engine never idles on it.
+boundaries and only the run's last batch is padded (to a smaller batch size when the
+engine holds one, see ``TileGeometry.tail_batches``). Of several shapes with different
+tile sizes, the tiler uses the engine's first (preferred) one for every tile. With a
+dynamic batch axis a partial batch is sent as soon as no further image is waiting, so
+the engine never idles on it.
 
 The planning functions are pure and hold no per-image state, so they are safe to call
 from any thread.
@@ -72,6 +75,10 @@ class TileGeometry:
         scale: the engine's upscale factor.
         mode: the tiling mode (see the module docstring).
         y_only: feed the model MATLAB's Y channel only (one-channel models).
+        tail_batches: smaller static batch sizes the engine also holds for the same
+            tile (a combined bmodel, e.g. batch 4 and batch 1). The run's last, partial
+            batch goes out in the smallest of these (or ``batch``) that fits it, so the
+            device computes less padding. Full batches always use ``batch``.
     """
 
     tile_h: int
@@ -82,11 +89,16 @@ class TileGeometry:
     scale: int
     mode: TileMode = "crop"
     y_only: bool = False
+    tail_batches: tuple[int, ...] = ()
 
     @property
     def channels(self) -> int:
         """Channels of the tiles the engine sees."""
         return 1 if self.y_only else 3
+
+    def padded_size(self, count: int) -> int:
+        """Rows a static batch holding ``count`` tiles is padded to."""
+        return min(n for n in (self.batch, *self.tail_batches) if n >= count)
 
 
 def plan_axis(length: int, tile: int, pad: int) -> list[tuple[int, int, int]]:
@@ -235,7 +247,7 @@ class _Batcher:
         if not self._slots:
             return None
         data = np.stack(self._arrays)
-        missing = self._geometry.batch - len(self._slots)
+        missing = self._geometry.padded_size(len(self._slots)) - len(self._slots)
         if self._geometry.static_batch and missing:
             data = np.concatenate([data, np.zeros((missing, *data.shape[1:]), np.float32)])
         batch = TileBatch(batch_id=self._next_id, data=freeze(data), slots=tuple(self._slots))

@@ -1,0 +1,1 @@
+"""Test double of the ``sophon`` wheel: only ``sophon.sail`` (see its docstring)."""
