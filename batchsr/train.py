@@ -28,6 +28,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from batchsr.errors import ConfigError
+from batchsr.filters import FILTER_NAMES, kernel_of
 from batchsr.models import SRModel, get_arch
 from batchsr.models.info import Hyper
 
@@ -93,6 +94,8 @@ class TrainConfig:
         opset: ONNX opset of the export.
         example_shape: NCHW example input of the dynamic ONNX export.
         check_shapes: NCHW inputs the export is checked against torch on.
+        postprocess: a ``batchsr.filters`` name embedded into the ONNX export as a fixed
+            conv (the model's default postprocess), or None.
         source: the config file's text, recorded beside the weights.
     """
 
@@ -116,6 +119,7 @@ class TrainConfig:
     opset: int = 18
     example_shape: tuple[int, int, int, int] = (1, 3, 64, 80)
     check_shapes: tuple[tuple[int, int, int, int], ...] = ((1, 3, 64, 80),)
+    postprocess: str | None = None
     source: str = field(default="", repr=False)
 
     @property
@@ -128,7 +132,7 @@ _SECTIONS: dict[str, set[str]] = {
     "": {"name", "seed", "threads", "model", "data", "optim", "export"},
     "data": {"train", "valid", "rescales", "lr_patch", "batch", "target_sharpen", "target_sigma"},
     "optim": {"loss", "steps", "lr", "lr_final", "log_every"},
-    "export": {"opset", "example_shape", "check_shapes"},
+    "export": {"opset", "example_shape", "check_shapes", "postprocess"},
 }
 
 
@@ -178,6 +182,7 @@ def load_train_config(path: Path) -> TrainConfig:
             opset=int(export.get("opset", 18)),
             example_shape=_nchw(export.get("example_shape", (1, 3, 64, 80))),
             check_shapes=tuple(_nchw(s) for s in export.get("check_shapes", ((1, 3, 64, 80),))),
+            postprocess=export.get("postprocess"),
             source=text,
         )
     except KeyError as err:
@@ -207,6 +212,10 @@ def _validate(cfg: TrainConfig, path: Path) -> None:
         raise ConfigError(f"{path}: optim.loss {cfg.loss!r} is not supported; use 'l1'")
     if cfg.steps < 1 or cfg.batch < 1 or cfg.lr_patch < 4 or cfg.threads < 1:
         raise ConfigError(f"{path}: steps, batch, threads must be >= 1 and lr_patch >= 4")
+    if cfg.postprocess is not None and cfg.postprocess not in FILTER_NAMES:
+        raise ConfigError(
+            f"{path}: export.postprocess {cfg.postprocess!r} is not one of {FILTER_NAMES}"
+        )
     if cfg.target_sharpen < 0.0 or cfg.target_sigma <= 0.0:
         raise ConfigError(f"{path}: data.target_sharpen must be >= 0 and target_sigma > 0")
     if not all(0.0 < r <= 1.0 for r in cfg.rescales):
@@ -428,9 +437,13 @@ def train(cfg: TrainConfig) -> TrainResult:
 def build_model_folder(result: TrainResult, cfg: TrainConfig, out: Path) -> Path:
     """Write a trained model's folder: weights, ONNX, manifest, config, TRAINING.md.
 
-    Files: ``<name>.safetensors``, ``<name>.onnx`` (dynamic batch, height and width,
-    checked against torch within 1e-4), ``manifest.json``, ``train.toml`` (the config)
-    and ``TRAINING.md`` (data, licences, figures).
+    Files: ``<name>.safetensors`` (the bare network), ``<name>.onnx`` (dynamic batch,
+    height and width, checked against torch within 1e-4; with ``cfg.postprocess`` the
+    filter is embedded in it), ``manifest.json``, ``train.toml`` (the config) and
+    ``TRAINING.md`` (data, licences, figures). With an embedded postprocess the
+    safetensors file is not listed as a manifest artifact, because running it alone
+    would skip the filter; ``with_filter(load_checkpoint(...), manifest.postprocess)``
+    rebuilds the deployed network from it.
 
     Returns:
         The manifest's path.
@@ -446,6 +459,7 @@ def build_model_folder(result: TrainResult, cfg: TrainConfig, out: Path) -> Path
     from safetensors.torch import save_file
 
     from batchsr.manifest import Artifact, Manifest, file_sha256, write_manifest
+    from batchsr.models.postprocess import with_filter
     from compile.onnx import check_onnx, export_onnx
 
     out.mkdir(parents=True, exist_ok=True)
@@ -457,11 +471,24 @@ def build_model_folder(result: TrainResult, cfg: TrainConfig, out: Path) -> Path
         str(weights),
         metadata={"architecture": info.architecture, "config_sha256": cfg.sha256},
     )
-    onnx_path = export_onnx(
-        net, out / f"{cfg.name}.onnx", shape=cfg.example_shape, dynamic=True, opset=cfg.opset
-    )
+    onnx_path = out / f"{cfg.name}.onnx"
+    export_onnx(net, onnx_path, shape=cfg.example_shape, dynamic=True, opset=cfg.opset)
     max_diff = check_onnx(net, onnx_path, shapes=cfg.check_shapes, atol=1e-4)
+    if cfg.postprocess is not None:
+        # The deployed file embeds the filter. Its input rounding to 8-bit levels
+        # flips where torch and onnxruntime straddle a half level, moving an output
+        # by up to sum(|kernel|) / 255; the network itself was checked at 1e-4 above.
+        deployed = with_filter(result.model, cfg.postprocess)
+        info = deployed.info
+        export_onnx(
+            deployed.module, onnx_path, shape=cfg.example_shape, dynamic=True, opset=cfg.opset
+        )
+        bound = float(abs(kernel_of(cfg.postprocess).as_array()).sum()) / 255.0 + 1e-4
+        check_onnx(deployed.module, onnx_path, shapes=cfg.check_shapes, atol=bound)
     dynamic = (None, info.in_channels, None, None)
+    files = [(onnx_path, "onnx")]
+    if cfg.postprocess is None:
+        files.append((weights, "safetensors"))
     artifacts = tuple(
         Artifact(
             path=p.name,
@@ -470,7 +497,7 @@ def build_model_folder(result: TrainResult, cfg: TrainConfig, out: Path) -> Path
             size_bytes=p.stat().st_size,
             sha256=file_sha256(p),
         )
-        for p, fmt in ((onnx_path, "onnx"), (weights, "safetensors"))
+        for p, fmt in files
     )
     (out / "train.toml").write_text(cfg.source, encoding="utf-8")
     manifest = Manifest(
@@ -484,6 +511,7 @@ def build_model_folder(result: TrainResult, cfg: TrainConfig, out: Path) -> Path
         color=info.color,
         margin=info.margin,
         size_multiple=info.size_multiple,
+        postprocess=cfg.postprocess,
         tools=tuple(
             sorted(
                 {
@@ -522,6 +550,7 @@ def _training_md(result: TrainResult, cfg: TrainConfig, max_diff: float) -> str:
         f"- training wall time: {result.wall_s:.0f} s (torch {torch.__version__})",
         f"- ONNX export (opset {cfg.opset}, dynamic N/H/W): max |onnxruntime - torch| = "
         f"{max_diff:.2e} on {list(cfg.check_shapes)}",
+        f"- default postprocess embedded in the ONNX export: {cfg.postprocess or 'none'}",
         f"- config sha256: {cfg.sha256}",
         "",
         "## Data",

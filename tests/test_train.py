@@ -32,12 +32,21 @@ def test_training_is_reproducible_for_a_fixed_seed(tmp_path: Path) -> None:
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
-def test_model_folder_round_trips_through_the_manifest(tmp_path: Path) -> None:
-    cfg = _tiny(target_sharpen=0.5)
+@pytest.mark.parametrize("postprocess", [None, "SHARPEN"])
+def test_model_folder_round_trips_through_the_manifest(
+    postprocess: str | None, tmp_path: Path
+) -> None:
+    cfg = _tiny(target_sharpen=0.5, postprocess=postprocess)
     result = train(cfg)
     manifest = load_manifest(build_model_folder(result, cfg, tmp_path / "m").parent)
-    assert (manifest.scale, manifest.margin, manifest.color) == (4, 4, "RGB")
-    assert {a.format for a in manifest.artifacts} == {"onnx", "safetensors"}
+    assert (manifest.scale, manifest.color, manifest.postprocess) == (4, "RGB", postprocess)
+    # An embedded filter reaches one more pixel, and the bare weights are no artifact.
+    if postprocess is None:
+        assert manifest.margin == 4
+        assert {a.format for a in manifest.artifacts} == {"onnx", "safetensors"}
+    else:
+        assert manifest.margin == 5
+        assert {a.format for a in manifest.artifacts} == {"onnx"}
     assert load_checkpoint(tmp_path / "m" / "espcn.safetensors").info == result.model.info
     assert (tmp_path / "m" / "TRAINING.md").read_text().count("| chelsea.png | train |") == 1
 
