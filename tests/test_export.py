@@ -135,3 +135,17 @@ def test_embedded_filter_in_onnx_agrees_with_the_cpu_filter_away_from_the_border
 def test_unknown_filter_name_raises_config_error() -> None:
     with pytest.raises(ConfigError, match="unknown filter 'BLUR'"):
         apply_filter(np.zeros((4, 4, 3), np.uint8), "BLUR")
+
+
+class _DataDependent(torch.nn.Module):
+    """Branches on a tensor value, which torch.export cannot trace."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.sum() > 0:
+            return x * 2
+        return x
+
+
+def test_an_unexportable_model_raises_compile_error(tmp_path: Path) -> None:
+    with pytest.raises(CompileError, match="cannot export _DataDependent"):
+        export_onnx(_DataDependent(), tmp_path / "m.onnx", shape=(1, 3, 4, 5), dynamic=False)
