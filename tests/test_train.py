@@ -60,6 +60,9 @@ def test_config_rejects_unknown_keys_and_unlicensed_images(tmp_path: Path) -> No
     bad.write_text(text.replace('"chelsea.png"', '"motorcycle_left.png"'))
     with pytest.raises(ConfigError, match="no recorded open licence"):
         load_train_config(bad)
+    bad.write_text(text.replace("batch = 16", "batch = 16\nlr_blurs = [-1.0]"))
+    with pytest.raises(ConfigError, match="lr_blurs"):
+        load_train_config(bad)
 
 
 def test_psnr_y_is_infinite_for_equal_images_and_finite_otherwise() -> None:
