@@ -25,9 +25,10 @@ import numpy as np
 import structlog
 import torch
 from numpy.typing import NDArray
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from batchsr.errors import ConfigError
+from batchsr.filters import FILTER_NAMES, kernel_of
 from batchsr.models import SRModel, get_arch
 from batchsr.models.info import Hyper
 
@@ -81,6 +82,14 @@ class TrainConfig:
         rescales: factors each training image is also used downscaled by.
         lr_patch: low-resolution patch side in pixels.
         batch: patches per step.
+        lr_blurs: Gaussian sigmas (HR pixels) of a blur applied before the bicubic
+            downscale; every training image gets one LR version per sigma (0 = none).
+            A blurrier LR teaches the network to restore more detail than bicubic
+            downscaling alone removes.
+        target_sharpen: unsharp-mask amount applied to the HR targets (0 = none): the
+            network learns to output ``hr + amount * (hr - gaussian(hr, sigma))``,
+            trading some PSNR for the crispness NIQE rewards.
+        target_sigma: the Gaussian's sigma in HR pixels.
         loss: ``l1`` (mean absolute error on RGB in [0, 1]).
         steps: optimiser steps.
         lr: Adam's initial learning rate.
@@ -89,6 +98,8 @@ class TrainConfig:
         opset: ONNX opset of the export.
         example_shape: NCHW example input of the dynamic ONNX export.
         check_shapes: NCHW inputs the export is checked against torch on.
+        postprocess: a ``batchsr.filters`` name embedded into the ONNX export as a fixed
+            conv (the model's default postprocess), or None.
         source: the config file's text, recorded beside the weights.
     """
 
@@ -102,6 +113,9 @@ class TrainConfig:
     rescales: tuple[float, ...] = (1.0,)
     lr_patch: int = 24
     batch: int = 16
+    lr_blurs: tuple[float, ...] = (0.0,)
+    target_sharpen: float = 0.0
+    target_sigma: float = 1.0
     loss: str = "l1"
     steps: int = 3000
     lr: float = 1e-3
@@ -110,6 +124,7 @@ class TrainConfig:
     opset: int = 18
     example_shape: tuple[int, int, int, int] = (1, 3, 64, 80)
     check_shapes: tuple[tuple[int, int, int, int], ...] = ((1, 3, 64, 80),)
+    postprocess: str | None = None
     source: str = field(default="", repr=False)
 
     @property
@@ -120,9 +135,18 @@ class TrainConfig:
 
 _SECTIONS: dict[str, set[str]] = {
     "": {"name", "seed", "threads", "model", "data", "optim", "export"},
-    "data": {"train", "valid", "rescales", "lr_patch", "batch"},
+    "data": {
+        "train",
+        "valid",
+        "rescales",
+        "lr_patch",
+        "batch",
+        "lr_blurs",
+        "target_sharpen",
+        "target_sigma",
+    },
     "optim": {"loss", "steps", "lr", "lr_final", "log_every"},
-    "export": {"opset", "example_shape", "check_shapes"},
+    "export": {"opset", "example_shape", "check_shapes", "postprocess"},
 }
 
 
@@ -162,6 +186,9 @@ def load_train_config(path: Path) -> TrainConfig:
             rescales=tuple(float(r) for r in data.get("rescales", (1.0,))),
             lr_patch=int(data.get("lr_patch", 24)),
             batch=int(data.get("batch", 16)),
+            lr_blurs=tuple(float(b) for b in data.get("lr_blurs", (0.0,))),
+            target_sharpen=float(data.get("target_sharpen", 0.0)),
+            target_sigma=float(data.get("target_sigma", 1.0)),
             loss=str(optim.get("loss", "l1")),
             steps=int(optim.get("steps", 3000)),
             lr=float(optim.get("lr", 1e-3)),
@@ -170,6 +197,7 @@ def load_train_config(path: Path) -> TrainConfig:
             opset=int(export.get("opset", 18)),
             example_shape=_nchw(export.get("example_shape", (1, 3, 64, 80))),
             check_shapes=tuple(_nchw(s) for s in export.get("check_shapes", ((1, 3, 64, 80),))),
+            postprocess=export.get("postprocess"),
             source=text,
         )
     except KeyError as err:
@@ -199,6 +227,14 @@ def _validate(cfg: TrainConfig, path: Path) -> None:
         raise ConfigError(f"{path}: optim.loss {cfg.loss!r} is not supported; use 'l1'")
     if cfg.steps < 1 or cfg.batch < 1 or cfg.lr_patch < 4 or cfg.threads < 1:
         raise ConfigError(f"{path}: steps, batch, threads must be >= 1 and lr_patch >= 4")
+    if cfg.postprocess is not None and cfg.postprocess not in FILTER_NAMES:
+        raise ConfigError(
+            f"{path}: export.postprocess {cfg.postprocess!r} is not one of {FILTER_NAMES}"
+        )
+    if not cfg.lr_blurs or any(b < 0.0 for b in cfg.lr_blurs):
+        raise ConfigError(f"{path}: data.lr_blurs must list sigmas >= 0, got {cfg.lr_blurs}")
+    if cfg.target_sharpen < 0.0 or cfg.target_sigma <= 0.0:
+        raise ConfigError(f"{path}: data.target_sharpen must be >= 0 and target_sigma > 0")
     if not all(0.0 < r <= 1.0 for r in cfg.rescales):
         raise ConfigError(f"{path}: data.rescales must lie in (0, 1], got {cfg.rescales}")
 
@@ -222,11 +258,18 @@ def _load_rgb(name: str) -> Image.Image:
         return im.convert("RGB")
 
 
-def _pair(hr: Image.Image, scale: int) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
-    """HR cropped to a multiple of ``scale`` and its PIL BICUBIC downscale, HWC uint8."""
+def _pair(
+    hr: Image.Image, scale: int, *, blur: float = 0.0
+) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
+    """HR cropped to a multiple of ``scale`` and its PIL BICUBIC downscale, HWC uint8.
+
+    ``blur`` > 0 first blurs the HR image (PIL GaussianBlur, radius = sigma in HR
+    pixels) for the LR only; the HR returned is never blurred.
+    """
     w, h = (hr.width // scale) * scale, (hr.height // scale) * scale
     hr = hr.crop((0, 0, w, h))
-    lr = hr.resize((w // scale, h // scale), Image.Resampling.BICUBIC)
+    src = hr.filter(ImageFilter.GaussianBlur(blur)) if blur > 0.0 else hr
+    lr = src.resize((w // scale, h // scale), Image.Resampling.BICUBIC)
     return np.asarray(hr), np.asarray(lr)
 
 
@@ -301,9 +344,10 @@ class _PatchSampler:
             for r in cfg.rescales:
                 size = (round(photo.width * r), round(photo.height * r))
                 src = photo if r == 1.0 else photo.resize(size, Image.Resampling.BICUBIC)
-                hr, lr = _pair(src, scale)
-                if min(lr.shape[:2]) >= self._patch:
-                    self._pairs.append((hr, lr))
+                for blur in cfg.lr_blurs:
+                    hr, lr = _pair(src, scale, blur=blur)
+                    if min(lr.shape[:2]) >= self._patch:
+                        self._pairs.append((hr, lr))
         # Sample images in proportion to their area, so every LR pixel is equally likely.
         areas = np.array([lr.shape[0] * lr.shape[1] for _, lr in self._pairs], dtype=np.float64)
         self._weights = areas / areas.sum()
@@ -328,6 +372,19 @@ class _PatchSampler:
         lr_t = torch.from_numpy(np.stack(lrs).astype(np.float32) / 255.0).permute(0, 3, 1, 2)
         hr_t = torch.from_numpy(np.stack(hrs).astype(np.float32) / 255.0).permute(0, 3, 1, 2)
         return lr_t.contiguous(), hr_t.contiguous()
+
+
+def _unsharp(hr: torch.Tensor, *, amount: float, sigma: float) -> torch.Tensor:
+    """``hr + amount * (hr - gaussian(hr))`` clamped to [0, 1]; (N, C, H, W) float32."""
+    radius = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    g = torch.exp(-(t**2) / (2 * sigma**2))
+    g = g / g.sum()
+    c = hr.shape[1]
+    padded = torch.nn.functional.pad(hr, (radius, radius, radius, radius), mode="reflect")
+    blur = torch.nn.functional.conv2d(padded, g.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    blur = torch.nn.functional.conv2d(blur, g.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    return (hr + amount * (hr - blur)).clamp(0.0, 1.0)
 
 
 def validate(model: SRModel, names: tuple[str, ...]) -> tuple[ValidFigure, ...]:
@@ -371,6 +428,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     t0 = time.perf_counter()
     for step in range(1, cfg.steps + 1):
         lr_batch, hr_batch = sampler.batch(cfg.batch)
+        if cfg.target_sharpen > 0.0:
+            hr_batch = _unsharp(hr_batch, amount=cfg.target_sharpen, sigma=cfg.target_sigma)
         loss = torch.nn.functional.l1_loss(net(lr_batch), hr_batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -403,9 +462,13 @@ def train(cfg: TrainConfig) -> TrainResult:
 def build_model_folder(result: TrainResult, cfg: TrainConfig, out: Path) -> Path:
     """Write a trained model's folder: weights, ONNX, manifest, config, TRAINING.md.
 
-    Files: ``<name>.safetensors``, ``<name>.onnx`` (dynamic batch, height and width,
-    checked against torch within 1e-4), ``manifest.json``, ``train.toml`` (the config)
-    and ``TRAINING.md`` (data, licences, figures).
+    Files: ``<name>.safetensors`` (the bare network), ``<name>.onnx`` (dynamic batch,
+    height and width, checked against torch within 1e-4; with ``cfg.postprocess`` the
+    filter is embedded in it), ``manifest.json``, ``train.toml`` (the config) and
+    ``TRAINING.md`` (data, licences, figures). With an embedded postprocess the
+    safetensors file is not listed as a manifest artifact, because running it alone
+    would skip the filter; ``with_filter(load_checkpoint(...), manifest.postprocess)``
+    rebuilds the deployed network from it.
 
     Returns:
         The manifest's path.
@@ -421,6 +484,7 @@ def build_model_folder(result: TrainResult, cfg: TrainConfig, out: Path) -> Path
     from safetensors.torch import save_file
 
     from batchsr.manifest import Artifact, Manifest, file_sha256, write_manifest
+    from batchsr.models.postprocess import with_filter
     from compile.onnx import check_onnx, export_onnx
 
     out.mkdir(parents=True, exist_ok=True)
@@ -432,11 +496,24 @@ def build_model_folder(result: TrainResult, cfg: TrainConfig, out: Path) -> Path
         str(weights),
         metadata={"architecture": info.architecture, "config_sha256": cfg.sha256},
     )
-    onnx_path = export_onnx(
-        net, out / f"{cfg.name}.onnx", shape=cfg.example_shape, dynamic=True, opset=cfg.opset
-    )
+    onnx_path = out / f"{cfg.name}.onnx"
+    export_onnx(net, onnx_path, shape=cfg.example_shape, dynamic=True, opset=cfg.opset)
     max_diff = check_onnx(net, onnx_path, shapes=cfg.check_shapes, atol=1e-4)
+    if cfg.postprocess is not None:
+        # The deployed file embeds the filter. Its input rounding to 8-bit levels
+        # flips where torch and onnxruntime straddle a half level, moving an output
+        # by up to sum(|kernel|) / 255; the network itself was checked at 1e-4 above.
+        deployed = with_filter(result.model, cfg.postprocess)
+        info = deployed.info
+        export_onnx(
+            deployed.module, onnx_path, shape=cfg.example_shape, dynamic=True, opset=cfg.opset
+        )
+        bound = float(abs(kernel_of(cfg.postprocess).as_array()).sum()) / 255.0 + 1e-4
+        check_onnx(deployed.module, onnx_path, shapes=cfg.check_shapes, atol=bound)
     dynamic = (None, info.in_channels, None, None)
+    files = [(onnx_path, "onnx")]
+    if cfg.postprocess is None:
+        files.append((weights, "safetensors"))
     artifacts = tuple(
         Artifact(
             path=p.name,
@@ -445,7 +522,7 @@ def build_model_folder(result: TrainResult, cfg: TrainConfig, out: Path) -> Path
             size_bytes=p.stat().st_size,
             sha256=file_sha256(p),
         )
-        for p, fmt in ((onnx_path, "onnx"), (weights, "safetensors"))
+        for p, fmt in files
     )
     (out / "train.toml").write_text(cfg.source, encoding="utf-8")
     manifest = Manifest(
@@ -459,6 +536,7 @@ def build_model_folder(result: TrainResult, cfg: TrainConfig, out: Path) -> Path
         color=info.color,
         margin=info.margin,
         size_multiple=info.size_multiple,
+        postprocess=cfg.postprocess,
         tools=tuple(
             sorted(
                 {
@@ -491,11 +569,13 @@ def _training_md(result: TrainResult, cfg: TrainConfig, max_diff: float) -> str:
         f"{info.color}, receptive-field margin {info.margin} LR pixels",
         f"- parameters: {sum(p.numel() for p in result.model.module.parameters())}",
         f"- seed {cfg.seed}, {cfg.threads} CPU threads, {cfg.steps} steps of batch {cfg.batch}, "
-        f"LR patch {cfg.lr_patch} px, loss {cfg.loss}, Adam lr {cfg.lr:g} -> {cfg.lr_final:g} "
+        f"LR patch {cfg.lr_patch} px, HR targets unsharp-masked by {cfg.target_sharpen:g} "
+        f"(sigma {cfg.target_sigma:g} px), loss {cfg.loss}, Adam lr {cfg.lr:g} -> {cfg.lr_final:g} "
         "(cosine)",
         f"- training wall time: {result.wall_s:.0f} s (torch {torch.__version__})",
         f"- ONNX export (opset {cfg.opset}, dynamic N/H/W): max |onnxruntime - torch| = "
         f"{max_diff:.2e} on {list(cfg.check_shapes)}",
+        f"- default postprocess embedded in the ONNX export: {cfg.postprocess or 'none'}",
         f"- config sha256: {cfg.sha256}",
         "",
         "## Data",
@@ -503,7 +583,8 @@ def _training_md(result: TrainResult, cfg: TrainConfig, max_diff: float) -> str:
         "Photos shipped inside the scikit-image wheel (`skimage/data`, scikit-image "
         "0.26); licences as stated in `skimage/data/_fetchers.py`. LR = PIL BICUBIC x"
         f"{info.scale} downscale rounded to uint8. Each training photo is also used "
-        f"downscaled by {list(cfg.rescales)}. Gray photos are used as RGB.",
+        f"downscaled by {list(cfg.rescales)}, and each is paired with LR made after a "
+        f"Gaussian blur of sigma {list(cfg.lr_blurs)} HR px. Gray photos are used as RGB.",
         "",
         "| image | role | licence |",
         "| --- | --- | --- |",

@@ -100,7 +100,7 @@ def export_onnx(
         if program is None:
             raise CompileError(f"torch.onnx.export returned no program for {path}")
         program.save(str(path))
-    except (RuntimeError, ValueError, TypeError, torch.export.UnsupportedOperatorError) as err:
+    except (RuntimeError, ValueError, TypeError, torch.onnx.OnnxExporterError) as err:
         raise CompileError(
             f"cannot export {type(model).__name__} to ONNX at {shape} (dynamic={dynamic}): {err}"
         ) from err

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from batchsr.errors import CompileError, ConfigError
-from batchsr.filters import FILTER_NAMES, apply_filter
+from batchsr.filters import FILTER_NAMES, apply_filter, kernel_of
 from batchsr.manifest import file_sha256, load_manifest
 from batchsr.models import get_arch, load_checkpoint
 from batchsr.models.postprocess import with_filter
@@ -77,15 +77,21 @@ def test_default_model_folder_is_consistent_and_its_onnx_matches_its_weights() -
     manifest = load_manifest(DEFAULT_FOLDER)
     assert (manifest.name, manifest.architecture, manifest.scale) == ("espcn", "espcn", 4)
     assert (manifest.in_channels, manifest.out_channels, manifest.color) == (3, 3, "RGB")
-    assert manifest.margin == 4
+    # ESPCN reaches 4 LR pixels; an embedded filter one HR pixel, so one LR pixel more.
+    assert manifest.margin == 4 + (manifest.postprocess is not None)
     for art in manifest.artifacts:
         path = DEFAULT_FOLDER / art.path
         assert art.size_bytes == path.stat().st_size
         assert art.sha256 == file_sha256(path), f"{art.path} changed since the manifest"
         assert art.shapes == ((None, 3, None, None),)
-    onnx_art, st_art = manifest.artifact("onnx"), manifest.artifact("safetensors")
-    assert onnx_art is not None and st_art is not None
-    model = load_checkpoint(DEFAULT_FOLDER / st_art.path)
+    onnx_art = manifest.artifact("onnx")
+    assert onnx_art is not None
+    model = load_checkpoint(DEFAULT_FOLDER / "espcn.safetensors")
+    atol = 1e-4
+    if manifest.postprocess is not None:
+        model = with_filter(model, manifest.postprocess)
+        # The embedded 8-bit rounding may flip a level where the two runtimes straddle it.
+        atol += float(np.abs(kernel_of(manifest.postprocess).as_array()).sum()) / 255.0
     assert model.info.margin == manifest.margin and model.info.scale == manifest.scale
     session = ort.InferenceSession(
         str(DEFAULT_FOLDER / onnx_art.path), providers=["CPUExecutionProvider"]
@@ -95,7 +101,7 @@ def test_default_model_folder_is_consistent_and_its_onnx_matches_its_weights() -
     with torch.no_grad():
         expected = model.module(torch.from_numpy(x)).numpy()
     assert got.shape == (2, 3, 76, 92)
-    assert float(np.abs(got - expected).max()) <= 1e-4
+    assert float(np.abs(got - expected).max()) <= atol
 
 
 def _to_uint8(nchw: np.ndarray) -> np.ndarray:
@@ -129,3 +135,17 @@ def test_embedded_filter_in_onnx_agrees_with_the_cpu_filter_away_from_the_border
 def test_unknown_filter_name_raises_config_error() -> None:
     with pytest.raises(ConfigError, match="unknown filter 'BLUR'"):
         apply_filter(np.zeros((4, 4, 3), np.uint8), "BLUR")
+
+
+class _DataDependent(torch.nn.Module):
+    """Branches on a tensor value, which torch.export cannot trace."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.sum() > 0:
+            return x * 2
+        return x
+
+
+def test_an_unexportable_model_raises_compile_error(tmp_path: Path) -> None:
+    with pytest.raises(CompileError, match="cannot export _DataDependent"):
+        export_onnx(_DataDependent(), tmp_path / "m.onnx", shape=(1, 3, 4, 5), dynamic=False)

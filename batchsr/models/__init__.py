@@ -1,9 +1,15 @@
 """The model zoo: architectures, their facts, detection from state dicts, safe loading.
 
->>> from batchsr.models import load_checkpoint
->>> model = load_checkpoint(Path("models/espcn/espcn.safetensors"))
->>> model.info.scale, model.info.margin
-(4, 4)
+Example::
+
+    model = load_checkpoint(Path("models/espcn/espcn.safetensors"))
+    model.info.scale, model.info.margin  # (4, 4)
+    deployed = with_filter(model, "SHARPEN")  # what models/espcn/espcn.onnx computes
+
+Architectures (registry order): RRDBNet (Real-ESRGAN), NinaSR, EDSR (torchSR), CARN-M,
+CARN (torchSR), ESPCN (ESPCN-PyTorch), FSRCNN (FSRCNN-pytorch), SRVGGNetCompact
+(Real-ESRGAN). spandrel detects many more layouts but needs torchvision, which has no
+CPU build here, and lacks most of these; this zoo is written for batchsr.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 from batchsr.models.arch import Arch, SRModel, StateDict
 from batchsr.models.canonicalize import canonicalize
 from batchsr.models.info import Hyper, ModelInfo
+from batchsr.models.postprocess import EmbeddedFilter, with_filter
 from batchsr.models.registry import (
     REGISTRY,
     detect_arch,
@@ -24,6 +31,7 @@ from batchsr.models.registry import (
 __all__ = [
     "REGISTRY",
     "Arch",
+    "EmbeddedFilter",
     "Hyper",
     "ModelInfo",
     "SRModel",
@@ -35,4 +43,5 @@ __all__ = [
     "load_state_dict",
     "load_torchscript",
     "read_state_dict",
+    "with_filter",
 ]

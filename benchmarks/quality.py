@@ -1,0 +1,183 @@
+"""Quality of a model folder: contest NIQE and held-out PSNR-Y, against bicubic.
+
+    python benchmarks/quality.py [--model models/espcn] [--filter default|none|NAME ...]
+
+* NIQE (the contest's, ``batchsr.metrics.niqe``) of the x4 output for the four
+  low-resolution contest inputs in ``../shared/contest/``, averaged.
+* PSNR-Y (MATLAB BT.601 Y, 4-pixel border cropped) on an x4 set made by PIL BICUBIC
+  downscaling of openly licensed photos never used in training: scikit-learn's
+  ``china.jpg``, ``flower.jpg`` (CC BY 2.0) and matplotlib's ``grace_hopper.jpg``
+  (public domain). They are read from the installed packages, or from ``--holdout``
+  (default ``.cache/holdout``), which this one-liner fills from local wheels:
+  ``unzip -j scikit_learn-*.whl 'sklearn/datasets/images/*.jpg' -d .cache/holdout``
+  (and ``'matplotlib/mpl-data/sample_data/grace_hopper.jpg'`` from matplotlib's wheel).
+
+The model runs whole-image through onnxruntime from the folder's ONNX artifact, the
+file ``--model NAME`` deploys (a margin-wide tile context gives the same pixels).
+``default`` applies the postprocess the pipeline applies by default: the filter
+embedded in the artifact (``manifest.postprocess``) and no CPU filter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from batchsr.filters import FILTER_NAMES, apply_filter  # noqa: E402
+from batchsr.manifest import load_manifest  # noqa: E402
+from batchsr.train import psnr_y  # noqa: E402
+
+SHARED = ROOT.parent / "shared"
+CONTEST_INPUTS = ("sample_0001.png", "sample_0002.png", "seed_0001.png", "seed_0005.png")
+HOLDOUT = {
+    "china.jpg": ("sklearn", "datasets/images/china.jpg"),
+    "flower.jpg": ("sklearn", "datasets/images/flower.jpg"),
+    "grace_hopper.jpg": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+}
+SCALE = 4
+
+
+def holdout_paths(folder: Path) -> dict[str, Path]:
+    """The held-out photos: from the installed package if any, else from ``folder``."""
+    found = {}
+    for name, (package, rel) in HOLDOUT.items():
+        spec = importlib.util.find_spec(package)
+        candidates = [folder / name]
+        if spec is not None and spec.origin is not None:
+            candidates.insert(0, Path(spec.origin).parent / rel)
+        path = next((p for p in candidates if p.is_file()), None)
+        if path is not None:
+            found[name] = path
+    return found
+
+
+def read_rgb(path: Path) -> NDArray[np.uint8]:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def bicubic_up(lr: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    h, w = lr.shape[:2]
+    return np.asarray(Image.fromarray(lr).resize((w * SCALE, h * SCALE), Image.Resampling.BICUBIC))
+
+
+class OnnxUpscaler:
+    """Runs a model folder's ONNX artifact on a whole image."""
+
+    def __init__(self, folder: Path) -> None:
+        import onnxruntime as ort
+
+        self.manifest = load_manifest(folder)
+        art = self.manifest.artifact("onnx")
+        if art is None:
+            raise SystemExit(f"{folder} has no ONNX artifact")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 2
+        self._session = ort.InferenceSession(
+            str(folder / art.path), opts, providers=["CPUExecutionProvider"]
+        )
+
+    def __call__(self, lr: NDArray[np.uint8]) -> NDArray[np.uint8]:
+        x = (lr.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
+        (y,) = self._session.run(["output"], {"input": np.ascontiguousarray(x)})
+        return np.round(np.clip(y[0].transpose(1, 2, 0), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def anchor_upscaler(path: Path):  # type: ignore[no-untyped-def]
+    """The seed's espcn_ex.pt (TorchScript, loaded explicitly), on a whole image."""
+    import torch
+
+    from batchsr.models import load_torchscript
+
+    module = load_torchscript(path)
+
+    def run(lr: NDArray[np.uint8]) -> NDArray[np.uint8]:
+        x = torch.from_numpy(lr.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
+        with torch.no_grad():
+            y = module(x)[0].permute(1, 2, 0).clamp(0, 1).mul(255).round()
+        return y.to(torch.uint8).numpy()
+
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=ROOT / "models" / "espcn")
+    parser.add_argument(
+        "--filter",
+        nargs="+",
+        default=["default"],
+        help=f"CPU postprocess variants to score: default, none, {', '.join(FILTER_NAMES)}",
+    )
+    parser.add_argument("--holdout", type=Path, default=ROOT / ".cache" / "holdout")
+    parser.add_argument("--anchor", action="store_true", help="also score the seed's espcn_ex")
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    args = parser.parse_args(argv)
+
+    from batchsr.metrics.niqe import niqe
+
+    model = OnnxUpscaler(args.model)
+    upscalers = {"bicubic": bicubic_up, model.manifest.name: model}
+    anchor = SHARED / "anchors" / "espcn_ex.pt"
+    if args.anchor and anchor.is_file():
+        upscalers["seed espcn_ex"] = anchor_upscaler(anchor)
+    variants: list[tuple[str, str, str | None]] = [("bicubic", "bicubic", None)]
+    for f in args.filter:
+        cpu = None if f in ("default", "none") else f
+        label = model.manifest.name + ("" if cpu is None else f" + {cpu}")
+        if f == "default" and model.manifest.postprocess:
+            label += f" (embedded {model.manifest.postprocess})"
+        variants.append((label, model.manifest.name, cpu))
+    if "seed espcn_ex" in upscalers:
+        variants.append(("seed espcn_ex + EDGE_ENHANCE", "seed espcn_ex", "EDGE_ENHANCE"))
+
+    contest = [SHARED / "contest" / n for n in CONTEST_INPUTS if (SHARED / "contest" / n).is_file()]
+    held = holdout_paths(args.holdout)
+    results: dict[str, dict[str, object]] = {}
+    t0 = time.perf_counter()
+    for label, up_name, cpu_filter in variants:
+        up = upscalers[up_name]
+
+        def post(img: NDArray[np.uint8], flt: str | None = cpu_filter) -> NDArray[np.uint8]:
+            return img if flt is None else apply_filter(img, flt)
+
+        niqes = {p.name: niqe(post(up(read_rgb(p)))) for p in contest}
+        psnrs = {}
+        for name, path in held.items():
+            hr = read_rgb(path)
+            h, w = (hr.shape[0] // SCALE) * SCALE, (hr.shape[1] // SCALE) * SCALE
+            hr = hr[:h, :w]
+            lr = np.asarray(Image.fromarray(hr).resize((w // SCALE, h // SCALE), Image.BICUBIC))
+            psnrs[name] = psnr_y(post(up(lr)), hr, border=SCALE)
+        results[label] = {
+            "niqe_avg": float(np.mean(list(niqes.values()))) if niqes else None,
+            "psnr_y_avg": float(np.mean(list(psnrs.values()))) if psnrs else None,
+            "niqe": niqes,
+            "psnr_y": psnrs,
+        }
+    print(f"contest inputs: {len(contest)}; held-out photos: {sorted(held)}")
+    print(f"{'variant':44s} {'NIQE avg':>9s} {'PSNR-Y avg':>11s}")
+    for label, r in results.items():
+        n, p = r["niqe_avg"], r["psnr_y_avg"]
+        n_s = "-" if n is None else f"{n:.4f}"
+        p_s = "-" if p is None else f"{p:.3f}"
+        print(f"{label:44s} {n_s:>9s} {p_s:>11s}")
+    print(f"({time.perf_counter() - t0:.0f} s)")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,77 @@
+"""Training: config validation, reproducibility, and the model folder it writes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from batchsr.errors import ConfigError
+from batchsr.manifest import load_manifest
+from batchsr.models import load_checkpoint
+from batchsr.train import build_model_folder, load_train_config, psnr_y, train
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "train-espcn.toml"
+
+
+def _tiny(**overrides: object):  # type: ignore[no-untyped-def]
+    cfg = load_train_config(CONFIG)
+    small = {"steps": 3, "batch": 2, "lr_patch": 8, "rescales": (0.5,), "log_every": 3}
+    return replace(cfg, train=("chelsea.png",), valid=("camera.png",), **{**small, **overrides})
+
+
+def test_training_is_reproducible_for_a_fixed_seed(tmp_path: Path) -> None:
+    cfg = _tiny()
+    a = train(cfg).model.module.state_dict()
+    b = train(cfg).model.module.state_dict()
+    c = train(replace(cfg, seed=cfg.seed + 1)).model.module.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+@pytest.mark.parametrize("postprocess", [None, "SHARPEN"])
+def test_model_folder_round_trips_through_the_manifest(
+    postprocess: str | None, tmp_path: Path
+) -> None:
+    cfg = _tiny(target_sharpen=0.5, postprocess=postprocess)
+    result = train(cfg)
+    manifest = load_manifest(build_model_folder(result, cfg, tmp_path / "m").parent)
+    assert (manifest.scale, manifest.color, manifest.postprocess) == (4, "RGB", postprocess)
+    # An embedded filter reaches one more pixel, and the bare weights are no artifact.
+    if postprocess is None:
+        assert manifest.margin == 4
+        assert {a.format for a in manifest.artifacts} == {"onnx", "safetensors"}
+    else:
+        assert manifest.margin == 5
+        assert {a.format for a in manifest.artifacts} == {"onnx"}
+    assert load_checkpoint(tmp_path / "m" / "espcn.safetensors").info == result.model.info
+    assert (tmp_path / "m" / "TRAINING.md").read_text().count("| chelsea.png | train |") == 1
+
+
+def test_config_rejects_unknown_keys_and_unlicensed_images(tmp_path: Path) -> None:
+    text = CONFIG.read_text()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace("[optim]", "[optim]\nmomentum = 0.9"))
+    with pytest.raises(ConfigError, match="momentum"):
+        load_train_config(bad)
+    bad.write_text(text.replace('"chelsea.png"', '"motorcycle_left.png"'))
+    with pytest.raises(ConfigError, match="no recorded open licence"):
+        load_train_config(bad)
+    bad.write_text(text.replace("batch = 16", "batch = 16\nlr_blurs = [-1.0]"))
+    with pytest.raises(ConfigError, match="lr_blurs"):
+        load_train_config(bad)
+
+
+def test_psnr_y_is_infinite_for_equal_images_and_finite_otherwise() -> None:
+    import numpy as np
+
+    a = np.zeros((16, 16, 3), np.uint8)
+    b = a.copy()
+    b[8, 8] = 255
+    assert psnr_y(a, a, border=4) == float("inf")
+    # White on black is 219 levels of MATLAB Y; one such pixel in the 8x8 uncropped core.
+    expected = 10.0 * np.log10(255.0**2 / (219.0**2 / 64.0))
+    assert psnr_y(a, b, border=4) == pytest.approx(expected, abs=1e-9)
