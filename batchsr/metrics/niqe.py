@@ -155,20 +155,30 @@ def _y_lut24() -> NDArray[np.uint8]:
     return lut
 
 
+# Image rows per strip of the Y lookup: the strip's keys stay in cache.
+_Y_ROWS: Final = 64
+
+
 def _y_cropped(rgb: NDArray[np.uint8], h: int, w: int) -> F32Array:
     """Official Y of the top-left h x w of a C-contiguous (H, W, 3) uint8 RGB image."""
+    lut = _y_lut24()
     full_w = rgb.shape[1]
-    keys = np.empty((h, w), dtype=np.intp)
-    if h > 1:
+    out = np.empty((h, w), dtype=_F32)
+    keys = np.empty((min(_Y_ROWS, h), w), dtype=np.intp)
+    for top in range(0, h - 1, _Y_ROWS):
+        n = min(_Y_ROWS, h - 1 - top)
         # Each pixel's 3 bytes plus the next byte, read as one little-endian uint32, then
         # masked to red + 256 * green + 65536 * blue. Every row but the image's last has
         # a byte after its last pixel, so the reads stay inside the buffer.
-        words = np.ndarray((h - 1, w), dtype="<u4", buffer=rgb, strides=(3 * full_w, 3))
-        np.bitwise_and(words, 0xFFFFFF, out=keys[:-1])
+        words = np.ndarray(
+            (n, w), dtype="<u4", buffer=rgb, offset=3 * full_w * top, strides=(3 * full_w, 3)
+        )
+        np.bitwise_and(words, 0xFFFFFF, out=keys[:n])
+        out[top : top + n] = np.take(lut, keys[:n])
     last = np.zeros((w, 4), dtype=np.uint8)
     last[:, :3] = rgb[h - 1, :w]
-    keys[-1] = last.view("<u4")[:, 0]
-    return np.take(_y_lut24(), keys).astype(_F32)
+    out[h - 1] = np.take(lut, last.view("<u4")[:, 0])
+    return out
 
 
 def y_channel(rgb: NDArray[np.uint8]) -> F32Array:
@@ -247,7 +257,7 @@ def _reflect(idx: NDArray[np.intp], n: int) -> NDArray[np.intp]:
 
 
 # Output rows per strip of the resize: the strip and its temporaries stay in cache.
-_RESIZE_ROWS: Final = 24
+_RESIZE_ROWS: Final = 48
 
 
 def _imresize_half(img: F32Array) -> F32Array:
@@ -365,10 +375,22 @@ def _fit_input(blocks: F32Array, bs: int, fit: int) -> F32Array:
     """
     if fit == 0:
         return blocks
-    b = blocks.reshape(-1, bs, bs)
-    rolled = np.roll(b, _SHIFTS[fit - 1], axis=(1, 2))
-    rolled *= b
-    return rolled.reshape(blocks.shape)
+    di, dj = _SHIFTS[fit - 1]
+    n_rows = blocks.shape[0]
+    x = np.empty_like(blocks)
+    # Flattened, the neighbour sits a fixed offset back; only the wrapped column (and
+    # first row) point elsewhere and are redone below.
+    off = di * bs + dj
+    np.multiply(blocks[:, off:], blocks[:, :-off], out=x[:, off:])
+    b = blocks.reshape(n_rows, bs, bs)
+    xb = x.reshape(n_rows, bs, bs)
+    if dj:
+        col = 0 if dj == 1 else bs - 1
+        src = np.roll(b[:, :, (col - dj) % bs], di, axis=1)
+        np.multiply(b[:, :, col], src, out=xb[:, :, col])
+    if di:
+        np.multiply(b[:, 0, :], np.roll(b[:, bs - 1, :], dj, axis=1), out=xb[:, 0, :])
+    return x
 
 
 # Blocks per chunk of the statistics pass: ~2.4 MB of float32 per temporary, so that the
@@ -387,7 +409,7 @@ def _fit_sums(blocks: F32Array, bs: int) -> tuple[F32Array, F32Array, F64Array, 
         sum_sq, sum_abs: (5, N) float32, the float32 pairwise sums np.mean forms over
         the whole block, bit for bit (numpy sums a contiguous row the same way).
         sum_neg_sq: (5, N) float64, the sum of squares of the negative values, to a few
-        float32 ulps (BLAS-accumulated, not the official compacted pairwise sum).
+        float32 ulps (a BLAS dot with the mask, not the official compacted pairwise sum).
         counts: (2, 5, N) int64, numbers of negative and of positive values.
     """
     nb = blocks.shape[0]
@@ -407,7 +429,7 @@ def _fit_sums(blocks: F32Array, bs: int) -> tuple[F32Array, F32Array, F64Array, 
             neg = x < 0
             counts[0, fit, lo:hi] = _row_counts(neg)
             counts[1, fit, lo:hi] = _row_counts(x > 0)
-            sum_neg_sq[fit, lo:hi] = np.einsum("ij,ij->i", sq, neg.astype(_F32))
+            sum_neg_sq[fit, lo:hi] = np.vecdot(sq, neg.astype(_F32))
     return sum_sq, sum_abs, sum_neg_sq, counts
 
 
