@@ -46,8 +46,18 @@ def fetch_sdist(cache: Path = CACHE_DIR) -> Path:
     sdist = cache / SDIST_NAME
     if not sdist.exists():
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-             f"basicsr=={BASICSR_VERSION}", "-d", str(cache)],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                f"basicsr=={BASICSR_VERSION}",
+                "-d",
+                str(cache),
+            ],
             check=True,
         )
     root = cache / f"basicsr-{BASICSR_VERSION}"
