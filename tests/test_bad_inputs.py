@@ -54,15 +54,16 @@ GOOD_JPEG = _encoded(Image.fromarray(PHOTO), "JPEG", quality=90)
 
 
 def _bomb_png() -> bytes:
-    """A tiny file whose header claims 20000 x 20000 pixels (400 M)."""
-    return _encoded(Image.new("1", (20000, 20000)), "PNG")
+    """A tiny file whose header claims 10000 x 10000 pixels (100 M): over our 40 M
+    limit, under PIL's own hard limit, so our header check is what refuses it."""
+    return _encoded(Image.new("1", (10000, 10000)), "PNG")
 
 
 # name -> (how to make it, expected: "ok", "ok+niqe_error" or a message in the error row)
 CASES: dict[str, tuple[Callable[[Path], None], str]] = {
     "zero_byte.png": (lambda p: p.write_bytes(b""), "not a recognised image format"),
     "truncated.png": (lambda p: p.write_bytes(GOOD_PNG[: len(GOOD_PNG) // 2]), "cannot decode"),
-    "truncated.jpg": (lambda p: p.write_bytes(GOOD_JPEG[: len(GOOD_JPEG) // 2]), "cannot decode"),
+    "truncated_jpeg.jpg": (lambda p: p.write_bytes(GOOD_JPEG[: len(GOOD_JPEG) // 2]), "cannot decode"),
     "text.png": (lambda p: p.write_text("just some text\n"), "not a recognised image format"),
     "folder.png": (lambda p: p.mkdir(), "is a folder"),
     "broken_link.png": (lambda p: p.symlink_to(p.parent / "missing.png"), "file not found"),
