@@ -28,8 +28,9 @@ from batchsr.config import EDGES, WORKER_STAGES, Config, load_config
 from batchsr.errors import BatchSRError, ConfigError
 from batchsr.logging import configure_logging
 from batchsr.manifest import file_sha256
+from batchsr.metrics.folder import score_folder
 from batchsr.pipeline.decode import list_inputs
-from batchsr.pipeline.report import Progress, RunSummary
+from batchsr.pipeline.report import Progress, RunSummary, write_report
 from batchsr.pipeline.run import run_pipeline
 from batchsr.resolve import resolve_model
 from batchsr.resume import RunState, plan_resume
@@ -519,6 +520,43 @@ def _exit_if_engine_calls_hang(code: int) -> None:
         os._exit(code)
 
 
+def cmd_score(argv: Sequence[str]) -> int:
+    """``run.py score DIR``: NIQE of already-upscaled images, as the contest scored them."""
+    p = argparse.ArgumentParser(
+        prog="run.py score",
+        description="Score a folder of SR images with the contest's NIQE (BasicSR 1.4.2).",
+    )
+    p.add_argument("folder", type=Path, help="folder of upscaled images")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes")
+    p.add_argument("--output", "-o", type=Path, help="report JSON (default DIR/niqe.json)")
+    args = p.parse_args(argv)
+    jobs = list_inputs(args.folder)
+    rows = score_folder([j.path for j in jobs], workers=args.workers)
+    scored = [r.niqe for r in rows if r.niqe is not None]
+    avg = sum(scored) / len(scored) if scored else None
+    width = max(len(j.name) for j in jobs)
+    for job, row in zip(jobs, rows, strict=True):
+        value = f"{row.niqe:.4f}" if row.niqe is not None else f"error: {row.error}"
+        print(f"{job.name:<{width}}  {value}")
+    left_out = len(rows) - len(scored)
+    print(
+        f"niqe_avg {'n/a' if avg is None else f'{avg:.4f}'} over {len(scored)} images"
+        + (f" ({left_out} left out: see the errors above)" if left_out else "")
+    )
+    report = {
+        "niqe_avg": None if avg is None else f"{avg:.4f}",
+        "images": [
+            {"img_name": job.name, "niqe": None if r.niqe is None else f"{r.niqe:.4f}"}
+            | ({"error": r.error} if r.error else {})
+            for job, r in zip(jobs, rows, strict=True)
+        ],
+    }
+    out = args.output or args.folder / "niqe.json"
+    write_report(out, report)
+    print(f"report {out}")
+    return 0
+
+
 def cmd_selfcheck(argv: Sequence[str]) -> int:
     """Compare a bmodel on a TPU with its ONNX reference; exit 0 on pass, 1 on fail."""
     from batchsr.engines import open_engine
@@ -584,6 +622,7 @@ SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "analyze": cmd_analyze,
     "tune": cmd_tune,
     "selfcheck": cmd_selfcheck,
+    "score": cmd_score,
 }
 
 

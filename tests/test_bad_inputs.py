@@ -63,7 +63,10 @@ def _bomb_png() -> bytes:
 CASES: dict[str, tuple[Callable[[Path], None], str]] = {
     "zero_byte.png": (lambda p: p.write_bytes(b""), "not a recognised image format"),
     "truncated.png": (lambda p: p.write_bytes(GOOD_PNG[: len(GOOD_PNG) // 2]), "cannot decode"),
-    "truncated_jpeg.jpg": (lambda p: p.write_bytes(GOOD_JPEG[: len(GOOD_JPEG) // 2]), "cannot decode"),
+    "truncated_jpeg.jpg": (
+        lambda p: p.write_bytes(GOOD_JPEG[: len(GOOD_JPEG) // 2]),
+        "cannot decode",
+    ),
     "text.png": (lambda p: p.write_text("just some text\n"), "not a recognised image format"),
     "folder.png": (lambda p: p.mkdir(), "is a folder"),
     "broken_link.png": (lambda p: p.symlink_to(p.parent / "missing.png"), "file not found"),

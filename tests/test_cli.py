@@ -102,3 +102,24 @@ def test_bad_invocations_exit_2_with_one_line_and_write_nothing(
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
     assert message in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_score_subcommand_scores_a_folder_and_writes_a_report(tmp_path: Path) -> None:
+    folder = tmp_path / "sr"
+    folder.mkdir()
+    write_png(folder / "a.png", photo_like(200, 230, seed=1))
+    write_png(folder / "tiny.png", photo_like(20, 20, seed=2))
+    (folder / "broken.png").write_text("nope")
+    proc = run_cli("score", str(folder), "--workers", "2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((folder / "niqe.json").read_text())
+    rows = {r["img_name"]: r for r in report["images"]}
+    assert float(rows["a"]["niqe"]) > 0 and report["niqe_avg"] == rows["a"]["niqe"]
+    assert (
+        (rows["tiny"]["niqe"] is None and "96x96" in rows["tiny"]["error"]) or rows["tiny"]["error"]
+    )
+    assert (
+        rows["broken"]["niqe"] is None
+        and "not a recognised image format" in rows["broken"]["error"]
+    )
+    assert "niqe_avg" in proc.stdout and "2 left out" in proc.stdout

@@ -321,6 +321,6 @@ def test_score_folder_keeps_input_order_and_turns_failures_into_rows(tmp_path: P
         else:
             assert row.niqe is None and row.error
     assert "smaller than one 96x96" in (rows[1].error or "")
-    assert "cannot decode broken.png" in (rows[3].error or "")
+    assert "broken.png: not a recognised image format" in (rows[3].error or "")
     assert score_folder(paths, workers=1) == rows
     assert isinstance(rows[0], FolderScore)

@@ -15,15 +15,13 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, UnidentifiedImageError
 
+from batchsr.config import OutputConfig
 from batchsr.errors import DecodeError, NIQEError
 from batchsr.metrics.niqe import niqe
+from batchsr.pipeline.decode import decode_image
 
 __all__ = ["FolderScore", "decode_rgb8", "score_file", "score_folder"]
-
-# Pillow modes holding 16-bit (or wider integer) grey samples.
-_GREY16_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 
 
 @dataclass(frozen=True)
@@ -42,24 +40,14 @@ class FolderScore:
 
 
 def decode_rgb8(path: Path) -> NDArray[np.uint8]:
-    """Decode an image file to (H, W, 3) uint8 RGB the way the pipeline does.
-
-    Grey is replicated to three channels and alpha dropped (``Image.convert("RGB")``);
-    16-bit grey ('I;16*', 'I') is scaled to 8 bits with rounding, ``round(v * 255 /
-    65535)``. Pillow itself reduces 16-bit RGB(A) PNGs to 8 bits when it opens them.
+    """Decode an image file to (H, W, 3) uint8 RGB exactly as the pipeline's decode stage
+    does (grey replicated, alpha dropped, 16-bit scaled by bit depth).
 
     Raises:
         DecodeError: the file cannot be read as an image.
     """
-    try:
-        with Image.open(path) as im:
-            if im.mode in _GREY16_MODES:
-                v = np.clip(np.asarray(im, dtype=np.int64), 0, 65535)
-                grey = ((v * 255 + 32767) // 65535).astype(np.uint8)
-                return np.repeat(grey[..., None], 3, axis=-1)
-            return np.asarray(im.convert("RGB"))
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise DecodeError(f"cannot decode {path.name}: {exc}") from exc
+    rgb, _mode = decode_image(path, max_pixels=OutputConfig().max_pixels)
+    return rgb
 
 
 def score_file(path: Path) -> FolderScore:
