@@ -266,3 +266,22 @@ def test_size_multiple_is_enforced() -> None:
     check_shape((1, 3, 64, 64), info)
     with pytest.raises(ConfigError, match="multiples of 2"):
         check_shape((1, 3, 64, 63), info)
+
+
+def test_cli_without_tools_then_register(small_model: Path, tmp_path: Path, no_tools: None) -> None:
+    """The CLI exits 0 with the script written; --register adds the built bmodel."""
+    from compile.__main__ import main
+
+    out = tmp_path / "cli"
+    argv = [str(small_model), "--shape", "1x3x24x24", "--quantize", "BF16", "--out", str(out)]
+    assert main(argv) == 0
+    assert (out / "build_bmodel.sh").is_file() and (out / "compile.log").is_file()
+    assert (
+        main(["--register", "--shape", "1x3x24x24", "--quantize", "BF16", "--out", str(out)]) == 2
+    )
+    (out / "cli_bm1684x_bf16.bmodel").write_bytes(b"fake bmodel")
+    assert (
+        main(["--register", "--shape", "1x3x24x24", "--quantize", "BF16", "--out", str(out)]) == 0
+    )
+    bmodel = load_manifest(out).artifact("bmodel")
+    assert bmodel is not None and bmodel.size_bytes == 11 and bmodel.shapes == (SHAPE,)
