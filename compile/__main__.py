@@ -39,15 +39,18 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    sink = configure_logging(args.log or args.out / "compile.log")
+    if args.model is None and not args.register:
+        _parser().error("MODEL is required (unless --register)")
+    fresh = not args.out.exists()
+    log_path = args.log or args.out / "compile.log"
+    sink = configure_logging(log_path)
     try:
         shapes = [parse_shape(s) for s in args.shape]
         if args.register:
             register_bmodel(args.out, quantize=args.quantize, shapes=shapes)
+            sink.close()
             print(f"registered the bmodel in {args.out / 'manifest.json'}")
             return 0
-        if args.model is None:
-            raise SystemExit("python -m compile: MODEL is required")
         result = compile_model(
             args.model,
             args.out,
@@ -60,9 +63,16 @@ def main(argv: list[str] | None = None) -> int:
         )
     except BatchSRError as err:
         print(f"error: {err}", file=sys.stderr)
+        sink.close()
+        if fresh and args.log is None:
+            # Bad input is refused before anything is built: leave no folder behind
+            # that holds only the log we opened.
+            log_path.unlink(missing_ok=True)
+            if not any(args.out.iterdir()):
+                args.out.rmdir()
         return 2
     finally:
-        sink.close()
+        sink.close()  # idempotent
     if result.script is not None:
         print(
             f"tpu-mlir not on PATH: ONNX and manifest done; run {result.script} "

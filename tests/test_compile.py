@@ -273,6 +273,9 @@ def test_cli_without_tools_then_register(small_model: Path, tmp_path: Path, no_t
     from compile.__main__ import main
 
     out = tmp_path / "cli"
+    bad = [str(small_model), "--shape", "1x1x24x24", "--quantize", "F16", "--out", str(out)]
+    assert main(bad) == 2
+    assert not out.exists()
     argv = [str(small_model), "--shape", "1x3x24x24", "--quantize", "BF16", "--out", str(out)]
     assert main(argv) == 0
     assert (out / "build_bmodel.sh").is_file() and (out / "compile.log").is_file()
