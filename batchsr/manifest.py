@@ -12,17 +12,22 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from batchsr.errors import ModelError
+
+if TYPE_CHECKING:
+    from batchsr.models.info import ModelInfo
 
 __all__ = [
     "MANIFEST_NAME",
     "Artifact",
     "ArtifactFormat",
     "Manifest",
+    "file_artifact",
     "file_sha256",
     "load_manifest",
+    "manifest_for",
     "write_manifest",
 ]
 
@@ -144,6 +149,57 @@ def _shape(raw: list[int | None]) -> Shape:
         raise ValueError(f"shape {raw} is not NCHW")
     n, c, h, w = (None if v is None else int(v) for v in raw)
     return (n, c, h, w)
+
+
+def manifest_for(
+    name: str,
+    info: ModelInfo,
+    artifacts: tuple[Artifact, ...],
+    *,
+    postprocess: str | None = None,
+    tools: dict[str, str] | None = None,
+    notes: str = "",
+) -> Manifest:
+    """The one place a :class:`Manifest` is built from a model's :class:`ModelInfo`.
+
+    Args:
+        name: the model (folder) name.
+        info: the facts of the network the artifacts were built from (with any
+            embedded postprocess already applied, so its margin is the final one).
+        artifacts: the built files.
+        postprocess: name of an embedded sharpening filter, if any.
+        tools: tool name -> version.
+        notes: free text.
+    """
+    return Manifest(
+        name=name,
+        architecture=info.architecture,
+        scale=info.scale,
+        in_channels=info.in_channels,
+        out_channels=info.out_channels,
+        artifacts=artifacts,
+        input_range=info.input_range,
+        color=info.color,
+        margin=info.margin,
+        size_multiple=info.size_multiple,
+        postprocess=postprocess,
+        tools=tuple(sorted((tools or {}).items())),
+        notes=notes,
+    )
+
+
+def file_artifact(
+    path: Path, fmt: ArtifactFormat, shapes: tuple[Shape, ...], *, quantize: str = "F32"
+) -> Artifact:
+    """An :class:`Artifact` for a file of the model folder, with its size and sha256."""
+    return Artifact(
+        path=path.name,
+        format=fmt,
+        shapes=shapes,
+        size_bytes=path.stat().st_size,
+        sha256=file_sha256(path),
+        quantize=quantize,
+    )
 
 
 def file_sha256(path: Path) -> str:

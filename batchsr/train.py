@@ -483,7 +483,7 @@ def build_model_folder(result: TrainResult, cfg: TrainConfig, out: Path) -> Path
     import onnxscript
     from safetensors.torch import save_file
 
-    from batchsr.manifest import Artifact, Manifest, file_sha256, write_manifest
+    from batchsr.manifest import file_artifact, manifest_for, write_manifest
     from batchsr.models.postprocess import with_filter
     from compile.onnx import check_onnx, export_onnx
 
@@ -514,39 +514,19 @@ def build_model_folder(result: TrainResult, cfg: TrainConfig, out: Path) -> Path
     files = [(onnx_path, "onnx")]
     if cfg.postprocess is None:
         files.append((weights, "safetensors"))
-    artifacts = tuple(
-        Artifact(
-            path=p.name,
-            format=fmt,
-            shapes=(dynamic,),
-            size_bytes=p.stat().st_size,
-            sha256=file_sha256(p),
-        )
-        for p, fmt in files
-    )
+    artifacts = tuple(file_artifact(p, fmt, (dynamic,)) for p, fmt in files)
     (out / "train.toml").write_text(cfg.source, encoding="utf-8")
-    manifest = Manifest(
-        name=cfg.name,
-        architecture=info.architecture,
-        scale=info.scale,
-        in_channels=info.in_channels,
-        out_channels=info.out_channels,
-        artifacts=artifacts,
-        input_range=info.input_range,
-        color=info.color,
-        margin=info.margin,
-        size_multiple=info.size_multiple,
+    manifest = manifest_for(
+        cfg.name,
+        info,
+        artifacts,
         postprocess=cfg.postprocess,
-        tools=tuple(
-            sorted(
-                {
-                    "torch": torch.__version__,
-                    "onnx": onnx.__version__,
-                    "onnxruntime": onnxruntime.__version__,
-                    "onnxscript": onnxscript.__version__,
-                }.items()
-            )
-        ),
+        tools={
+            "torch": torch.__version__,
+            "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "onnxscript": onnxscript.__version__,
+        },
         notes=(
             f"Trained by batchsr.train (config train.toml, sha256 {cfg.sha256[:12]}) on "
             "openly licensed photos from scikit-image's skimage/data; see TRAINING.md."

@@ -54,6 +54,9 @@ def fetch_sdist(cache: Path = CACHE_DIR) -> Path:
                 "--no-deps",
                 "--no-binary",
                 ":all:",
+                # pip prepares the sdist's metadata, and basicsr's setup imports torch:
+                # an isolated build env would try (and fail) to fetch torch again.
+                "--no-build-isolation",
                 f"basicsr=={BASICSR_VERSION}",
                 "-d",
                 str(cache),

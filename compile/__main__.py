@@ -1,0 +1,87 @@
+"""``python -m compile MODEL --shape 1x3x128x128 --quantize F16 --out models/NAME/``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from batchsr.errors import BatchSRError
+from batchsr.filters import FILTER_NAMES
+from batchsr.logging import configure_logging
+from compile.build import compile_model, parse_shape, register_bmodel
+from compile.plan import QUANTIZE
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m compile",
+        description="Export a zoo model or checkpoint to ONNX and BM1684X bmodels (tpu-mlir).",
+    )
+    p.add_argument(
+        "model", nargs="?", help="zoo name (models/NAME or architecture id) or checkpoint"
+    )
+    p.add_argument("--shape", action="append", required=True, help="NxCxHxW, repeatable")
+    p.add_argument("--quantize", choices=QUANTIZE, default="F16")
+    p.add_argument("--calibration", type=Path, help="image folder for INT8 calibration")
+    p.add_argument("--filter", choices=FILTER_NAMES, help="embed a PIL sharpening filter")
+    p.add_argument("--out", type=Path, required=True, help="model folder, e.g. models/NAME/")
+    p.add_argument("--name", help="model/net name (default: the --out folder's name)")
+    p.add_argument("--log", type=Path, help="JSON-lines log (default: OUT/compile.log)")
+    p.add_argument("--input-num", type=int, default=100, help="calibration samples per shape")
+    p.add_argument(
+        "--register",
+        action="store_true",
+        help="only add the bmodel that build_bmodel.sh built to the folder's manifest",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.model is None and not args.register:
+        _parser().error("MODEL is required (unless --register)")
+    fresh = not args.out.exists()
+    log_path = args.log or args.out / "compile.log"
+    sink = configure_logging(log_path)
+    try:
+        shapes = [parse_shape(s) for s in args.shape]
+        if args.register:
+            register_bmodel(args.out, quantize=args.quantize, shapes=shapes)
+            sink.close()
+            print(f"registered the bmodel in {args.out / 'manifest.json'}")
+            return 0
+        result = compile_model(
+            args.model,
+            args.out,
+            shapes=shapes,
+            quantize=args.quantize,
+            calibration=args.calibration,
+            filter_name=args.filter,
+            name=args.name,
+            input_num=args.input_num,
+        )
+    except BatchSRError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sink.close()
+        if fresh and args.log is None:
+            # Bad input is refused before anything is built: leave no folder behind
+            # that holds only the log we opened.
+            log_path.unlink(missing_ok=True)
+            if not any(args.out.iterdir()):
+                args.out.rmdir()
+        return 2
+    finally:
+        sink.close()  # idempotent
+    if result.script is not None:
+        print(
+            f"tpu-mlir not on PATH: ONNX and manifest done; run {result.script} "
+            "in a tpu-mlir environment to build the bmodel"
+        )
+    else:
+        print(f"built {result.bmodel}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

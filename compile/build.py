@@ -1,0 +1,311 @@
+"""From a zoo model or checkpoint to a model folder: ONNX, bmodel (or its script), manifest.
+
+``compile_model`` validates everything first (model, shapes, quantize, calibration
+images, filter), then exports and checks the ONNX, writes the test and calibration
+npz files, and either runs tpu-mlir (tools on PATH) or writes ``build_bmodel.sh``.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import structlog
+
+from batchsr.errors import ConfigError, ModelError
+from batchsr.manifest import (
+    Artifact,
+    Manifest,
+    file_artifact,
+    load_manifest,
+    manifest_for,
+    write_manifest,
+)
+from batchsr.models import SRModel, get_arch, load_checkpoint
+from batchsr.models.info import ModelInfo
+from compile.calibration import (
+    calibration_images,
+    iter_tiles,
+    synthetic_input,
+    write_calibration,
+    write_reference,
+)
+from compile.onnx import check_onnx, export_onnx
+from compile.plan import QUANTIZE, WORK_DIR, CompilePlan, bmodel_name, make_plan, shape_tag
+from compile.tpu_mlir import find_tools, run_plan, tpu_mlir_version, write_script
+
+__all__ = [
+    "CompileResult",
+    "check_shape",
+    "compile_model",
+    "load_model",
+    "parse_shape",
+    "python_tools",
+    "register_bmodel",
+]
+
+NCHW = tuple[int, int, int, int]
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CompileResult:
+    """What ``compile_model`` produced.
+
+    Attributes:
+        folder: the model folder.
+        manifest: its manifest.
+        plan: the tpu-mlir plan.
+        bmodel: the built bmodel, or None when only the script was written.
+        script: ``build_bmodel.sh`` when tpu-mlir was not on PATH, else None.
+    """
+
+    folder: Path
+    manifest: Manifest
+    plan: CompilePlan
+    bmodel: Path | None
+    script: Path | None
+
+
+def parse_shape(text: str) -> NCHW:
+    """``"1x3x128x128"`` -> ``(1, 3, 128, 128)``.
+
+    Raises:
+        ConfigError: not four positive integers joined by ``x``.
+    """
+    parts = text.lower().split("x")
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 4 or min(values) <= 0:
+        raise ConfigError(f"shape {text!r} is not NxCxHxW with positive integers")
+    n, c, h, w = values
+    return (n, c, h, w)
+
+
+def load_model(spec: str, *, models_dir: Path = MODELS_DIR) -> SRModel:
+    """Load MODEL: a checkpoint path, a model folder name/path, or a zoo architecture id.
+
+    A model folder is loaded from its safetensors artifact; an architecture id builds
+    the network with its default hyperparameters and seeded random weights (for
+    smoke builds and tests).
+
+    Raises:
+        ModelError: none of these matches ``spec``.
+    """
+    path = Path(spec)
+    if path.is_file():
+        return load_checkpoint(path)
+    folder = path if path.is_dir() else models_dir / spec
+    if (folder / "manifest.json").is_file():
+        weights = load_manifest(folder).artifact("safetensors")
+        if weights is None:
+            raise ModelError(f"model folder {folder} has no safetensors artifact to compile from")
+        return load_checkpoint(folder / weights.path)
+    try:
+        arch = get_arch(spec)
+    except ModelError as err:
+        raise ModelError(
+            f"unknown model {spec!r}: not a checkpoint file, not a model folder under "
+            f"{models_dir}, and not a zoo architecture ({err})"
+        ) from err
+    import torch
+
+    torch.manual_seed(0)
+    return arch.create()
+
+
+def check_shape(shape: NCHW, info: ModelInfo) -> None:
+    """Raise ConfigError when the model cannot take ``shape``."""
+    _n, c, h, w = shape
+    if c != info.in_channels:
+        raise ConfigError(
+            f"shape {shape_tag(shape)} has {c} channels; {info.architecture} takes "
+            f"{info.in_channels}"
+        )
+    m = info.size_multiple
+    if h % m or w % m:
+        raise ConfigError(
+            f"shape {shape_tag(shape)}: height and width must be multiples of {m} for "
+            f"{info.architecture}"
+        )
+    if min(h, w) <= 2 * info.margin:
+        raise ConfigError(
+            f"shape {shape_tag(shape)}: tiles must be larger than twice the model's margin "
+            f"({info.margin}) to leave a core"
+        )
+
+
+def python_tools() -> dict[str, str]:
+    """Versions of the Python-side tools that export and check the ONNX."""
+    import onnx
+    import onnxruntime
+    import torch
+
+    return {
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+
+
+def compile_model(
+    spec: str,
+    out: Path,
+    *,
+    shapes: Sequence[NCHW],
+    quantize: str,
+    calibration: Path | None = None,
+    filter_name: str | None = None,
+    name: str | None = None,
+    input_num: int = 100,
+    models_dir: Path = MODELS_DIR,
+    use_tools: bool = True,
+) -> CompileResult:
+    """Build the model folder ``out`` for ``spec``.
+
+    Args:
+        spec: zoo name (model folder or architecture id) or checkpoint path.
+        out: the model folder to write.
+        shapes: static NCHW tile shapes, one bmodel stage each.
+        quantize: F32, F16, BF16 or INT8.
+        calibration: folder of images for INT8 calibration (required for INT8).
+        filter_name: a PIL filter to embed after the network (``batchsr.filters``).
+        name: model and net name; defaults to ``out``'s folder name.
+        input_num: calibration samples per shape.
+        models_dir: where zoo model folders live.
+        use_tools: run tpu-mlir if it is on PATH; False always writes the script.
+
+    Raises:
+        ConfigError: bad shapes, quantize, calibration or filter (before any file is
+            written).
+        ModelError: ``spec`` cannot be resolved or loaded.
+        CompileError: export, check or a tpu-mlir step fails.
+    """
+    # --- validate everything before writing anything (issue item 5) ---
+    if quantize not in QUANTIZE:
+        raise ConfigError(f"unknown quantize {quantize!r}; choose one of {', '.join(QUANTIZE)}")
+    if quantize == "INT8" and calibration is None:
+        raise ConfigError("INT8 needs --calibration DIR (images to calibrate on)")
+    images = calibration_images(calibration) if calibration is not None else []
+    if input_num <= 0:
+        raise ConfigError(f"--input-num must be positive, got {input_num}")
+    model = load_model(spec, models_dir=models_dir)
+    if filter_name is not None:
+        from batchsr.models.postprocess import with_filter
+
+        model = with_filter(model, filter_name)  # ConfigError for an unknown name
+    info = model.info
+    for shape in shapes:
+        check_shape(shape, info)
+    name = name or out.resolve().name
+    onnx_name = f"{name}.onnx"
+    plan = make_plan(
+        model_name=name,
+        onnx=f"../{onnx_name}",
+        shapes=shapes,
+        quantize=quantize,
+        input_num=input_num,
+    )
+    if images:
+        for shape in shapes:
+            if next(iter_tiles(images[:1], shape, pad=info.margin, scale=info.scale), None) is None:
+                raise ConfigError(f"calibration images give no tile of {shape_tag(shape)}")
+    log.info(
+        "compile.start",
+        model=spec,
+        out=str(out),
+        shapes=[shape_tag(s) for s in shapes],
+        quantize=quantize,
+        filter=filter_name,
+    )
+
+    # --- ONNX: dynamic N/H/W, checked against torch on every requested shape ---
+    out.mkdir(parents=True, exist_ok=True)
+    m = info.size_multiple
+    # Unequal H, W and N so that torch.export keeps every axis dynamic (compile.onnx).
+    example = (2, info.in_channels, 16 * m + 2 * info.margin, 24 * m + 2 * info.margin)
+    onnx_path = export_onnx(model.module, out / onnx_name, shape=example, dynamic=True)
+    diff = check_onnx(model.module, onnx_path, shapes=list(shapes), atol=1e-4)
+    log.info("compile.onnx", path=str(onnx_path), max_abs_diff=diff)
+
+    # --- test inputs, ONNX references and calibration npz in the work folder ---
+    work = out / WORK_DIR
+    for shape, inp, ref in zip(shapes, plan.test_inputs, plan.test_references, strict=True):
+        if images:
+            n = shape[0]
+            tiles = list(islice(iter_tiles(images, shape, pad=info.margin, scale=info.scale), n))
+            while len(tiles) < n:  # too few tiles: repeat (still real pixels)
+                tiles.append(tiles[len(tiles) % max(1, len(tiles))])
+            x = np.stack(tiles)
+        else:
+            x = synthetic_input(shape)
+        write_reference(onnx_path, x, work / inp, work / ref)
+    for shape, cali in zip(shapes, plan.calibration_dirs, strict=False):  # INT8 only
+        count = write_calibration(
+            images, work / cali, shape, pad=info.margin, scale=info.scale, limit=input_num
+        )
+        log.info("compile.calibration", shape=shape_tag(shape), samples=count)
+
+    tools = python_tools()
+    artifacts: list[Artifact] = [
+        file_artifact(onnx_path, "onnx", ((None, info.in_channels, None, None),))
+    ]
+    found = find_tools() if use_tools else None
+    bmodel: Path | None = None
+    script: Path | None = None
+    if found is not None:
+        tools["tpu-mlir"] = tpu_mlir_version(found)
+        bmodel = run_plan(plan, out, found)
+        artifacts.append(file_artifact(bmodel, "bmodel", tuple(plan.shapes), quantize=quantize))
+        notes = f"bmodel built by tpu-mlir for {quantize} at {', '.join(map(shape_tag, shapes))}."
+    else:
+        rerun = _register_command(out, name, quantize, shapes)
+        script = write_script(plan, out, rerun=rerun)
+        notes = (
+            f"bmodel pending: tpu-mlir was not on PATH; run {script.name} where it is "
+            f"(Python 3.10, requirements-tpu-mlir.txt), then `{rerun}`."
+        )
+        log.info("compile.script", path=str(script))
+    manifest = manifest_for(
+        name, info, tuple(artifacts), postprocess=filter_name, tools=tools, notes=notes
+    )
+    write_manifest(out, manifest)
+    return CompileResult(folder=out, manifest=manifest, plan=plan, bmodel=bmodel, script=script)
+
+
+def register_bmodel(out: Path, *, quantize: str, shapes: Sequence[NCHW]) -> Manifest:
+    """Add a bmodel built by ``build_bmodel.sh`` to the folder's manifest.
+
+    Raises:
+        ModelError: the folder has no manifest or no bmodel file.
+    """
+    manifest = load_manifest(out)
+    path = out / bmodel_name(manifest.name, quantize)
+    if not path.is_file():
+        raise ModelError(f"{path} does not exist; run {out / 'build_bmodel.sh'} first")
+    kept = tuple(a for a in manifest.artifacts if a.path != path.name)
+    art = file_artifact(path, "bmodel", tuple(shapes), quantize=quantize)
+    tools = {**dict(manifest.tools), "tpu-mlir": "unknown (built by build_bmodel.sh)"}
+    updated = replace(
+        manifest,
+        artifacts=(*kept, art),
+        tools=tuple(sorted(tools.items())),
+        notes=f"bmodel built by build_bmodel.sh for {quantize}.",
+    )
+    write_manifest(out, updated)
+    return updated
+
+
+def _register_command(out: Path, name: str, quantize: str, shapes: Sequence[NCHW]) -> str:
+    argv = ["python", "-m", "compile", "--register", "--quantize", quantize]
+    for s in shapes:
+        argv += ["--shape", shape_tag(s)]
+    return shlex.join([*argv, "--out", str(out)])

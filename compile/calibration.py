@@ -1,0 +1,142 @@
+"""Calibration and test inputs for tpu-mlir, cut exactly as the pipeline cuts tiles.
+
+tpu-mlir preprocesses *images* with the MLIR's mean/scale/pixel_format (default
+0-255 BGR), but passes npz tensors through unchanged (reference 1.2, 1.3). So we hand
+it npz files of what the engine really sees: float32 NCHW [0,1] RGB (or Y) tiles
+from ``batchsr.pipeline.tile``, never raw images (the seed's INT8 failure, ref. 1.6).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image, UnidentifiedImageError
+
+from batchsr.errors import CompileError, ConfigError
+from batchsr.pipeline.tile import TileGeometry, plan_image, prepare_image
+from compile.onnx import INPUT_NAME, OUTPUT_NAME
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "calibration_images",
+    "iter_tiles",
+    "synthetic_input",
+    "write_calibration",
+    "write_reference",
+]
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
+NCHW = tuple[int, int, int, int]
+
+
+def calibration_images(folder: Path) -> list[Path]:
+    """The image files in ``folder`` (recursively), sorted.
+
+    Raises:
+        ConfigError: the folder is missing or holds no images.
+    """
+    if not folder.is_dir():
+        raise ConfigError(f"calibration folder {folder} does not exist or is not a folder")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ConfigError(
+            f"calibration folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
+        )
+    return files
+
+
+def iter_tiles(
+    images: list[Path], shape: NCHW, *, pad: int, scale: int
+) -> Iterator[NDArray[np.float32]]:
+    """Yield CxHxW float32 [0,1] windows of the images, as the pipeline cuts them.
+
+    Uses the pipeline's ``crop`` tiling (its default) with the model's margin as pad,
+    so the calibration statistics match the inputs the engine gets at run time.
+    """
+    _, c, h, w = shape
+    geometry = TileGeometry(
+        tile_h=h,
+        tile_w=w,
+        pad=pad,
+        batch=shape[0],
+        static_batch=True,
+        scale=scale,
+        y_only=c == 1,
+    )
+    for i, path in enumerate(images):
+        try:
+            with Image.open(path) as im:
+                rgb = np.asarray(im.convert("RGB"))
+        except (OSError, UnidentifiedImageError) as err:
+            raise ConfigError(f"calibration image {path} cannot be decoded: {err}") from err
+        plan = plan_image(i, path.name, rgb.shape[0], rgb.shape[1], geometry, t_start_ns=0)
+        chw, _ = prepare_image(rgb, geometry)
+        for tile in plan.tiles:
+            yield np.ascontiguousarray(chw[:, tile.y : tile.y + tile.h, tile.x : tile.x + tile.w])
+
+
+def write_calibration(
+    images: list[Path], folder: Path, shape: NCHW, *, pad: int, scale: int, limit: int
+) -> int:
+    """Write up to ``limit`` npz samples of ``shape`` (key ``input``) into ``folder``.
+
+    Tiles are grouped N at a time into one NCHW sample; a last partial group is dropped.
+
+    Returns:
+        The number of samples written.
+
+    Raises:
+        ConfigError: the images give not a single sample.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    n = shape[0]
+    batch: list[NDArray[np.float32]] = []
+    count = 0
+    for tile in iter_tiles(images, shape, pad=pad, scale=scale):
+        batch.append(tile)
+        if len(batch) == n:
+            np.savez(folder / f"cali_{count:04d}.npz", **{INPUT_NAME: np.stack(batch)})
+            count += 1
+            batch = []
+            if count >= limit:
+                break
+    if count == 0:
+        raise ConfigError(f"calibration images give no sample of shape {shape}")
+    return count
+
+
+def synthetic_input(shape: NCHW, *, seed: int = 0) -> NDArray[np.float32]:
+    """A seeded NCHW float32 test input in [0,1]: smooth ramps plus mild noise.
+
+    Used for validation when no calibration images are given.
+    """
+    n, c, h, w = shape
+    rng = np.random.default_rng(seed)
+    yy, xx = np.meshgrid(np.linspace(0, 1, h), np.linspace(0, 1, w), indexing="ij")
+    base = np.stack([(yy * (k + 1) + xx * (c - k)) / (c + 1) for k in range(c)])
+    x = base[None] + rng.normal(0.0, 0.05, size=(n, c, h, w))
+    return np.clip(x, 0.0, 1.0).astype(np.float32)
+
+
+def write_reference(onnx_path: Path, x: NDArray[np.float32], inp: Path, ref: Path) -> None:
+    """Save ``x`` as ``inp`` and the ONNX model's output on it as ``ref``.
+
+    The npz keys are the ONNX tensor names (``input``, ``output``), which is how
+    tpu-mlir matches ``--test_input`` and ``--test_reference`` to the graph.
+
+    Raises:
+        CompileError: onnxruntime fails on ``x``.
+    """
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        (y,) = session.run([OUTPUT_NAME], {INPUT_NAME: x})
+    except Exception as err:  # onnxruntime's errors have no common base class
+        raise CompileError(f"{onnx_path}: onnxruntime failed on {x.shape}: {err}") from err
+    inp.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(inp, **{INPUT_NAME: x})
+    np.savez(ref, **{OUTPUT_NAME: np.asarray(y, dtype=np.float32)})

@@ -1,0 +1,240 @@
+"""A frozen plan of the tpu-mlir steps that turn an ONNX file into one BM1684X bmodel.
+
+Pure: builds command lines as tuples of strings and names the files each step
+produces; nothing here touches the disk or runs anything (see ``compile.tpu_mlir``).
+Every path in a step is relative to the plan's work folder (``tpu-mlir/`` inside the
+model folder), which is the working directory the commands run in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+from batchsr.errors import ConfigError
+
+__all__ = [
+    "CHIP",
+    "QUANTIZE",
+    "TOLERANCE",
+    "WORK_DIR",
+    "CompilePlan",
+    "Quantize",
+    "Step",
+    "bmodel_name",
+    "make_plan",
+    "shape_tag",
+]
+
+NCHW = tuple[int, int, int, int]
+Quantize = Literal["F32", "F16", "BF16", "INT8"]
+QUANTIZE: tuple[str, ...] = get_args(Quantize)
+# BM1684X only: F16/BF16 do not exist on BM1684 (reference 1.6).
+CHIP = "bm1684x"
+WORK_DIR = "tpu-mlir"
+# Passed explicitly because the default changed between releases (0.8,0.5 in the
+# stored repo, per-type in 1.30.2); these are 1.30.2's per-type defaults (ref. 1.4).
+TOLERANCE: dict[str, str] = {
+    "F32": "0.99,0.99",
+    "F16": "0.99,0.90",
+    "BF16": "0.99,0.90",
+    "INT8": "0.90,0.80",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One tpu-mlir command.
+
+    Attributes:
+        tool: the tool's name as run (``model_transform.py``, ``model_tool``, ...).
+        argv: the whole command line, ``argv[0] == tool``.
+        outputs: files it must leave behind, relative to the work folder.
+    """
+
+    tool: str
+    argv: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CompilePlan:
+    """The steps that build one (possibly combined) bmodel.
+
+    Attributes:
+        model_name: ``--model_name`` of every transform: the net name inside the
+            bmodel; the same for every shape so that ``model_tool --combine`` makes
+            one net with one stage per shape (reference 1.5).
+        onnx: the ONNX file, relative to the work folder.
+        quantize: F32, F16, BF16 or INT8.
+        shapes: the static NCHW shapes, one stage each.
+        steps: the commands, in order.
+        bmodel: the final bmodel, relative to the work folder.
+        test_inputs: per shape, the ``input`` npz the transform and deploy validate on.
+        test_references: per shape, the ONNX ``output`` npz deploy compares against.
+        calibration_dirs: per shape, the npz folder run_calibration reads (INT8 only).
+    """
+
+    model_name: str
+    onnx: str
+    quantize: str
+    shapes: tuple[NCHW, ...]
+    steps: tuple[Step, ...]
+    bmodel: str
+    test_inputs: tuple[str, ...]
+    test_references: tuple[str, ...]
+    calibration_dirs: tuple[str, ...]
+
+
+def shape_tag(shape: NCHW) -> str:
+    """``1x3x128x128`` for ``(1, 3, 128, 128)``."""
+    return "x".join(str(v) for v in shape)
+
+
+def bmodel_name(model_name: str, quantize: str) -> str:
+    """File name of the final bmodel in the model folder."""
+    return f"{model_name}_{CHIP}_{quantize.lower()}.bmodel"
+
+
+def make_plan(
+    *,
+    model_name: str,
+    onnx: str,
+    shapes: Sequence[NCHW],
+    quantize: str,
+    input_num: int = 100,
+) -> CompilePlan:
+    """Plan transform -> (calibration) -> deploy per shape, then combine.
+
+    Args:
+        model_name: the net name (see :class:`CompilePlan`).
+        onnx: the ONNX file name relative to the work folder (``../NAME.onnx``).
+        shapes: static NCHW shapes, at least one, no duplicates.
+        quantize: one of :data:`QUANTIZE`.
+        input_num: calibration samples per shape (INT8).
+
+    Raises:
+        ConfigError: no shapes, duplicate shapes or an unknown quantize type.
+    """
+    if quantize not in QUANTIZE:
+        raise ConfigError(f"unknown quantize {quantize!r}; choose one of {', '.join(QUANTIZE)}")
+    if not shapes:
+        raise ConfigError("give at least one --shape")
+    if len(set(shapes)) != len(shapes):
+        raise ConfigError(f"duplicate shapes in {[shape_tag(s) for s in shapes]}")
+    final = f"../{bmodel_name(model_name, quantize)}"
+    q = quantize.lower()
+    steps: list[Step] = []
+    parts: list[str] = []
+    ins, refs, calis = [], [], []
+    for shape in shapes:
+        tag = shape_tag(shape)
+        stem = f"{model_name}_{tag}"
+        mlir = f"{stem}.mlir"
+        test_in = f"{stem}_in.npz"
+        test_ref = f"{stem}_ref.npz"
+        ins.append(test_in)
+        refs.append(test_ref)
+        steps.append(
+            Step(
+                tool="model_transform.py",
+                argv=(
+                    "model_transform.py",
+                    "--model_name",
+                    model_name,
+                    "--model_def",
+                    onnx,
+                    "--input_shapes",
+                    "[[" + ",".join(str(v) for v in shape) + "]]",
+                    # Identity preprocessing in RGB: the inputs are npz tensors already
+                    # in [0,1] RGB, which tpu-mlir passes through unchanged; the flags
+                    # only keep the MLIR's recorded preprocessing honest (ref. 1.2, 4.4).
+                    "--mean",
+                    "0,0,0",
+                    "--scale",
+                    "1,1,1",
+                    "--pixel_format",
+                    "rgb",
+                    "--test_input",
+                    test_in,
+                    "--test_result",
+                    f"{stem}_top_outputs.npz",
+                    "--mlir",
+                    mlir,
+                ),
+                outputs=(mlir, f"{stem}_top_outputs.npz"),
+            )
+        )
+        deploy_extra: tuple[str, ...] = ()
+        if quantize == "INT8":
+            cali_dir = f"cali_{tag}"
+            table = f"{stem}_cali_table"
+            calis.append(cali_dir)
+            steps.append(
+                Step(
+                    tool="run_calibration.py",
+                    argv=(
+                        "run_calibration.py",
+                        mlir,
+                        "--dataset",
+                        cali_dir,
+                        "--input_num",
+                        str(input_num),
+                        "-o",
+                        table,
+                    ),
+                    outputs=(table,),
+                )
+            )
+            # Symmetric: the docs prefer it when accurate enough (it is faster), and
+            # deploy's --test_reference check against ONNX tells us when it is not;
+            # --asymmetric is the fallback (reference 1.4).
+            deploy_extra = ("--calibration_table", table)
+        out = final if len(shapes) == 1 else f"{stem}_{CHIP}_{q}.bmodel"
+        parts.append(out)
+        steps.append(
+            Step(
+                tool="model_deploy.py",
+                argv=(
+                    "model_deploy.py",
+                    "--mlir",
+                    mlir,
+                    "--quantize",
+                    quantize,
+                    *deploy_extra,
+                    # --chip, not --processor: accepted by every release (ref. 1.4).
+                    "--chip",
+                    CHIP,
+                    "--test_input",
+                    test_in,
+                    "--test_reference",
+                    test_ref,
+                    "--tolerance",
+                    TOLERANCE[quantize],
+                    "--model",
+                    out,
+                ),
+                outputs=(out,),
+            )
+        )
+    if len(shapes) > 1:
+        # Same --model_name for every part: one net, one stage per shape (ref. 1.5).
+        steps.append(
+            Step(
+                tool="model_tool",
+                argv=("model_tool", "--combine", *parts, "-o", final),
+                outputs=(final,),
+            )
+        )
+    return CompilePlan(
+        model_name=model_name,
+        onnx=onnx,
+        quantize=quantize,
+        shapes=tuple(shapes),
+        steps=tuple(steps),
+        bmodel=final,
+        test_inputs=tuple(ins),
+        test_references=tuple(refs),
+        calibration_dirs=tuple(calis),
+    )
