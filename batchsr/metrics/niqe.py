@@ -22,10 +22,10 @@ block each rebuild the gamma tables: ~70% of its 1.7 s on a 2040x1632 image; the
 7x7 convolutions, the colour conversion and the torch resize), this one fits every block
 of a scale at once from whole-array sums with tables built once per process, refitting
 one by one only the ~1% of fits whose grid cell hinges on the last float32 bits; runs the
-7x7 Gaussian as two banded float64 matrix products (BLAS); looks Y up in a 16 MiB table of
-all 2**24 colours; and resizes with a few float32 operations per strip of rows. Large
-arrays are processed in cache-sized strips or chunks; besides the few refits, no Python
-loop runs over individual blocks.
+7x7 Gaussian as two banded float64 matrix products (BLAS); takes Y from a float32
+estimate, redoing the official arithmetic only near rounding ties; and resizes with a
+few float32 operations per strip of rows. Large arrays are processed in cache-sized
+strips or chunks; besides the few refits, no Python loop runs over individual blocks.
 """
 
 from __future__ import annotations
@@ -149,46 +149,45 @@ def _y_of_colours(red: NDArray[np.uint8], green_blue: NDArray[np.uint16]) -> F32
     return np.rint(y, out=y)
 
 
-@cache
-def _y_lut24() -> NDArray[np.uint8]:
-    """Official Y of every 24-bit colour, indexed by red + 256 * green + 65536 * blue.
+# Luma weights for the fast float32 estimate of Y (MATLAB's, over 255, RGB order).
+_Y_EST_WEIGHTS: Final = tuple(_F32(w / 255.0) for w in reversed(_Y_WEIGHTS_BGR))
 
-    16 MiB, built once per process (~0.1 s) from ``_y_of_colours``: one table lookup per
-    pixel then replaces three lookups and five float64 passes.
-    """
-    lut = np.empty(1 << 24, dtype=np.uint8)
-    red = np.tile(np.arange(256, dtype=np.uint8), 256 * 16)
-    low = np.arange(1 << 16, dtype=np.uint32)
-    for start in range(0, 1 << 16, 1 << 12):
-        # For keys start * 256 .. : green_blue = key >> 8 (green + 256 * blue).
-        green_blue = np.repeat(low[start : start + (1 << 12)], 256).astype(np.uint16)
-        lut[start << 8 : (start + (1 << 12)) << 8] = _y_of_colours(red, green_blue)
-    return lut
+# Pixels whose float32 estimate of Y lies this close to a half-integer are recomputed by
+# the definition. The estimate and the official float path are both within 1e-4 of the
+# exact value, so elsewhere both round the same way.
+_Y_TIE_MARGIN: Final = _F32(1e-3)
 
-
-# Image rows per strip of the Y lookup: the strip's keys stay in cache.
+# Image rows per strip of the Y computation: the strip's temporaries stay in cache.
 _Y_ROWS: Final = 64
 
 
 def _y_cropped(rgb: NDArray[np.uint8], h: int, w: int) -> F32Array:
-    """Official Y of the top-left h x w of a C-contiguous (H, W, 3) uint8 RGB image."""
-    lut = _y_lut24()
-    full_w = rgb.shape[1]
+    """Official Y of the top-left h x w of an (H, W, 3) uint8 RGB image.
+
+    A float32 estimate ``16 + (65.481 R + 128.553 G + 24.966 B) / 255`` rounded to the
+    nearest integer is the official value except near half-integers, where the official
+    float32 roundings decide; the ~0.2% of pixels within ``_Y_TIE_MARGIN`` of one are
+    recomputed with ``_y_of_colours``. Checked against the definition on all 2**24
+    colours (tests/test_niqe.py).
+    """
+    weights = np.array(_Y_EST_WEIGHTS, dtype=_F32)
     out = np.empty((h, w), dtype=_F32)
-    keys = np.empty((min(_Y_ROWS, h), w), dtype=np.intp)
-    for top in range(0, h - 1, _Y_ROWS):
-        n = min(_Y_ROWS, h - 1 - top)
-        # Each pixel's 3 bytes plus the next byte, read as one little-endian uint32, then
-        # masked to red + 256 * green + 65536 * blue. Every row but the image's last has
-        # a byte after its last pixel, so the reads stay inside the buffer.
-        words = np.ndarray(
-            (n, w), dtype="<u4", buffer=rgb, offset=3 * full_w * top, strides=(3 * full_w, 3)
-        )
-        np.bitwise_and(words, 0xFFFFFF, out=keys[:n])
-        out[top : top + n] = np.take(lut, keys[:n])
-    last = np.zeros((w, 4), dtype=np.uint8)
-    last[:, :3] = rgb[h - 1, :w]
-    out[h - 1] = np.take(lut, last.view("<u4")[:, 0])
+    rows = min(_Y_ROWS, h)
+    est = np.empty((rows, w), dtype=_F32)
+    for top in range(0, h, rows):
+        n = min(rows, h - top)
+        px = rgb[top : top + n, :w]
+        e, y = est[:n], out[top : top + n]
+        np.matmul(px.astype(_F32), weights, out=e)
+        e += _F32(16.0)
+        np.rint(e, out=y)
+        e -= y
+        np.abs(e, out=e)
+        near = np.flatnonzero(e.reshape(-1) > _F32(0.5) - _Y_TIE_MARGIN)
+        if near.size:
+            r, c = np.divmod(near, w)
+            p = px[r, c].astype(np.uint16)
+            y[r, c] = _y_of_colours(p[:, 0].astype(np.uint8), p[:, 1] + 256 * p[:, 2])
     return out
 
 
@@ -206,7 +205,7 @@ def y_channel(rgb: NDArray[np.uint8]) -> F32Array:
     """
     _check_rgb(rgb)
     h, w = rgb.shape[:2]
-    return _y_cropped(np.ascontiguousarray(rgb), h, w)
+    return _y_cropped(rgb, h, w)
 
 
 def _mscn_blocks(img: F32Array, bs: int) -> F32Array:
@@ -534,7 +533,7 @@ def block_features(rgb: NDArray[np.uint8]) -> F64Array:
     if nh == 0 or nw == 0:
         raise NIQEError(f"image {w}x{h} is smaller than one {BLOCK_SIZE}x{BLOCK_SIZE} NIQE block")
     # BasicSR crops to whole blocks after the colour conversion; per pixel, the same.
-    y = _y_cropped(np.ascontiguousarray(rgb), nh * BLOCK_SIZE, nw * BLOCK_SIZE)
+    y = _y_cropped(rgb, nh * BLOCK_SIZE, nw * BLOCK_SIZE)
     f1 = _scale_features(_mscn_blocks(y, BLOCK_SIZE), BLOCK_SIZE)
     # BasicSR: imresize(img / 255., scale=0.5, antialiasing=True) * 255., float32.
     y2 = _imresize_half(y / _F32(255.0))
