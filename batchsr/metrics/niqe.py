@@ -232,10 +232,13 @@ def _mscn_blocks(img: F32Array, bs: int) -> F32Array:
     t = _tables()
     h, w = img.shape
     nh, nw, tv, th = h // bs, w // bs, _TILE_V, _TILE_H
-    out = np.empty((nw, nh, bs, bs // th, th), dtype=_F32)
+    out = np.empty((nw, nh, bs, bs), dtype=_F32)
     pad = np.empty((2, bs + 6, w + 6), dtype=_F64)
     s0, s1, s2 = pad.strides
     rows = as_strided(pad, (2, bs // tv, tv + 6, w + 6), (s0, tv * s1, s1, s2), writeable=False)
+    filtered = np.empty((2, bs, w), dtype=_F64)
+    # The column tiles of the second product, written in place into image layout.
+    filtered_tiles = filtered.reshape(2, bs, w // th, th).transpose(0, 2, 1, 3)
     for bh in range(nh):
         top = bh * bs
         src = img[np.clip(np.arange(top - 3, top + bs + 3), 0, h - 1)]
@@ -246,17 +249,18 @@ def _mscn_blocks(img: F32Array, bs: int) -> F32Array:
         vert = np.matmul(t.band_v, rows).reshape(2, bs, w + 6)
         v0, v1, v2 = vert.strides
         cols = as_strided(vert, (2, w // th, bs, th + 6), (v0, th * v2, v1, v2), writeable=False)
-        # (2, W / 16, bs, 16): element [., j, y, x] is pixel (top + y, 16 j + x).
-        mu, mu_sq = np.matmul(cols, t.band_h_t).astype(_F32)
-        x = src[3 : bs + 3].reshape(bs, w // th, th).transpose(1, 0, 2)
+        np.matmul(cols, t.band_h_t, out=filtered_tiles)
+        mu, mu_sq = filtered.astype(_F32)  # (bs, W) each: rows top .. top + bs - 1
         var = np.subtract(mu_sq, np.square(mu), out=mu_sq)
         sigma = np.sqrt(np.abs(var, out=var), out=var)
         sigma += _F32(1.0)
-        num = np.subtract(x, mu, out=mu)
-        # Divide straight into the block layout: tile j is tile j % (bs / 16) of block
-        # column j // (bs / 16).
-        shape4 = (nw, bs // th, bs, th)
-        np.divide(num.reshape(shape4), sigma.reshape(shape4), out=out[:, bh].transpose(0, 2, 1, 3))
+        num = np.subtract(src[3 : bs + 3], mu, out=mu)
+        # Divide straight into the block layout (block column, row in block, column).
+        np.divide(
+            num.reshape(bs, nw, bs).transpose(1, 0, 2),
+            sigma.reshape(bs, nw, bs).transpose(1, 0, 2),
+            out=out[:, bh],
+        )
     return out.reshape(nw * nh, bs * bs)
 
 
