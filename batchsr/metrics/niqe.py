@@ -62,6 +62,10 @@ _Y_WEIGHTS_BGR: Final = (24.966, 128.553, 65.481)
 # float32 weights torch computes are exact.
 _HALF_TAPS: Final = tuple(_F32(k / 256.0) for k in (-3, -9, 29, 111, 111, 29, -9, -3))
 
+# Image rows per strip of the MSCN computation (a divisor of both block sizes): the
+# float64 temporaries of a strip (~2.5 MB) stay in cache.
+_MSCN_ROWS: Final = 24
+
 # Row tile heights and column tile widths of the banded Gaussian products: multiples of 8
 # and 16 divide both block sizes (96 and 48), so tiles never straddle the image edge.
 _TILE_V: Final = 8
@@ -158,7 +162,7 @@ _Y_EST_WEIGHTS: Final = tuple(_F32(w / 255.0) for w in reversed(_Y_WEIGHTS_BGR))
 _Y_TIE_MARGIN: Final = _F32(1e-3)
 
 # Image rows per strip of the Y computation: the strip's temporaries stay in cache.
-_Y_ROWS: Final = 64
+_Y_ROWS: Final = 128
 
 
 def _y_cropped(rgb: NDArray[np.uint8], h: int, w: int) -> F32Array:
@@ -218,8 +222,8 @@ def _mscn_blocks(img: F32Array, bs: int) -> F32Array:
     and columns replicated, rounded to float32 once, so the results agree bit for bit
     (up to float64 rounding, which float32 cannot see).
 
-    The image is processed one row of blocks at a time (with 3 rows of context above and
-    below), so every temporary stays in cache.
+    The image is processed in strips of ``_MSCN_ROWS`` rows (with 3 rows of context above
+    and below), so every temporary stays in cache.
 
     Args:
         img: (nh * bs, nw * bs) float32 image in [0, 255].
@@ -233,33 +237,34 @@ def _mscn_blocks(img: F32Array, bs: int) -> F32Array:
     h, w = img.shape
     nh, nw, tv, th = h // bs, w // bs, _TILE_V, _TILE_H
     out = np.empty((nw, nh, bs, bs), dtype=_F32)
-    pad = np.empty((2, bs + 6, w + 6), dtype=_F64)
+    rs = min(bs, _MSCN_ROWS)  # rows per strip: a divisor of bs, a multiple of tv
+    pad = np.empty((2, rs + 6, w + 6), dtype=_F64)
     s0, s1, s2 = pad.strides
-    rows = as_strided(pad, (2, bs // tv, tv + 6, w + 6), (s0, tv * s1, s1, s2), writeable=False)
-    filtered = np.empty((2, bs, w), dtype=_F64)
+    rows = as_strided(pad, (2, rs // tv, tv + 6, w + 6), (s0, tv * s1, s1, s2), writeable=False)
+    filtered = np.empty((2, rs, w), dtype=_F64)
     # The column tiles of the second product, written in place into image layout.
-    filtered_tiles = filtered.reshape(2, bs, w // th, th).transpose(0, 2, 1, 3)
-    for bh in range(nh):
-        top = bh * bs
-        src = img[np.clip(np.arange(top - 3, top + bs + 3), 0, h - 1)]
+    filtered_tiles = filtered.reshape(2, rs, w // th, th).transpose(0, 2, 1, 3)
+    for top in range(0, h, rs):
+        src = img[np.clip(np.arange(top - 3, top + rs + 3), 0, h - 1)]
         pad[0, :, 3 : w + 3] = src
         pad[1, :, 3 : w + 3] = np.square(src)
         pad[:, :, :3] = pad[:, :, 3:4]
         pad[:, :, w + 3 :] = pad[:, :, w + 2 : w + 3]
-        vert = np.matmul(t.band_v, rows).reshape(2, bs, w + 6)
+        vert = np.matmul(t.band_v, rows).reshape(2, rs, w + 6)
         v0, v1, v2 = vert.strides
-        cols = as_strided(vert, (2, w // th, bs, th + 6), (v0, th * v2, v1, v2), writeable=False)
+        cols = as_strided(vert, (2, w // th, rs, th + 6), (v0, th * v2, v1, v2), writeable=False)
         np.matmul(cols, t.band_h_t, out=filtered_tiles)
-        mu, mu_sq = filtered.astype(_F32)  # (bs, W) each: rows top .. top + bs - 1
+        mu, mu_sq = filtered.astype(_F32)  # (rs, W) each: rows top .. top + rs - 1
         var = np.subtract(mu_sq, np.square(mu), out=mu_sq)
         sigma = np.sqrt(np.abs(var, out=var), out=var)
         sigma += _F32(1.0)
-        num = np.subtract(src[3 : bs + 3], mu, out=mu)
+        num = np.subtract(src[3 : rs + 3], mu, out=mu)
         # Divide straight into the block layout (block column, row in block, column).
+        bh, r0 = divmod(top, bs)
         np.divide(
-            num.reshape(bs, nw, bs).transpose(1, 0, 2),
-            sigma.reshape(bs, nw, bs).transpose(1, 0, 2),
-            out=out[:, bh],
+            num.reshape(rs, nw, bs).transpose(1, 0, 2),
+            sigma.reshape(rs, nw, bs).transpose(1, 0, 2),
+            out=out[:, bh, r0 : r0 + rs],
         )
     return out.reshape(nw * nh, bs * bs)
 
@@ -271,7 +276,7 @@ def _reflect(idx: NDArray[np.intp], n: int) -> NDArray[np.intp]:
 
 
 # Output rows per strip of the resize: the strip and its temporaries stay in cache.
-_RESIZE_ROWS: Final = 96
+_RESIZE_ROWS: Final = 48
 
 
 def _imresize_half(img: F32Array) -> F32Array:
@@ -407,9 +412,9 @@ def _fit_input(blocks: F32Array, bs: int, fit: int) -> F32Array:
     return x
 
 
-# Blocks per chunk of the statistics pass: ~2.4 MB of float32 per temporary, so that the
+# Blocks per chunk of the statistics pass: ~1.2 MB of float32 per temporary, so that the
 # dozen whole-chunk passes run from cache rather than memory.
-_CHUNK_VALUES: Final = 64 * BLOCK_SIZE * BLOCK_SIZE
+_CHUNK_VALUES: Final = 32 * BLOCK_SIZE * BLOCK_SIZE
 
 
 def _fit_sums(blocks: F32Array, bs: int) -> tuple[F32Array, F32Array, F64Array, NDArray[np.int64]]:
