@@ -79,7 +79,7 @@ def main() -> int:
     print(f"image: {label}, {rgb.shape[1]}x{rgb.shape[0]}")
     print(f"official: BasicSR {BASICSR_VERSION} calculate_niqe; ours: batchsr.metrics.niqe")
     print(f"threads: 1 (torch {torch.__version__}, numpy {np.__version__})")
-    niqe(rgb)  # one-time tables (gamma grid, 16 MiB Y lookup) outside the timing
+    niqe(rgb)  # one-time tables (gamma grid, filters) outside the timing
     official(rgb)
     t_official: list[float] = []
     t_ours: list[float] = []
