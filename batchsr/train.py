@@ -43,6 +43,7 @@ __all__ = [
     "psnr_y",
     "skimage_data_dir",
     "train",
+    "validate",
 ]
 
 log = structlog.get_logger()

@@ -60,7 +60,7 @@ def test_config_rejects_unknown_keys_and_unlicensed_images(tmp_path: Path) -> No
     bad.write_text(text.replace('"chelsea.png"', '"motorcycle_left.png"'))
     with pytest.raises(ConfigError, match="no recorded open licence"):
         load_train_config(bad)
-    bad.write_text(text.replace("batch = 16", "batch = 16\nlr_blurs = [-1.0]"))
+    bad.write_text(text.replace("lr_blurs = [0.0, 0.8, 1.6]", "lr_blurs = [-1.0]"))
     with pytest.raises(ConfigError, match="lr_blurs"):
         load_train_config(bad)
 
