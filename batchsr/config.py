@@ -129,8 +129,9 @@ class OutputConfig:
 
     Attributes:
         dir: output folder; None means ``results/<model>/``.
-        compress_level: PNG zlib level 0-9; PNG is lossless at every level, so this
-            only trades file size for encode time.
+        compress_level: PNG compression 0-9 (see :mod:`batchsr.png`): 0 stores, 1
+            filters and Huffman-codes (fast), 2-9 full zlib. PNG is lossless at every
+            level, so this only trades file size for encode time.
         score: compute NIQE for each output.
         filter: a PIL sharpening filter applied to each SR image before saving
             (``SHARPEN``, ``DETAIL``, ``EDGE_ENHANCE``, ``EDGE_ENHANCE_MORE``), or None.

@@ -71,8 +71,7 @@ def _run_model(rgb: np.ndarray, geometry: TileGeometry, model) -> tuple[list[Sti
     for spec in plan.tiles:
         window = chw[:, spec.y : spec.y + spec.h, spec.x : spec.x + spec.w]
         assert window.shape == (geometry.channels, spec.h, spec.w)
-        if (out := batcher.add(window, Slot(plan=plan, tile=spec))) is not None:
-            batches.append(out)
+        batches += batcher.add(window, Slot(plan=plan, tile=spec))
     if (final := batcher.flush()) is not None:
         batches.append(final)
     for b in batches:
@@ -94,14 +93,18 @@ def _nearest2(batch: np.ndarray) -> np.ndarray:
     pad=st.integers(0, 4),
     batch=st.integers(1, 5),
     mode=st.sampled_from(TILE_MODES),
+    dynamic=st.booleans(),
 )
 def test_tiling_then_stitching_is_exact_for_a_pixelwise_model(
-    height: int, width: int, tile: int, pad: int, batch: int, mode: TileMode
+    height: int, width: int, tile: int, pad: int, batch: int, mode: TileMode, dynamic: bool
 ) -> None:
-    """With a pixel-wise model (nearest x2), every mode must reproduce it exactly."""
+    """With a pixel-wise model (nearest x2), every mode must reproduce it exactly, for
+    static-shape models (small images padded up) and dynamic ones (taken as they are)."""
     if tile <= 2 * pad:
         return
-    geometry = TileGeometry(tile, tile, pad, batch, static_batch=True, scale=2, mode=mode)
+    geometry = TileGeometry(
+        tile, tile, pad, batch, static_batch=not dynamic, scale=2, mode=mode, dynamic_hw=dynamic
+    )
     rgb = photo_like(height, width, seed=height * 131 + width)
     done, padded = _run_model(rgb, geometry, _nearest2)
     assert len(done) == 1 and all(p == 0 for p in padded[:-1])

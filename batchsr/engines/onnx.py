@@ -37,9 +37,10 @@ class OnnxEngine:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-            # The pipeline overlaps engines with other stages: spinning idle threads
-            # would steal cores from decode, save and NIQE.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # The pipeline overlaps engines with other stages: idle threads spinning for
+        # work would steal cores from decode, save and NIQE (measured: a third more CPU
+        # per image for the same wall time).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
         if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")

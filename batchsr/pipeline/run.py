@@ -119,6 +119,7 @@ def geometry_for(engine: Engine, tiling: TilingConfig, model: ResolvedModel) -> 
         pad=pad if tile_h else 0,
         batch=batch,
         static_batch=n is not None,
+        dynamic_hw=h is None and w is None,
         scale=engine.scale,
         mode=tiling.mode,
         y_only=y_only,

@@ -13,10 +13,10 @@ import anyio
 import numpy as np
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from numpy.typing import NDArray
-from PIL import Image
 
 from batchsr.filters import apply_filter
 from batchsr.pipeline.stage import Meter, failed_from
+from batchsr.png import encode_png
 from batchsr.records import Failed, Saved, Stitched, freeze
 
 __all__ = ["output_path", "run_save", "save_png"]
@@ -35,7 +35,7 @@ def save_png(rgb: NDArray[np.uint8], path: Path, *, compress_level: int) -> int:
     """Write ``rgb`` (HxWx3 uint8) to ``path`` as PNG, atomically; return the byte size."""
     tmp = path.with_name(f".{path.name}.partial")
     try:
-        Image.fromarray(rgb, mode="RGB").save(tmp, format="PNG", compress_level=compress_level)
+        tmp.write_bytes(encode_png(rgb, level=compress_level))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

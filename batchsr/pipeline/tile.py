@@ -75,6 +75,8 @@ class TileGeometry:
         scale: the engine's upscale factor.
         mode: the tiling mode (see the module docstring).
         y_only: feed the model MATLAB's Y channel only (one-channel models).
+        dynamic_hw: the model takes any height and width, so an image (or axis)
+            smaller than a tile goes in as it is instead of padded up to the tile.
         tail_batches: smaller static batch sizes the engine also holds for the same
             tile (a combined bmodel, e.g. batch 4 and batch 1). The run's last, partial
             batch goes out in the smallest of these (or ``batch``) that fits it, so the
@@ -90,6 +92,7 @@ class TileGeometry:
     mode: TileMode = "crop"
     y_only: bool = False
     tail_batches: tuple[int, ...] = ()
+    dynamic_hw: bool = False
 
     @property
     def channels(self) -> int:
@@ -157,6 +160,9 @@ def plan_image(
     # Windows are exactly the tile size; prepare_image pads a smaller image up to it.
     win_h = geometry.tile_h or height
     win_w = geometry.tile_w or width
+    if geometry.dynamic_hw and geometry.mode != "plain":
+        # A model with free height and width takes a smaller image as it is.
+        win_h, win_w = min(win_h, height), min(win_w, width)
     tiles = tuple(
         TileSpec(
             index=r * len(cols) + c,
@@ -218,6 +224,8 @@ def prepare_image(
         if any(p for pair in pads for p in pair):
             chw = np.pad(chw, pads, mode="constant")
         return chw, chroma
+    if geometry.dynamic_hw:
+        return chw, chroma
     pad_h = max(0, geometry.tile_h - height) if geometry.tile_h else 0
     pad_w = max(0, geometry.tile_w - width) if geometry.tile_w else 0
     if pad_h or pad_w:
@@ -237,10 +245,17 @@ class _Batcher:
     def __len__(self) -> int:
         return len(self._slots)
 
-    def add(self, window: NDArray[np.float32], slot: Slot) -> TileBatch | None:
+    def add(self, window: NDArray[np.float32], slot: Slot) -> list[TileBatch]:
+        """Queue one tile; return the batches that are now complete (0, 1 or 2)."""
+        ready = []
+        if self._arrays and self._arrays[0].shape != window.shape:
+            # Only same-shaped windows stack (dynamic models see whole small images).
+            ready.append(self.flush())
         self._arrays.append(window)
         self._slots.append(slot)
-        return self.flush() if len(self._slots) == self._geometry.batch else None
+        if len(self._slots) == self._geometry.batch:
+            ready.append(self.flush())
+        return [b for b in ready if b is not None]
 
     def flush(self) -> TileBatch | None:
         """The pending tiles as a batch, zero-padded to a static batch size."""
@@ -307,8 +322,7 @@ async def run_tile(
             sent = 0
             for spec in plan.tiles:
                 window = chw[:, spec.y : spec.y + spec.h, spec.x : spec.x + spec.w]
-                batch = batcher.add(window, Slot(plan=plan, tile=spec))
-                if batch is not None:
+                for batch in batcher.add(window, Slot(plan=plan, tile=spec)):
                     await meter.send(send, batch)
                     sent += 1
             meter.done(image_id=item.id, tiles=len(plan.tiles), batches_sent=sent)

@@ -1,0 +1,68 @@
+"""A fast PNG writer for 8-bit RGB: the save stage's hot path.
+
+PIL's PNG encoder at zlib level 1 spends about 0.25 s on a 2040x1632 image, more than
+the model and NIQE together on this project's 2-core machines. PNG is lossless at
+every setting, so the only trade is file size against time. This writer applies the
+PNG "Up" filter to every row (one vectorised subtraction) and compresses with zlib's
+Huffman-only strategy: measured 0.085 s and 6.8 MB against PIL's 0.25 s and 5.8 MB on
+a contest-size SR image. Higher levels use zlib's default strategy on the same
+filtered rows, for smaller files.
+
+zlib releases the GIL while it compresses, so several save workers overlap for real.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["encode_png"]
+
+_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_FILTER_NONE = 0
+_FILTER_UP = 2
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    crc = zlib.crc32(data, zlib.crc32(kind)) & 0xFFFFFFFF
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+
+def encode_png(rgb: NDArray[np.uint8], *, level: int = 1) -> bytes:
+    """Encode an HxWx3 uint8 RGB image as PNG.
+
+    Args:
+        rgb: the image; any memory layout.
+        level: 0 stores the rows uncompressed (fastest, largest); 1 filters and
+            Huffman-codes them (fast, the default); 2-9 use zlib's full compression at
+            that level on the filtered rows.
+
+    Raises:
+        ValueError: ``rgb`` is not HxWx3 uint8, or ``level`` is outside 0-9.
+    """
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"expected HxWx3 uint8 RGB, got {rgb.dtype}{list(rgb.shape)}")
+    if not 0 <= level <= 9:
+        raise ValueError(f"PNG level {level} is outside 0-9")
+    height, width = rgb.shape[:2]
+    flat = rgb.reshape(height, width * 3)
+    rows = np.empty((height, width * 3 + 1), np.uint8)
+    if level == 0:
+        rows[:, 0] = _FILTER_NONE
+        rows[:, 1:] = flat
+        payload = zlib.compress(rows.tobytes(), 0)
+    else:
+        # Up: each byte minus the byte above it, modulo 256 (uint8 wraps); the first
+        # row has no row above and goes unfiltered.
+        rows[0, 0] = _FILTER_NONE
+        rows[0, 1:] = flat[0]
+        rows[1:, 0] = _FILTER_UP
+        np.subtract(flat[1:], flat[:-1], out=rows[1:, 1:])
+        strategy = zlib.Z_HUFFMAN_ONLY if level == 1 else zlib.Z_DEFAULT_STRATEGY
+        compressor = zlib.compressobj(level, zlib.DEFLATED, 15, 8, strategy)
+        payload = compressor.compress(rows.data) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return _SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", payload) + _chunk(b"IEND", b"")
