@@ -23,6 +23,7 @@ from typing import Any
 
 import anyio
 
+from batchsr.allocator import limit_malloc_arenas
 from batchsr.analysis import STAGES, RunAnalysis, analyze_run, read_runs
 from batchsr.config import EDGES, WORKER_STAGES, Config, load_config
 from batchsr.errors import BatchSRError, ConfigError
@@ -628,6 +629,7 @@ SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    limit_malloc_arenas()
     t0 = time.perf_counter()
     handler = cmd_run
     if argv and argv[0] in SUBCOMMANDS:
