@@ -223,6 +223,13 @@ def cmd_run(argv: Sequence[str]) -> int:
     if not args.quiet:
         print(format_summary(result.summary, result.report_path, log_path))
     code = 0 if result.interrupted is None else 128 + result.interrupted
+    if result.engines_lost and code == 0:
+        print(
+            f"error: every engine failed ({result.summary.failed} images could not be "
+            f"upscaled); the report {result.report_path} holds the rows, the log the causes",
+            file=sys.stderr,
+        )
+        code = 1
     _exit_if_engine_calls_hang(code)
     return code
 

@@ -71,6 +71,7 @@ class RunResult:
     out_dir: Path
     geometry: TileGeometry
     interrupted: int | None = None
+    engines_lost: bool = False
 
 
 def default_scorer() -> Scorer:
@@ -218,13 +219,14 @@ async def run_pipeline(
         write_report(report_path, build_report(rows, summary, model_size=model.size_bytes))
         return summary
 
+    pool = InferPool(alive=1)  # replaced by the stages' pool once they run
     stop = _SignalStop()
     previous = stop.install() if handle_signals else None
     try:
         async with anyio.create_task_group() as outer:
             if handle_signals:
                 outer.start_soon(stop.watch, outer.cancel_scope)
-            await _run_stages(
+            pool = await _run_stages(
                 jobs,
                 config,
                 model,
@@ -245,6 +247,12 @@ async def run_pipeline(
     finally:
         if previous is not None:
             stop.restore(previous)
+    if pool.alive == 0:
+        log.error(
+            "engines_lost",
+            message="every infer worker failed; the images after that are error rows",
+            failed=summary.failed,
+        )
     if stop.signum is not None:
         log.warning(
             "run_interrupted",
@@ -263,6 +271,7 @@ async def run_pipeline(
         out_dir=out_dir,
         geometry=geometry,
         interrupted=stop.signum,
+        engines_lost=pool.alive == 0,
     )
 
 
@@ -281,7 +290,7 @@ async def _run_stages(
     on_row: Callable[[Row], None],
     placements: tuple[int | None, ...],
     engine_factory: Callable[[], Engine] | None,
-) -> None:
+) -> InferPool:
     q, workers = config.queues, config.workers
     paths_tx, paths_rx = anyio.create_memory_object_stream[Any](q.paths)
     dec_tx, dec_rx = anyio.create_memory_object_stream[Any](q.decoded)
@@ -361,6 +370,7 @@ async def _run_stages(
         # its last worker finishes.
         for stream in (paths_rx, dec_tx, tiles_rx, inf_tx, st_rx, sv_tx, sv_rx, sc_tx):
             stream.close()
+    return pool
 
 
 class _SignalStop:
