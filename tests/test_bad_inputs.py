@@ -171,3 +171,15 @@ def test_output_names_cannot_escape_the_output_folder(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="cannot be used"):
             output_path(tmp_path, name)
     assert output_path(tmp_path, "x").parent == tmp_path
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_unreadable_file_is_a_decode_error(tmp_path: Path) -> None:
+    from batchsr.errors import DecodeError
+    from batchsr.pipeline.decode import decode_image
+
+    path = tmp_path / "locked.png"
+    path.write_bytes(GOOD_PNG)
+    path.chmod(0)
+    with pytest.raises(DecodeError, match="not readable"):
+        decode_image(path, max_pixels=10**6)
