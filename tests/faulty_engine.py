@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from batchsr.engines.base import Shape
-from batchsr.engines.onnx import OnnxEngine
+from tests.delayed_engine import DelayedEngine
 
 __all__ = ["FaultScript", "FaultyEngine"]
 
@@ -36,20 +35,12 @@ class FaultScript:
         return self.always or self.faults.get(n)
 
 
-class FaultyEngine:
+class FaultyEngine(DelayedEngine):
     """A real ONNX engine whose calls follow a :class:`FaultScript`."""
 
     def __init__(self, path: Path, script: FaultScript) -> None:
-        self._inner = OnnxEngine(path)
+        super().__init__(path, delay_s=0.0)
         self._script = script
-
-    @property
-    def input_shapes(self) -> tuple[Shape, ...]:
-        return self._inner.input_shapes
-
-    @property
-    def scale(self) -> int:
-        return self._inner.scale
 
     def run(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
         fault = self._script.next()
@@ -57,10 +48,7 @@ class FaultyEngine:
             raise RuntimeError("device error 0x42 (injected)")
         if fault == "hang":
             self._script.release.wait(30)
-        out = self._inner.run(batch)
+        out = super().run(batch)
         if fault == "shape":
             return out[:, :, :-4, :]
         return out
-
-    def close(self) -> None:
-        self._inner.close()
