@@ -18,26 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 REPO = Path(__file__).resolve().parents[1]
-CONTEST = REPO.parent / "shared" / "contest"
-SAMPLES = ("sample_0001.png", "sample_0002.png", "seed_0001.png", "seed_0005.png")
+sys.path.insert(0, str(REPO / "benchmarks"))
 
-
-def make_inputs(folder: Path, count: int) -> str:
-    folder.mkdir(parents=True)
-    sources = [CONTEST / s for s in SAMPLES if (CONTEST / s).is_file()]
-    if len(sources) == len(SAMPLES):
-        for i in range(count):
-            (folder / f"{i:04d}.png").symlink_to(sources[i % len(sources)])
-        return "contest samples"
-    rng = np.random.default_rng(0)
-    base = rng.integers(0, 256, (340, 510, 3), dtype=np.uint8)
-    for i in range(count):
-        Image.fromarray(np.roll(base, i, axis=1)).save(folder / f"{i:04d}.png")
-    return "synthetic 510x340"
+from contest_inputs import make_inputs  # noqa: E402
 
 
 def peak_rss_mib(cmd: list[str]) -> tuple[float, float]:

@@ -29,13 +29,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 
+from contest_inputs import CONTEST, SAMPLES  # noqa: E402
 from official_niqe import load_official_niqe  # noqa: E402
 from seed_loop import run_seed_loop  # noqa: E402
 
 from batchsr.analysis import analyze_logs  # noqa: E402
-
-CONTEST = REPO.parent / "shared" / "contest"
-SAMPLES = ("sample_0001.png", "sample_0002.png", "seed_0001.png", "seed_0005.png")
 
 
 def main() -> int:
