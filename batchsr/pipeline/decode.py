@@ -9,6 +9,7 @@ before any pixel is decoded.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -121,7 +122,7 @@ async def run_decode(
             out: Decoded | Failed
             try:
                 rgb, mode = await anyio.to_thread.run_sync(
-                    lambda p=job.path: decode_image(p, max_pixels=max_pixels)
+                    functools.partial(decode_image, job.path, max_pixels=max_pixels)
                 )
                 out = Decoded(id=job.id, name=job.name, rgb=freeze(rgb), mode=mode)
             except Exception as err:

@@ -72,7 +72,7 @@ def paste_tile(
     if sr_tile.dtype == np.uint8:
         canvas[cy, cx] = sr_tile[ty, tx]
     else:
-        canvas[cy, cx] = to_uint8(sr_tile[:, ty, tx])
+        canvas[cy, cx] = to_uint8(sr_tile[:, ty, tx].astype(np.float32, copy=False))
 
 
 def _ramp(n: int, ramp: int, *, start: bool, end: bool) -> NDArray[np.float32]:
