@@ -205,3 +205,23 @@ def test_y_only_mode_runs_the_model_on_y_and_keeps_bicubic_chroma() -> None:
     expected_y = ycc[:, :, 0].repeat(2, axis=0).repeat(2, axis=1)
     expected = ycbcr_to_rgb(np.concatenate([expected_y[:, :, None], upscale_chroma(ycc, 2)], 2))
     np.testing.assert_array_equal(done[0].rgb, to_uint8(expected.transpose(2, 0, 1)))
+
+
+def test_crop_tiling_equals_whole_image_for_fsrcnn(tmp_path: Path) -> None:
+    """FSRCNN ends in a transposed convolution; its manifest margin must still make
+    crop tiling equal whole-image inference."""
+    import torch
+
+    from batchsr.models import get_arch
+    from compile.onnx import export_onnx
+
+    torch.manual_seed(0)
+    model = get_arch("fsrcnn").create(upscale=4, channels=3, d=16, s=8, m=2)
+    for p in model.module.parameters():  # random weights large enough to matter
+        p.data.normal_(0, 0.3)
+    path = export_onnx(model.module, tmp_path / "fsrcnn.onnx", shape=(1, 3, 32, 32), dynamic=True)
+    engine = OnnxEngine(path)
+    rgb = photo_like(90, 110, seed=4)
+    whole = _whole(engine, rgb)
+    geometry = TileGeometry(40, 40, model.info.margin, 1, False, 4)
+    assert np.abs(_tiled_float(engine, rgb, geometry) - whole).max() <= 1e-5
