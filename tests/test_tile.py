@@ -225,3 +225,22 @@ def test_crop_tiling_equals_whole_image_for_fsrcnn(tmp_path: Path) -> None:
     whole = _whole(engine, rgb)
     geometry = TileGeometry(40, 40, model.info.margin, 1, False, 4)
     assert np.abs(_tiled_float(engine, rgb, geometry) - whole).max() <= 1e-5
+
+
+def test_planner_picks_the_held_tile_size_with_fewest_calls() -> None:
+    """A combined model holding 128x128 and 192x256 tiles: a contest-size image needs
+    20 tiles of the first and 9 of the second; a 100x120 image fits one small tile."""
+    from batchsr.pipeline.tile import tile_for
+
+    geometry = TileGeometry(128, 128, 4, 1, True, 4, alt_tiles=((192, 256),))
+    big = plan_image(0, "x", 408, 510, geometry, t_start_ns=0)
+    assert len(big.tiles) == 9 and (big.tiles[0].h, big.tiles[0].w) == (192, 256)
+    small = tile_for(100, 120, geometry)
+    assert (small.tile_h, small.tile_w) == (128, 128)
+    # and the windows the tiler cuts match the plan it made
+    rgb = photo_like(408, 510)
+    chw, _ = prepare_image(rgb, geometry)
+    for spec in big.tiles:
+        assert chw[:, spec.y : spec.y + spec.h, spec.x : spec.x + spec.w].shape == (3, 192, 256)
+    done, _ = _run_model(rgb, geometry, lambda b: b.repeat(4, axis=2).repeat(4, axis=3))
+    np.testing.assert_array_equal(done[0].rgb, rgb.repeat(4, axis=0).repeat(4, axis=1))

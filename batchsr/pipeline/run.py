@@ -114,9 +114,26 @@ def geometry_for(engine: Engine, tiling: TilingConfig, model: ResolvedModel) -> 
     tails = sorted(
         {s[0] for s in engine.input_shapes if s[1:] == (c, h, w) and s[0] is not None} - {batch}
     )
+    # Other static tile sizes at the same batch size (a combined bmodel, e.g. 128x128
+    # and 192x256): each image is cut with whichever needs the fewest device calls.
+    alt_tiles = tuple(
+        sorted(
+            {
+                (sh, sw)
+                for sn, sc, sh, sw in engine.input_shapes
+                if sn == n
+                and sc == c
+                and sh is not None
+                and sw is not None
+                and (sh, sw) != (h, w)
+                and min(sh, sw) > 2 * pad
+            }
+        )
+    )
     return TileGeometry(
         tile_h=tile_h,
         tile_w=tile_w,
+        alt_tiles=alt_tiles,
         pad=pad if tile_h else 0,
         batch=batch,
         static_batch=n is not None,

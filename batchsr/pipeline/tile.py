@@ -55,6 +55,7 @@ __all__ = [
     "plan_image",
     "prepare_image",
     "run_tile",
+    "tile_for",
 ]
 
 TileMode = Literal["crop", "plain", "average", "blend"]
@@ -77,6 +78,9 @@ class TileGeometry:
         y_only: feed the model MATLAB's Y channel only (one-channel models).
         dynamic_hw: the model takes any height and width, so an image (or axis)
             smaller than a tile goes in as it is instead of padded up to the tile.
+        alt_tiles: other static (height, width) tile sizes the engine holds at the same
+            batch size; each image is cut with the size that needs the fewest tiles,
+            then the least window area (see :func:`tile_for`).
         tail_batches: smaller static batch sizes the engine also holds for the same
             tile (a combined bmodel, e.g. batch 4 and batch 1). The run's last, partial
             batch goes out in the smallest of these (or ``batch``) that fits it, so the
@@ -93,6 +97,7 @@ class TileGeometry:
     y_only: bool = False
     tail_batches: tuple[int, ...] = ()
     dynamic_hw: bool = False
+    alt_tiles: tuple[tuple[int, int], ...] = ()
 
     @property
     def channels(self) -> int:
@@ -147,10 +152,30 @@ def plan_axis_plain(length: int, tile: int) -> tuple[int, list[tuple[int, int, i
     ]
 
 
+def tile_for(height: int, width: int, geometry: TileGeometry) -> TileGeometry:
+    """The geometry to cut one image with: of the engine's tile sizes, the one giving
+    the fewest tiles (device calls), then the least window area (padding and overlap
+    the device computes for nothing)."""
+    if not geometry.alt_tiles:
+        return geometry
+
+    def cost(tile: tuple[int, int]) -> tuple[int, int]:
+        th, tw = tile
+        if geometry.mode == "plain":
+            n = -(-height // th) * -(-width // tw)
+        else:
+            n = len(plan_axis(height, th, geometry.pad)) * len(plan_axis(width, tw, geometry.pad))
+        return n, n * th * tw
+
+    best = min([(geometry.tile_h, geometry.tile_w), *geometry.alt_tiles], key=cost)
+    return dataclasses.replace(geometry, tile_h=best[0], tile_w=best[1], alt_tiles=())
+
+
 def plan_image(
     image_id: int, name: str, height: int, width: int, geometry: TileGeometry, *, t_start_ns: int
 ) -> ImagePlan:
     """The tiles of one image, row by row."""
+    geometry = tile_for(height, width, geometry)
     if geometry.mode == "plain":
         off_y, rows = plan_axis_plain(height, geometry.tile_h)
         off_x, cols = plan_axis_plain(width, geometry.tile_w)
@@ -204,6 +229,7 @@ def prepare_image(
         image is smaller (other modes: reflected at the bottom and right); and in
         Y-only mode the bicubically upscaled Cb/Cr planes, (H*s)x(W*s)x2, else None.
     """
+    geometry = tile_for(rgb.shape[0], rgb.shape[1], geometry)
     chroma = None
     if geometry.y_only:
         ycc = rgb_to_ycbcr(rgb)
