@@ -122,3 +122,40 @@ def test_score_subcommand_scores_a_folder_and_writes_a_report(tmp_path: Path) ->
         and "not a recognised image format" in rows["broken"]["error"]
     )
     assert "niqe_avg" in proc.stdout and "2 left out" in proc.stdout
+
+
+def test_progress_bar_shows_on_a_terminal_only(
+    image_folder: Path, tmp_path: Path, espcn_onnx: Path
+) -> None:
+    """Under a pseudo-terminal the run draws a progress bar on stderr; piped, it does not
+    (test_cli_run_writes_outputs_report_and_log checks the piped side)."""
+    import os
+    import pty
+
+    args = [
+        sys.executable,
+        str(REPO / "run.py"),
+        "--model",
+        str(espcn_onnx),
+        "--input",
+        str(image_folder),
+        "--output",
+        str(tmp_path / "o"),
+        "--no-score",
+    ]
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: run.py with the pty as its terminal
+        os.execv(sys.executable, args)
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    _, status = os.waitpid(pid, 0)
+    text = b"".join(chunks).decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert "3/3 images" in text and "[" + "#" * 30 + "]" in text and "0 errors" in text
