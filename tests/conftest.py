@@ -7,6 +7,8 @@ the contest data in ``../shared`` skip with a stated reason when it is absent.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,3 +119,15 @@ def image_folder(tmp_path: Path) -> Path:
     for i, (h, w) in enumerate([(70, 90), (40, 33), (101, 64)]):
         write_png(folder / f"img_{i:02d}.png", photo_like(h, w, seed=i))
     return folder
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``python run.py ARGS`` as a user would; never raises on a failing exit."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "run.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +29,7 @@ from batchsr.pipeline.decode import list_inputs
 from batchsr.pipeline.run import run_pipeline
 from batchsr.resolve import ResolvedModel
 from batchsr.timeline import lanes, plot_timeline
-from tests.conftest import REPO, photo_like, write_png
+from tests.conftest import photo_like, run_cli, write_png
 from tests.delayed_engine import DelayedEngine
 
 
@@ -248,17 +246,6 @@ async def test_the_timeline_plot_is_produced(tmp_path: Path, espcn_onnx: Path) -
         assert img.format == "PNG" and img.width >= 800 and img.height >= 400
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(REPO / "run.py"), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 @pytest.mark.asyncio
 async def test_cli_analyze_prints_the_table_json_and_compares_runs(
     tmp_path: Path, espcn_onnx: Path
@@ -270,11 +257,11 @@ async def test_cli_analyze_prints_the_table_json_and_compares_runs(
         engine_factory=lambda: DelayedEngine(espcn_onnx, delay_s=0.05),
     )
     fast = await _logged_run(tmp_path, espcn_onnx, log_name="fast.jsonl")
-    text = _cli("analyze", str(slow), cwd=tmp_path)
+    text = run_cli("analyze", str(slow), cwd=tmp_path)
     assert text.returncode == 0, text.stderr
     assert "bottleneck: infer" in text.stdout and "suggestion: infer busy" in text.stdout
     assert all(f"\n{stage} " in text.stdout for stage in STAGES)
-    as_json = _cli("analyze", str(slow), str(fast), "--json", cwd=tmp_path)
+    as_json = run_cli("analyze", str(slow), str(fast), "--json", cwd=tmp_path)
     assert as_json.returncode == 0, as_json.stderr
     figures = json.loads(as_json.stdout)
     assert [f["label"] for f in figures] == ["slow.jsonl", "fast.jsonl"]
@@ -282,8 +269,8 @@ async def test_cli_analyze_prints_the_table_json_and_compares_runs(
     infer = next(s for s in figures[0]["stages"] if s["stage"] == "infer")
     assert set(infer) >= {"utilisation", "starved", "blocked", "service_s", "throughput"}
     plot = tmp_path / "cmp.png"
-    both = _cli("analyze", str(slow), str(fast), "--plot", str(plot), cwd=tmp_path)
+    both = run_cli("analyze", str(slow), str(fast), "--plot", str(plot), cwd=tmp_path)
     assert both.returncode == 0, both.stderr
     assert "== comparison" in both.stdout and plot.is_file()
-    missing = _cli("analyze", str(tmp_path / "nope.jsonl"), cwd=tmp_path)
+    missing = run_cli("analyze", str(tmp_path / "nope.jsonl"), cwd=tmp_path)
     assert missing.returncode == 2 and missing.stderr.startswith("error: cannot read the log")
