@@ -81,8 +81,8 @@ _STARVED_JITTER = 0.1
 class Stats(NamedTuple):
     """Summary of a sample; None where the sample is empty."""
 
-    #: number of values
-    count: int
+    #: number of values (shadows tuple.count on purpose: the JSON field is "count")
+    count: int  # type: ignore[assignment]
     #: arithmetic mean
     mean: float | None
     #: median

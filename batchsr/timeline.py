@@ -53,7 +53,7 @@ def _draw_lanes(ax: Any, run: RunLog, origin: float, cmap: Any, images: int) -> 
         ids = (
             [r["image_id"]]
             if isinstance(r.get("image_id"), int)
-            else list(r.get("image_ids") or by_batch.get(r.get("batch_id"), []))
+            else list(r.get("image_ids") or by_batch.get(int(r.get("batch_id", -1)), []))
         )
         ids = ids or [-1]
         height = 0.8 / len(ids)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -30,6 +31,13 @@ __all__ = [
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
 NCHW = tuple[int, int, int, int]
+
+
+def _save_npz(path: Path, key: str, array: NDArray[np.float32]) -> None:
+    """One array under the tensor name tpu-mlir looks up (numpy's stubs type savez's
+    keyword arrays as its own flags, hence this one place with a dict)."""
+    arrays: dict[str, Any] = {key: array}
+    np.savez(path, **arrays)
 
 
 def calibration_images(folder: Path) -> list[Path]:
@@ -98,7 +106,7 @@ def write_calibration(
     for tile in iter_tiles(images, shape, pad=pad, scale=scale):
         batch.append(tile)
         if len(batch) == n:
-            np.savez(folder / f"cali_{count:04d}.npz", **{INPUT_NAME: np.stack(batch)})
+            _save_npz(folder / f"cali_{count:04d}.npz", INPUT_NAME, np.stack(batch))
             count += 1
             batch = []
             if count >= limit:
@@ -138,5 +146,5 @@ def write_reference(onnx_path: Path, x: NDArray[np.float32], inp: Path, ref: Pat
     except Exception as err:  # onnxruntime's errors have no common base class
         raise CompileError(f"{onnx_path}: onnxruntime failed on {x.shape}: {err}") from err
     inp.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(inp, **{INPUT_NAME: x})
-    np.savez(ref, **{OUTPUT_NAME: np.asarray(y, dtype=np.float32)})
+    _save_npz(inp, INPUT_NAME, x)
+    _save_npz(ref, OUTPUT_NAME, np.asarray(y, dtype=np.float32))

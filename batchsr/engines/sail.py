@@ -183,9 +183,10 @@ class SailEngine:
         first = next(iter(self._stages.values()))
         self._scale = scale or first.out_shape[2] // first.shape[2]
         # Most preferred first: the largest stage does the most work per call.
-        self._shapes: tuple[Shape, ...] = tuple(
-            sorted(self._stages, key=lambda s: (-int(np.prod(s[1:])), -s[0]))  # type: ignore[misc]
-        )
+        # Stage shapes are fully static (ints), whatever the Shape alias allows.
+        static = [(int(n), int(c), int(h), int(w)) for n, c, h, w in self._stages]  # type: ignore[arg-type]
+        ordered = sorted(static, key=lambda s: (-s[1] * s[2] * s[3], -s[0]))
+        self._shapes: tuple[Shape, ...] = tuple(ordered)
 
     @property
     def input_shapes(self) -> tuple[Shape, ...]:
