@@ -61,9 +61,17 @@ def plan_resume(jobs: Sequence[Job], out_dir: Path, *, pixel_hash: str, resume: 
     """Decide which jobs run, and attach each job's input digest.
 
     Raises:
-        ConfigError: without ``resume``, ``out_dir`` already holds outputs of another
-            configuration (or of an unknown one); mixing them would corrupt the report.
+        ConfigError: an output would overwrite an input; or, without ``resume``,
+            ``out_dir`` already holds outputs of another configuration (or of an
+            unknown one), and mixing them would corrupt the report.
     """
+    inputs = {job.path.resolve() for job in jobs}
+    clash = next((j for j in jobs if output_path(out_dir, j.name).resolve() in inputs), None)
+    if clash is not None:
+        raise ConfigError(
+            f"--output {out_dir} would overwrite the input {clash.path}; "
+            "write the results to another folder"
+        )
     state = _load_state(out_dir / STATE_NAME)
     hashed = [dataclasses.replace(job, sha256=_digest(job.path)) for job in jobs]
     if not resume:

@@ -115,3 +115,10 @@ async def test_output_folder_of_another_configuration_is_refused(
     write_png(stray / "x.png", photo_like(8, 8))
     with pytest.raises(ConfigError, match="another configuration"):
         plan_resume(list_inputs(folder), stray, pixel_hash="h", resume=False)
+
+
+def test_output_folder_that_would_overwrite_inputs_is_refused(tmp_path: Path) -> None:
+    write_png(tmp_path / "a.png", photo_like(20, 20))
+    with pytest.raises(ConfigError, match="would overwrite the input"):
+        plan_resume(list_inputs(tmp_path), tmp_path, pixel_hash="h", resume=False)
+    assert (tmp_path / "a.png").stat().st_size > 0
