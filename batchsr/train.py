@@ -29,11 +29,13 @@ from PIL import Image, ImageFilter
 
 from batchsr.errors import ConfigError
 from batchsr.filters import FILTER_NAMES, kernel_of
+from batchsr.metrics.niqe import BLOCK_SIZE as NIQE_BLOCK
 from batchsr.models import SRModel, get_arch
 from batchsr.models.info import Hyper
 
 __all__ = [
     "TRAINING_LICENCES",
+    "NiqePhase",
     "TrainConfig",
     "TrainResult",
     "ValidFigure",
@@ -69,6 +71,32 @@ TRAINING_LICENCES: dict[str, str] = {
 
 
 @dataclass(frozen=True, slots=True)
+class NiqePhase:
+    """A second training phase: L1 plus a weighted differentiable NIQE of the outputs.
+
+    L1 alone teaches the mean of the plausible detail, which is smooth, and NIQE scores
+    smooth images badly; the NIQE term (``batchsr.niqe_loss.niqe_per_image``, each
+    patch scored from its own 96x96 blocks as the contest scores an image) pushes the
+    outputs toward the statistics of pristine photos while L1 holds them to the target.
+
+    Attributes:
+        weight: factor of the NIQE term against L1 on [0, 1] RGB.
+        steps: optimiser steps of the phase (Adam restarted at ``lr``).
+        lr: initial learning rate; cosine decay to ``lr_final``.
+        lr_final: learning rate at the last step.
+        lr_patch: LR patch side; ``lr_patch * scale`` must hold at least 2x2 NIQE blocks.
+        batch: patches per step.
+    """
+
+    weight: float
+    steps: int
+    lr: float = 2e-4
+    lr_final: float = 1e-5
+    lr_patch: int = 96
+    batch: int = 4
+
+
+@dataclass(frozen=True, slots=True)
 class TrainConfig:
     """A training run, as read from a TOML config (see configs/train-espcn.toml).
 
@@ -101,6 +129,7 @@ class TrainConfig:
         check_shapes: NCHW inputs the export is checked against torch on.
         postprocess: a ``batchsr.filters`` name embedded into the ONNX export as a fixed
             conv (the model's default postprocess), or None.
+        niqe: the NIQE fine-tuning phase run after the L1 steps, or None.
         source: the config file's text, recorded beside the weights.
     """
 
@@ -126,6 +155,7 @@ class TrainConfig:
     example_shape: tuple[int, int, int, int] = (1, 3, 64, 80)
     check_shapes: tuple[tuple[int, int, int, int], ...] = ((1, 3, 64, 80),)
     postprocess: str | None = None
+    niqe: NiqePhase | None = None
     source: str = field(default="", repr=False)
 
     @property
@@ -135,7 +165,7 @@ class TrainConfig:
 
 
 _SECTIONS: dict[str, set[str]] = {
-    "": {"name", "seed", "threads", "model", "data", "optim", "export"},
+    "": {"name", "seed", "threads", "model", "data", "optim", "export", "niqe"},
     "data": {
         "train",
         "valid",
@@ -148,6 +178,7 @@ _SECTIONS: dict[str, set[str]] = {
     },
     "optim": {"loss", "steps", "lr", "lr_final", "log_every"},
     "export": {"opset", "example_shape", "check_shapes", "postprocess"},
+    "niqe": {"weight", "steps", "lr", "lr_final", "lr_patch", "batch"},
 }
 
 
@@ -176,6 +207,17 @@ def load_train_config(path: Path) -> TrainConfig:
     model = dict(raw.get("model", {}))
     data, optim, export = raw.get("data", {}), raw.get("optim", {}), raw.get("export", {})
     try:
+        niqe = raw.get("niqe")
+        phase = None
+        if niqe is not None:
+            phase = NiqePhase(
+                weight=float(niqe["weight"]),
+                steps=int(niqe["steps"]),
+                lr=float(niqe.get("lr", 2e-4)),
+                lr_final=float(niqe.get("lr_final", 1e-5)),
+                lr_patch=int(niqe.get("lr_patch", 96)),
+                batch=int(niqe.get("batch", 4)),
+            )
         cfg = TrainConfig(
             name=str(raw["name"]),
             seed=int(raw["seed"]),
@@ -199,6 +241,7 @@ def load_train_config(path: Path) -> TrainConfig:
             example_shape=_nchw(export.get("example_shape", (1, 3, 64, 80))),
             check_shapes=tuple(_nchw(s) for s in export.get("check_shapes", ((1, 3, 64, 80),))),
             postprocess=export.get("postprocess"),
+            niqe=phase,
             source=text,
         )
     except KeyError as err:
@@ -238,6 +281,9 @@ def _validate(cfg: TrainConfig, path: Path) -> None:
         raise ConfigError(f"{path}: data.target_sharpen must be >= 0 and target_sigma > 0")
     if not all(0.0 < r <= 1.0 for r in cfg.rescales):
         raise ConfigError(f"{path}: data.rescales must lie in (0, 1], got {cfg.rescales}")
+    phase = cfg.niqe
+    if phase is not None and (phase.weight <= 0.0 or phase.steps < 1 or phase.batch < 1):
+        raise ConfigError(f"{path}: niqe.weight must be > 0, niqe.steps and niqe.batch >= 1")
 
 
 def skimage_data_dir() -> Path:
@@ -323,22 +369,26 @@ class TrainResult:
         model: the trained network (eval mode) with its facts.
         losses: mean training loss of each ``log_every`` window, in order.
         valid: PSNR-Y figures on the held-out images.
-        wall_s: training wall time in seconds (validation excluded).
+        wall_s: training wall time in seconds, both phases (validation excluded).
+        niqe_losses: for the NIQE phase, mean (L1, NIQE) of each ``log_every`` window.
+        niqe_wall_s: wall time of the NIQE phase (part of ``wall_s``).
     """
 
     model: SRModel
     losses: tuple[float, ...]
     valid: tuple[ValidFigure, ...]
     wall_s: float
+    niqe_losses: tuple[tuple[float, float], ...] = ()
+    niqe_wall_s: float = 0.0
 
 
 class _PatchSampler:
     """Aligned random LR/HR patch pairs with flips and 90-degree rotations."""
 
-    def __init__(self, cfg: TrainConfig, scale: int) -> None:
+    def __init__(self, cfg: TrainConfig, scale: int, *, patch: int, seed: int) -> None:
         self._scale = scale
-        self._patch = cfg.lr_patch
-        self._rng = np.random.default_rng(cfg.seed)
+        self._patch = patch
+        self._rng = np.random.default_rng(seed)
         self._pairs: list[tuple[NDArray[np.uint8], NDArray[np.uint8]]] = []
         for name in cfg.train:
             photo = _load_rgb(name)
@@ -349,6 +399,8 @@ class _PatchSampler:
                     hr, lr = _pair(src, scale, blur=blur)
                     if min(lr.shape[:2]) >= self._patch:
                         self._pairs.append((hr, lr))
+        if not self._pairs:
+            raise ConfigError(f"no training image is {patch} LR pixels on its shorter side")
         # Sample images in proportion to their area, so every LR pixel is equally likely.
         areas = np.array([lr.shape[0] * lr.shape[1] for _, lr in self._pairs], dtype=np.float64)
         self._weights = areas / areas.sum()
@@ -418,7 +470,13 @@ def train(cfg: TrainConfig) -> TrainResult:
     torch.manual_seed(cfg.seed)
     model = get_arch(cfg.architecture).create(**dict(cfg.hyperparameters))
     net = model.module.train()
-    sampler = _PatchSampler(cfg, model.info.scale)
+    scale = model.info.scale
+    if cfg.niqe is not None and cfg.niqe.lr_patch * scale < 2 * NIQE_BLOCK:
+        raise ConfigError(
+            f"niqe.lr_patch {cfg.niqe.lr_patch} gives {cfg.niqe.lr_patch * scale} px outputs; "
+            f"NIQE needs at least {2 * NIQE_BLOCK} (2x2 blocks of {NIQE_BLOCK}): raise it"
+        )
+    sampler = _PatchSampler(cfg, scale, patch=cfg.lr_patch, seed=cfg.seed)
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, T_max=cfg.steps, eta_min=cfg.lr_final
@@ -447,6 +505,12 @@ def train(cfg: TrainConfig) -> TrainResult:
                 elapsed_s=round(time.perf_counter() - t0, 1),
             )
             window = 0.0
+    niqe_losses: tuple[tuple[float, float], ...] = ()
+    niqe_wall_s = 0.0
+    if cfg.niqe is not None:
+        t1 = time.perf_counter()
+        niqe_losses = _niqe_phase(net, cfg, cfg.niqe, scale, bound)
+        niqe_wall_s = time.perf_counter() - t1
     wall_s = time.perf_counter() - t0
     net.eval()
     figures = validate(model, cfg.valid)
@@ -457,7 +521,59 @@ def train(cfg: TrainConfig) -> TrainResult:
             psnr_y=round(fig.psnr_y_model, 3),
             psnr_y_bicubic=round(fig.psnr_y_bicubic, 3),
         )
-    return TrainResult(model=model, losses=tuple(losses), valid=figures, wall_s=wall_s)
+    return TrainResult(
+        model=model,
+        losses=tuple(losses),
+        valid=figures,
+        wall_s=wall_s,
+        niqe_losses=niqe_losses,
+        niqe_wall_s=niqe_wall_s,
+    )
+
+
+def _niqe_phase(
+    net: torch.nn.Module,
+    cfg: TrainConfig,
+    phase: NiqePhase,
+    scale: int,
+    bound: structlog.typing.FilteringBoundLogger,
+) -> tuple[tuple[float, float], ...]:
+    """Fine-tune ``net`` in place on L1 + ``phase.weight`` x NIQE; the window means."""
+    from batchsr.niqe_loss import niqe_per_image
+
+    # Patches big enough to hold several NIQE blocks each, drawn from a stream of their
+    # own so that the L1 phase's patches do not depend on whether this phase runs.
+    sampler = _PatchSampler(cfg, scale, patch=phase.lr_patch, seed=cfg.seed + 1)
+    optimizer = torch.optim.Adam(net.parameters(), lr=phase.lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=phase.steps, eta_min=phase.lr_final
+    )
+    windows: list[tuple[float, float]] = []
+    acc = np.zeros(2)
+    t0 = time.perf_counter()
+    for step in range(1, phase.steps + 1):
+        lr_batch, hr_batch = sampler.batch(phase.batch)
+        sr = net(lr_batch)
+        l1 = torch.nn.functional.l1_loss(sr, hr_batch)
+        score = niqe_per_image(sr).mean()
+        loss = l1 + phase.weight * score
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        acc += (l1.detach().item(), score.detach().item())
+        if step % cfg.log_every == 0 or step == phase.steps:
+            n = step % cfg.log_every or cfg.log_every
+            windows.append((float(acc[0] / n), float(acc[1] / n)))
+            bound.info(
+                "train_niqe_progress",
+                step=step,
+                l1=round(windows[-1][0], 6),
+                niqe=round(windows[-1][1], 4),
+                elapsed_s=round(time.perf_counter() - t0, 1),
+            )
+            acc[:] = 0.0
+    return tuple(windows)
 
 
 def build_model_folder(result: TrainResult, cfg: TrainConfig, out: Path) -> Path:
@@ -553,6 +669,7 @@ def _training_md(result: TrainResult, cfg: TrainConfig, max_diff: float) -> str:
         f"LR patch {cfg.lr_patch} px, HR targets unsharp-masked by {cfg.target_sharpen:g} "
         f"(sigma {cfg.target_sigma:g} px), loss {cfg.loss}, Adam lr {cfg.lr:g} -> {cfg.lr_final:g} "
         "(cosine)",
+        *_niqe_md(cfg.niqe, result),
         f"- training wall time: {result.wall_s:.0f} s (torch {torch.__version__})",
         f"- ONNX export (opset {cfg.opset}, dynamic N/H/W): max |onnxruntime - torch| = "
         f"{max_diff:.2e} on {list(cfg.check_shapes)}",
@@ -580,6 +697,15 @@ def _training_md(result: TrainResult, cfg: TrainConfig, max_diff: float) -> str:
         f"Mean L1 loss per {cfg.log_every}-step window: "
         + ", ".join(f"{v:.4f}" for v in result.losses),
         "",
+        *(
+            [
+                f"NIQE phase, mean (L1, per-patch NIQE) per {cfg.log_every}-step window: "
+                + ", ".join(f"({a:.4f}, {b:.3f})" for a, b in result.niqe_losses),
+                "",
+            ]
+            if result.niqe_losses
+            else []
+        ),
         f"PSNR-Y (MATLAB BT.601 Y, {info.scale}-pixel border cropped) on the held-out photos:",
         "",
         "| image | model (dB) | PIL bicubic (dB) |",
@@ -588,6 +714,17 @@ def _training_md(result: TrainResult, cfg: TrainConfig, max_diff: float) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _niqe_md(phase: NiqePhase | None, result: TrainResult) -> list[str]:
+    if phase is None:
+        return []
+    return [
+        f"- then {phase.steps} steps of L1 + {phase.weight:g} x differentiable NIQE "
+        f"(batchsr.niqe_loss, each patch scored from its own blocks), batch {phase.batch}, "
+        f"LR patch {phase.lr_patch} px, Adam lr {phase.lr:g} -> {phase.lr_final:g} (cosine): "
+        f"{result.niqe_wall_s:.0f} s",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

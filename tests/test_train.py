@@ -11,7 +11,7 @@ import torch
 from batchsr.errors import ConfigError
 from batchsr.manifest import load_manifest
 from batchsr.models import load_checkpoint
-from batchsr.train import build_model_folder, load_train_config, psnr_y, train
+from batchsr.train import NiqePhase, build_model_folder, load_train_config, psnr_y, train
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "train-espcn.toml"
@@ -75,3 +75,26 @@ def test_psnr_y_is_infinite_for_equal_images_and_finite_otherwise() -> None:
     # White on black is 219 levels of MATLAB Y; one such pixel in the 8x8 uncropped core.
     expected = 10.0 * np.log10(255.0**2 / (219.0**2 / 64.0))
     assert psnr_y(a, b, border=4) == pytest.approx(expected, abs=1e-9)
+
+
+def test_niqe_phase_fine_tunes_after_the_l1_steps_and_is_recorded(tmp_path: Path) -> None:
+    phase = NiqePhase(weight=0.01, steps=2, lr_patch=48, batch=2)
+    base = _tiny(rescales=(1.0,))
+    plain = train(base)
+    tuned = train(replace(base, niqe=phase))
+    assert len(tuned.niqe_losses) == 1
+    l1, score = tuned.niqe_losses[0]
+    assert 0.0 < l1 < 1.0 and score > 0.0
+    a, b = plain.model.module.state_dict(), tuned.model.module.state_dict()
+    assert not all(torch.equal(a[k], b[k]) for k in a)
+    build_model_folder(tuned, replace(base, niqe=phase), tmp_path / "m")
+    assert "differentiable NIQE" in (tmp_path / "m" / "TRAINING.md").read_text()
+
+
+def test_niqe_phase_refuses_patches_too_small_for_two_blocks(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"niqe\.lr_patch 40"):
+        train(_tiny(niqe=NiqePhase(weight=0.01, steps=1, lr_patch=40, batch=1)))
+    text = CONFIG.read_text() + "\n[niqe]\nweight = 0\nsteps = 10\n"
+    (tmp_path / "t.toml").write_text(text)
+    with pytest.raises(ConfigError, match=r"niqe\.weight"):
+        load_train_config(tmp_path / "t.toml")
