@@ -86,6 +86,13 @@ class NiqePhase:
         lr_final: learning rate at the last step.
         lr_patch: LR patch side; ``lr_patch * scale`` must hold at least 2x2 NIQE blocks.
         batch: patches per step.
+        consistency: weight of an L1 term between the output downscaled (bicubic,
+            antialiased) and the LR input. Detail that downscales to the input is
+            detail the bicubic-made LR cannot contradict, so it costs less PSNR.
+        blend: the final weights are ``l1 + blend * (tuned - l1)``: network
+            interpolation between the L1 weights and the NIQE-tuned ones (as ESRGAN
+            does between its PSNR and GAN models) sets the fidelity/naturalness trade
+            without another training run; 1 keeps the tuned weights.
     """
 
     weight: float
@@ -94,6 +101,8 @@ class NiqePhase:
     lr_final: float = 1e-5
     lr_patch: int = 96
     batch: int = 4
+    consistency: float = 0.0
+    blend: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +187,7 @@ _SECTIONS: dict[str, set[str]] = {
     },
     "optim": {"loss", "steps", "lr", "lr_final", "log_every"},
     "export": {"opset", "example_shape", "check_shapes", "postprocess"},
-    "niqe": {"weight", "steps", "lr", "lr_final", "lr_patch", "batch"},
+    "niqe": {"weight", "steps", "lr", "lr_final", "lr_patch", "batch", "consistency", "blend"},
 }
 
 
@@ -217,6 +226,8 @@ def load_train_config(path: Path) -> TrainConfig:
                 lr_final=float(niqe.get("lr_final", 1e-5)),
                 lr_patch=int(niqe.get("lr_patch", 96)),
                 batch=int(niqe.get("batch", 4)),
+                consistency=float(niqe.get("consistency", 0.0)),
+                blend=float(niqe.get("blend", 1.0)),
             )
         cfg = TrainConfig(
             name=str(raw["name"]),
@@ -284,6 +295,8 @@ def _validate(cfg: TrainConfig, path: Path) -> None:
     phase = cfg.niqe
     if phase is not None and (phase.weight <= 0.0 or phase.steps < 1 or phase.batch < 1):
         raise ConfigError(f"{path}: niqe.weight must be > 0, niqe.steps and niqe.batch >= 1")
+    if phase is not None and (phase.consistency < 0.0 or not 0.0 < phase.blend <= 1.0):
+        raise ConfigError(f"{path}: niqe.consistency must be >= 0 and niqe.blend in (0, 1]")
 
 
 def skimage_data_dir() -> Path:
@@ -544,6 +557,7 @@ def _niqe_phase(
     # Patches big enough to hold several NIQE blocks each, drawn from a stream of their
     # own so that the L1 phase's patches do not depend on whether this phase runs.
     sampler = _PatchSampler(cfg, scale, patch=phase.lr_patch, seed=cfg.seed + 1)
+    start = {k: v.detach().clone() for k, v in net.state_dict().items()}
     optimizer = torch.optim.Adam(net.parameters(), lr=phase.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, T_max=phase.steps, eta_min=phase.lr_final
@@ -555,6 +569,11 @@ def _niqe_phase(
         lr_batch, hr_batch = sampler.batch(phase.batch)
         sr = net(lr_batch)
         l1 = torch.nn.functional.l1_loss(sr, hr_batch)
+        if phase.consistency > 0.0:
+            down = torch.nn.functional.interpolate(
+                sr, scale_factor=1.0 / scale, mode="bicubic", antialias=True
+            )
+            l1 = l1 + phase.consistency * torch.nn.functional.l1_loss(down, lr_batch)
         score = niqe_per_image(sr).mean()
         loss = l1 + phase.weight * score
         optimizer.zero_grad(set_to_none=True)
@@ -573,6 +592,9 @@ def _niqe_phase(
                 elapsed_s=round(time.perf_counter() - t0, 1),
             )
             acc[:] = 0.0
+    if phase.blend < 1.0:
+        tuned = net.state_dict()
+        net.load_state_dict({k: start[k] + phase.blend * (tuned[k] - start[k]) for k in start})
     return tuple(windows)
 
 
@@ -600,7 +622,7 @@ def build_model_folder(result: TrainResult, cfg: TrainConfig, out: Path) -> Path
     import onnxscript
     from safetensors.torch import save_file
 
-    from batchsr.manifest import file_artifact, manifest_for, write_manifest
+    from batchsr.manifest import ArtifactFormat, file_artifact, manifest_for, write_manifest
     from batchsr.models.postprocess import with_filter
     from compile.onnx import check_onnx, export_onnx
 
@@ -628,7 +650,7 @@ def build_model_folder(result: TrainResult, cfg: TrainConfig, out: Path) -> Path
         bound = float(abs(kernel_of(cfg.postprocess).as_array()).sum()) / 255.0 + 1e-4
         check_onnx(deployed.module, onnx_path, shapes=cfg.check_shapes, atol=bound)
     dynamic = (None, info.in_channels, None, None)
-    files = [(onnx_path, "onnx")]
+    files: list[tuple[Path, ArtifactFormat]] = [(onnx_path, "onnx")]
     if cfg.postprocess is None:
         files.append((weights, "safetensors"))
     artifacts = tuple(file_artifact(p, fmt, (dynamic,)) for p, fmt in files)
@@ -722,8 +744,9 @@ def _niqe_md(phase: NiqePhase | None, result: TrainResult) -> list[str]:
     return [
         f"- then {phase.steps} steps of L1 + {phase.weight:g} x differentiable NIQE "
         f"(batchsr.niqe_loss, each patch scored from its own blocks), batch {phase.batch}, "
-        f"LR patch {phase.lr_patch} px, Adam lr {phase.lr:g} -> {phase.lr_final:g} (cosine): "
-        f"{result.niqe_wall_s:.0f} s",
+        f"LR patch {phase.lr_patch} px, LR-consistency weight {phase.consistency:g}, "
+        f"Adam lr {phase.lr:g} -> {phase.lr_final:g} (cosine): "
+        f"{result.niqe_wall_s:.0f} s; final weights L1 + {phase.blend:g} x (tuned - L1)",
     ]
 
 

@@ -1,6 +1,6 @@
-"""Quality of a model folder: contest NIQE and held-out PSNR-Y, against bicubic.
+"""Quality of model folders: contest NIQE, held-out PSNR-Y, size and speed, against bicubic.
 
-    python benchmarks/quality.py [--model models/espcn] [--filter default|none|NAME ...]
+    python benchmarks/quality.py [--model models/espcn ...] [--filter default|none|NAME ...]
 
 * NIQE (the contest's, ``batchsr.metrics.niqe``) of the x4 output for the four
   low-resolution contest inputs in ``../shared/contest/``, averaged.
@@ -26,6 +26,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -78,6 +79,7 @@ class OnnxUpscaler:
     def __init__(self, folder: Path) -> None:
         import onnxruntime as ort
 
+        self._folder = folder
         self.manifest = load_manifest(folder)
         art = self.manifest.artifact("onnx")
         if art is None:
@@ -87,6 +89,26 @@ class OnnxUpscaler:
         self._session = ort.InferenceSession(
             str(folder / art.path), opts, providers=["CPUExecutionProvider"]
         )
+
+    def parameters(self) -> int:
+        """Weights in the ONNX graph (its initializers' elements)."""
+        import onnx
+
+        art = self.manifest.artifact("onnx")
+        assert art is not None
+        graph = onnx.load(str(self._folder / art.path)).graph
+        return sum(int(np.prod(t.dims)) for t in graph.initializer)
+
+    def tile_ms(self, runs: int = 30) -> float:
+        """Median wall time of one 1x3x128x128 call (after 3 warm-up calls), in ms."""
+        x = np.random.default_rng(0).random((1, 3, 128, 128), dtype=np.float32)
+        times = []
+        for i in range(runs + 3):
+            t0 = time.perf_counter()
+            self._session.run(["output"], {"input": x})
+            if i >= 3:
+                times.append((time.perf_counter() - t0) * 1000.0)
+        return float(np.median(times))
 
     def __call__(self, lr: NDArray[np.uint8]) -> NDArray[np.uint8]:
         x = (lr.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
@@ -113,7 +135,13 @@ def anchor_upscaler(path: Path):  # type: ignore[no-untyped-def]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=ROOT / "models" / "espcn")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        nargs="+",
+        default=sorted(p.parent for p in (ROOT / "models").glob("*/manifest.json")),
+        help="model folders (default: every folder under models/ with a manifest)",
+    )
     parser.add_argument(
         "--filter",
         nargs="+",
@@ -127,18 +155,23 @@ def main(argv: list[str] | None = None) -> int:
 
     from batchsr.metrics.niqe import niqe
 
-    model = OnnxUpscaler(args.model)
-    upscalers = {"bicubic": bicubic_up, model.manifest.name: model}
+    upscalers: dict[str, Any] = {"bicubic": bicubic_up}
+    costs: dict[str, tuple[int, float]] = {}
+    variants: list[tuple[str, str, str | None]] = [("bicubic", "bicubic", None)]
+    for folder in args.model:
+        model = OnnxUpscaler(folder)
+        name = model.manifest.name
+        upscalers[name] = model
+        costs[name] = (model.parameters(), model.tile_ms())
+        for f in args.filter:
+            cpu = None if f in ("default", "none") else f
+            label = name + ("" if cpu is None else f" + {cpu}")
+            if f == "default" and model.manifest.postprocess:
+                label += f" (embedded {model.manifest.postprocess})"
+            variants.append((label, name, cpu))
     anchor = SHARED / "anchors" / "espcn_ex.pt"
     if args.anchor and anchor.is_file():
         upscalers["seed espcn_ex"] = anchor_upscaler(anchor)
-    variants: list[tuple[str, str, str | None]] = [("bicubic", "bicubic", None)]
-    for f in args.filter:
-        cpu = None if f in ("default", "none") else f
-        label = model.manifest.name + ("" if cpu is None else f" + {cpu}")
-        if f == "default" and model.manifest.postprocess:
-            label += f" (embedded {model.manifest.postprocess})"
-        variants.append((label, model.manifest.name, cpu))
     if "seed espcn_ex" in upscalers:
         variants.append(("seed espcn_ex + EDGE_ENHANCE", "seed espcn_ex", "EDGE_ENHANCE"))
 
@@ -165,14 +198,19 @@ def main(argv: list[str] | None = None) -> int:
             "psnr_y_avg": float(np.mean(list(psnrs.values()))) if psnrs else None,
             "niqe": niqes,
             "psnr_y": psnrs,
+            "parameters": costs.get(up_name, (None, None))[0],
+            "ms_per_tile_128": costs.get(up_name, (None, None))[1],
         }
     print(f"contest inputs: {len(contest)}; held-out photos: {sorted(held)}")
-    print(f"{'variant':44s} {'NIQE avg':>9s} {'PSNR-Y avg':>11s}")
+    print(f"{'variant':44s} {'NIQE avg':>9s} {'PSNR-Y avg':>11s} {'params':>8s} {'ms/tile':>8s}")
     for label, r in results.items():
-        n, p = r["niqe_avg"], r["psnr_y_avg"]
+        n, p, k, ms = r["niqe_avg"], r["psnr_y_avg"], r["parameters"], r["ms_per_tile_128"]
         n_s = "-" if n is None else f"{n:.4f}"
         p_s = "-" if p is None else f"{p:.3f}"
-        print(f"{label:44s} {n_s:>9s} {p_s:>11s}")
+        k_s = "-" if k is None else f"{k}"
+        ms_s = "-" if ms is None else f"{ms:.2f}"
+        print(f"{label:44s} {n_s:>9s} {p_s:>11s} {k_s:>8s} {ms_s:>8s}")
+    print("ms/tile: median onnxruntime CPU time (2 threads) of one 1x3x128x128 call")
     print(f"({time.perf_counter() - t0:.0f} s)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

@@ -19,7 +19,14 @@ CONFIG = ROOT / "configs" / "train-espcn.toml"
 
 def _tiny(**overrides: object):  # type: ignore[no-untyped-def]
     cfg = load_train_config(CONFIG)
-    small = {"steps": 3, "batch": 2, "lr_patch": 8, "rescales": (0.5,), "log_every": 3}
+    small = {
+        "steps": 3,
+        "batch": 2,
+        "lr_patch": 8,
+        "rescales": (0.5,),
+        "log_every": 3,
+        "niqe": None,
+    }
     return replace(cfg, train=("chelsea.png",), valid=("camera.png",), **{**small, **overrides})
 
 
@@ -78,23 +85,30 @@ def test_psnr_y_is_infinite_for_equal_images_and_finite_otherwise() -> None:
 
 
 def test_niqe_phase_fine_tunes_after_the_l1_steps_and_is_recorded(tmp_path: Path) -> None:
-    phase = NiqePhase(weight=0.01, steps=2, lr_patch=48, batch=2)
+    phase = NiqePhase(weight=0.01, steps=2, lr_patch=48, batch=2, consistency=1.0)
     base = _tiny(rescales=(1.0,))
     plain = train(base)
     tuned = train(replace(base, niqe=phase))
+    half = train(replace(base, niqe=replace(phase, blend=0.5)))
     assert len(tuned.niqe_losses) == 1
     l1, score = tuned.niqe_losses[0]
     assert 0.0 < l1 < 1.0 and score > 0.0
     a, b = plain.model.module.state_dict(), tuned.model.module.state_dict()
     assert not all(torch.equal(a[k], b[k]) for k in a)
-    build_model_folder(tuned, replace(base, niqe=phase), tmp_path / "m")
-    assert "differentiable NIQE" in (tmp_path / "m" / "TRAINING.md").read_text()
+    # The blend interpolates between the L1 weights and the tuned ones.
+    c = half.model.module.state_dict()
+    for k in a:
+        torch.testing.assert_close(c[k], a[k] + 0.5 * (b[k] - a[k]))
+    build_model_folder(half, replace(base, niqe=replace(phase, blend=0.5)), tmp_path / "m")
+    record = (tmp_path / "m" / "TRAINING.md").read_text()
+    assert "differentiable NIQE" in record and "L1 + 0.5 x (tuned - L1)" in record
 
 
 def test_niqe_phase_refuses_patches_too_small_for_two_blocks(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"niqe\.lr_patch 40"):
         train(_tiny(niqe=NiqePhase(weight=0.01, steps=1, lr_patch=40, batch=1)))
-    text = CONFIG.read_text() + "\n[niqe]\nweight = 0\nsteps = 10\n"
+    text = CONFIG.read_text().replace("weight = 0.008", "weight = 0")
+    assert "weight = 0\n" in text
     (tmp_path / "t.toml").write_text(text)
     with pytest.raises(ConfigError, match=r"niqe\.weight"):
         load_train_config(tmp_path / "t.toml")
