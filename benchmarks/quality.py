@@ -173,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.anchor and anchor.is_file():
         upscalers["seed espcn_ex"] = anchor_upscaler(anchor)
     if "seed espcn_ex" in upscalers:
+        variants.append(("seed espcn_ex", "seed espcn_ex", None))
         variants.append(("seed espcn_ex + EDGE_ENHANCE", "seed espcn_ex", "EDGE_ENHANCE"))
 
     contest = [SHARED / "contest" / n for n in CONTEST_INPUTS if (SHARED / "contest" / n).is_file()]
