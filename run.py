@@ -638,7 +638,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     limit_malloc_arenas()
     t0 = time.perf_counter()
-    handler = cmd_run
+    handler: Callable[[Sequence[str]], int] = cmd_run
     if argv and argv[0] in SUBCOMMANDS:
         handler = SUBCOMMANDS[argv.pop(0)]
     try:

@@ -63,7 +63,7 @@ def import_sail() -> ModuleType:
         EngineUnavailableError: the wheel (or libsophon under it) is missing.
     """
     try:
-        import sophon.sail as sail  # type: ignore[import-not-found]
+        import sophon.sail as sail
     except ImportError as err:
         raise EngineUnavailableError(f"{INSTALL_HINT} ({err})") from err
     return sail
@@ -103,7 +103,7 @@ class SailEngine:
         path: Path,
         *,
         device_id: int = 0,
-        shapes: Sequence[Shape] | None = None,
+        shapes: Sequence[tuple[int | None, ...]] | None = None,
         scale: int | None = None,
         form: ProcessForm = "tensor",
     ) -> None:
@@ -184,7 +184,7 @@ class SailEngine:
         self._scale = scale or first.out_shape[2] // first.shape[2]
         # Most preferred first: the largest stage does the most work per call.
         # Stage shapes are fully static (ints), whatever the Shape alias allows.
-        static = [(int(n), int(c), int(h), int(w)) for n, c, h, w in self._stages]  # type: ignore[arg-type]
+        static = [(int(n), int(c), int(h), int(w)) for n, c, h, w in self._stages]
         ordered = sorted(static, key=lambda s: (-s[1] * s[2] * s[3], -s[0]))
         self._shapes: tuple[Shape, ...] = tuple(ordered)
 

@@ -29,6 +29,9 @@ class EmbeddedFilter(nn.Module):
         channels: image channels (the same kernel runs on each).
     """
 
+    weight: torch.Tensor
+    bias: torch.Tensor
+
     def __init__(self, name: str, *, channels: int = 3) -> None:
         super().__init__()
         kernel = kernel_of(name)

@@ -446,7 +446,7 @@ def _named(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable[[], 
 
 
 def _as_dict(summary: RunSummary) -> dict[str, Any]:
-    return {name: getattr(summary, name) for name in summary.__slots__}  # type: ignore[attr-defined]
+    return {name: getattr(summary, name) for name in summary.__slots__}
 
 
 def _versions() -> dict[str, str]:

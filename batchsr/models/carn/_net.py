@@ -28,6 +28,7 @@ class _MeanShift(nn.Module):
     def __init__(self, sign: float) -> None:
         super().__init__()
         self.shifter = nn.Conv2d(3, 3, 1)
+        assert self.shifter.bias is not None
         with torch.no_grad():
             self.shifter.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
             self.shifter.bias.copy_(sign * torch.tensor(DIV2K_RGB_MEAN))

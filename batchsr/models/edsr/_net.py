@@ -27,6 +27,7 @@ class _MeanShift(nn.Conv2d):
 
     def __init__(self, sign: float) -> None:
         super().__init__(3, 3, 1)
+        assert self.bias is not None
         with torch.no_grad():
             self.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
             self.bias.copy_(sign * RGB_RANGE * torch.tensor(DIV2K_RGB_MEAN))

@@ -9,6 +9,8 @@ from either.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,9 +31,10 @@ class _DenseBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = [x]
         for i in range(1, 5):
-            conv = getattr(self, f"conv{i}")
+            conv = cast(nn.Conv2d, getattr(self, f"conv{i}"))
             feats.append(self.lrelu(conv(torch.cat(feats, 1))))
-        return self.conv5(torch.cat(feats, 1)) * 0.2 + x
+        last = cast(nn.Conv2d, self.conv5)
+        return last(torch.cat(feats, 1)) * 0.2 + x
 
 
 class _RRDB(nn.Module):
