@@ -26,6 +26,7 @@ torch.set_num_threads(2)
 # One small variant per architecture (x4 where it exists: the contest's scale).
 EXPORTED: list[tuple[str, dict[str, Any]]] = [
     ("espcn", {"in_channels": 3, "out_channels": 3, "channels": 16, "upscale": 4}),
+    ("espcn_res", {"in_channels": 1, "channels": 16, "upscale": 4}),
     ("fsrcnn", {"channels": 1, "d": 16, "s": 8, "m": 2, "upscale": 4}),
     ("carn", {"scale": 4, "num_feat": 8}),
     ("carn_m", {"scale": 4, "num_feat": 8, "group": 4}),

@@ -35,6 +35,8 @@ VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("espcn", {"in_channels": 3, "out_channels": 3, "channels": 16, "upscale": 2}),
     ("espcn", {"in_channels": 3, "out_channels": 3, "channels": 16, "upscale": 3}),
     ("espcn", {"in_channels": 1, "out_channels": 1, "channels": 64, "upscale": 4}),
+    *[("espcn_res", {"in_channels": 1, "channels": 16, "upscale": s}) for s in (2, 3, 4)],
+    ("espcn_res", {"in_channels": 3, "channels": 16, "upscale": 4}),
     *[("fsrcnn", {"channels": 1, "d": 16, "s": 8, "m": 2, "upscale": s}) for s in (2, 3, 4)],
     *[("carn", {"scale": s, "num_feat": 16}) for s in (2, 3, 4)],
     ("carn", {"scale": 4, "num_feat": 16, "multi_scale": False}),
@@ -51,6 +53,7 @@ VARIANTS: list[tuple[str, dict[str, Any]]] = [
 # One small variant per architecture for the margin test, whose images are 2 * margin wide.
 MARGIN_VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("espcn", {"in_channels": 3, "out_channels": 3, "channels": 16, "upscale": 4}),
+    ("espcn_res", {"in_channels": 1, "channels": 16, "upscale": 4}),
     ("fsrcnn", {"channels": 1, "d": 16, "s": 8, "m": 2, "upscale": 3}),
     ("carn", {"scale": 4, "num_feat": 8}),
     ("carn_m", {"scale": 3, "num_feat": 8, "group": 4}),
@@ -274,3 +277,30 @@ def test_seed_anchor_equals_our_espcn_with_its_weights_per_rgb_channel() -> None
         got = ours.module(x.reshape(3, 1, 128, 128)).reshape(1, 3, 512, 512)
     assert expected.shape == (1, 3, 512, 512)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_espcn_res_skip_is_pil_bicubic_away_from_the_border(scale: int) -> None:
+    """With the residual branch silenced, ESPCN-Res is PIL's BICUBIC upscale."""
+    import numpy as np
+    from PIL import Image
+
+    model = get_arch("espcn_res").create(in_channels=1, channels=8, upscale=scale)
+    with torch.no_grad():
+        model.module.sub_pixel[0].weight.zero_()
+    lr = np.random.default_rng(scale).random((13, 17), dtype=np.float32)
+    with torch.no_grad():
+        ours = model.module(torch.from_numpy(lr)[None, None])[0, 0].numpy()
+    pil = Image.fromarray(lr, mode="F").resize((17 * scale, 13 * scale), Image.Resampling.BICUBIC)
+    edge = 2 * scale  # zero padding vs PIL's clamped edge: the residual learns that part
+    np.testing.assert_allclose(
+        ours[edge:-edge, edge:-edge], np.asarray(pil)[edge:-edge, edge:-edge], atol=1e-5
+    )
+
+
+def test_espcn_res_is_told_apart_from_espcn_by_its_prelu_keys() -> None:
+    res = get_arch("espcn_res").create(in_channels=1, channels=16, upscale=4)
+    plain = get_arch("espcn").create(in_channels=1, out_channels=1, channels=16, upscale=4)
+    assert detect_arch(res.module.state_dict()).id == "espcn_res"
+    assert detect_arch(plain.module.state_dict()).id == "espcn"
+    assert res.info.color == "Y" and res.info.margin == 4

@@ -7,7 +7,7 @@ Example::
     deployed = with_filter(model, "SHARPEN")  # what models/espcn/espcn.onnx computes
 
 Architectures (registry order): RRDBNet (Real-ESRGAN), NinaSR, EDSR (torchSR), CARN-M,
-CARN (torchSR), ESPCN (ESPCN-PyTorch), FSRCNN (FSRCNN-pytorch), SRVGGNetCompact
+CARN (torchSR), ESPCN-Res (ours), ESPCN (ESPCN-PyTorch), FSRCNN (FSRCNN-pytorch), SRVGGNetCompact
 (Real-ESRGAN). spandrel detects many more layouts but needs torchvision, which has no
 CPU build here, and lacks most of these; this zoo is written for batchsr.
 """

@@ -24,6 +24,7 @@ from batchsr.models.canonicalize import canonicalize
 from batchsr.models.carn import CARN_ARCH, CARN_M_ARCH
 from batchsr.models.edsr import EDSR_ARCH
 from batchsr.models.espcn import ESPCN_ARCH
+from batchsr.models.espcn_res import ESPCN_RES_ARCH
 from batchsr.models.fsrcnn import FSRCNN_ARCH
 from batchsr.models.ninasr import NINASR_ARCH
 from batchsr.models.rrdbnet import RRDBNET_ARCH
@@ -42,13 +43,14 @@ __all__ = [
 # Specific key layouts before generic ones: the first detect() that says yes wins.
 # NinaSR and EDSR share head/body/tail names (NinaSR is told apart by its attention
 # keys, EDSR by its mean-shift convs); SRVGGNetCompact's bare ``body.N.weight`` is the
-# most generic pattern, so it goes last.
+# most generic pattern, so it goes last. ESPCN-Res has ESPCN's keys and more: before it.
 REGISTRY: tuple[Arch, ...] = (
     RRDBNET_ARCH,
     NINASR_ARCH,
     EDSR_ARCH,
     CARN_M_ARCH,
     CARN_ARCH,
+    ESPCN_RES_ARCH,
     ESPCN_ARCH,
     FSRCNN_ARCH,
     SRVGG_ARCH,
