@@ -78,8 +78,10 @@ class ESPCNRes(nn.Module):
             "skip", kernel.unsqueeze(1).repeat(in_channels, 1, 1, 1), persistent=False
         )
         # The residual starts near zero: the untrained network is about a bicubic upscaler.
-        nn.init.normal_(self.sub_pixel[0].weight, mean=0.0, std=0.001)
-        nn.init.zeros_(self.sub_pixel[0].bias)
+        last = self.sub_pixel[0]
+        assert isinstance(last, nn.Conv2d) and last.bias is not None
+        nn.init.normal_(last.weight, mean=0.0, std=0.001)
+        nn.init.zeros_(last.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         residual = self.sub_pixel[0](self.feature_maps(x - 0.5))
