@@ -83,8 +83,11 @@ def _luma(rgb: torch.Tensor) -> torch.Tensor:
     """(N, 3, H, W) RGB in [0, 1] -> (N, 1, H, W) Y in [16, 235].
 
     The image is quantised to uint8 and Y rounded, as the saved output is scored: on
-    smooth areas the quantisation steps are what the MSCN statistics see.
+    smooth areas the quantisation steps are what the MSCN statistics see. A one-channel
+    input is already Y (MATLAB's Y / 255, what Y-only models output) and is only rounded.
     """
+    if rgb.shape[1] == 1:
+        return _round(rgb.clamp(0.0, 1.0) * 255.0)
     rgb = _round(rgb.clamp(0.0, 1.0) * 255.0)
     w = torch.tensor(_Y_RGB, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1) / 255.0
     return _round((rgb * w).sum(dim=1, keepdim=True) + 16.0)
@@ -161,7 +164,9 @@ def _scale_features(mscn: torch.Tensor, bs: int) -> torch.Tensor:
 
 
 def niqe_features(rgb: torch.Tensor) -> torch.Tensor:
-    """NIQE block features of (N, 3, H, W) RGB in [0, 1]: (N * blocks, 36), float32.
+    """NIQE block features of (N, 3, H, W) RGB in [0, 1] (or (N, 1, H, W) Y / 255).
+
+    Returns (N * blocks, 36), float32.
 
     H and W should be multiples of 96 (the remainder is cropped, as NIQE crops).
     """

@@ -27,6 +27,7 @@ import torch
 from numpy.typing import NDArray
 from PIL import Image, ImageFilter
 
+from batchsr.color import rgb_to_ycbcr, upscale_chroma, ycbcr_to_rgb
 from batchsr.errors import ConfigError
 from batchsr.filters import FILTER_NAMES, kernel_of
 from batchsr.metrics.niqe import BLOCK_SIZE as NIQE_BLOCK
@@ -45,6 +46,7 @@ __all__ = [
     "psnr_y",
     "skimage_data_dir",
     "train",
+    "upscale_rgb",
     "validate",
 ]
 
@@ -337,6 +339,32 @@ def _to_nchw(rgb: NDArray[np.uint8]) -> torch.Tensor:
     return torch.from_numpy(rgb.astype(np.float32) / 255.0).permute(2, 0, 1).unsqueeze(0)
 
 
+# MATLAB BT.601 luma rows (0..255 units from RGB in [0, 1]), as batchsr.color converts.
+_Y_RGB = (65.481, 128.553, 24.966)
+
+
+def _as_model_input(batch: torch.Tensor, channels: int) -> torch.Tensor:
+    """RGB (N, 3, H, W) in [0, 1] as the model takes it: unchanged, or Y / 255 for
+    one-channel (Y-only) models, as the pipeline's Y mode feeds them."""
+    if channels == 3:
+        return batch
+    w = torch.tensor(_Y_RGB, dtype=batch.dtype).view(1, 3, 1, 1) / 255.0
+    return (batch * w).sum(dim=1, keepdim=True) + 16.0 / 255.0
+
+
+def upscale_rgb(model: SRModel, lr: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """Whole-image upscale of HWC uint8 RGB as the pipeline does it: RGB models directly,
+    Y-only models on MATLAB's Y with Cb/Cr upscaled bicubically."""
+    if model.info.in_channels == 3:
+        with torch.no_grad():
+            return _to_rgb(model.module(_to_nchw(lr)))
+    ycc = rgb_to_ycbcr(lr)
+    with torch.no_grad():
+        y = model.module(torch.from_numpy(np.ascontiguousarray(ycc[None, None, :, :, 0])))
+    out = np.concatenate([y[0, 0].numpy()[..., None], upscale_chroma(ycc, model.info.scale)], -1)
+    return np.clip(np.round(ycbcr_to_rgb(out) * 255.0), 0, 255).astype(np.uint8)
+
+
 def _to_rgb(t: torch.Tensor) -> NDArray[np.uint8]:
     """(1, 3, H, W) float in [0, 1] -> HWC uint8, rounded as an image writer would."""
     arr = t.squeeze(0).permute(1, 2, 0).clamp(0.0, 1.0).mul(255.0).round()
@@ -459,8 +487,7 @@ def validate(model: SRModel, names: tuple[str, ...]) -> tuple[ValidFigure, ...]:
     figures = []
     for name in names:
         hr, lr = _pair(_load_rgb(name), scale)
-        with torch.no_grad():
-            sr = _to_rgb(model.module(_to_nchw(lr)))
+        sr = upscale_rgb(model, lr)
         size = (hr.shape[1], hr.shape[0])
         bicubic = np.asarray(Image.fromarray(lr).resize(size, Image.Resampling.BICUBIC))
         figures.append(
@@ -483,7 +510,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     torch.manual_seed(cfg.seed)
     model = get_arch(cfg.architecture).create(**dict(cfg.hyperparameters))
     net = model.module.train()
-    scale = model.info.scale
+    scale, channels = model.info.scale, model.info.in_channels
     if cfg.niqe is not None and cfg.niqe.lr_patch * scale < 2 * NIQE_BLOCK:
         raise ConfigError(
             f"niqe.lr_patch {cfg.niqe.lr_patch} gives {cfg.niqe.lr_patch * scale} px outputs; "
@@ -499,7 +526,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     bound = log.bind(model=cfg.name, steps=cfg.steps)
     t0 = time.perf_counter()
     for step in range(1, cfg.steps + 1):
-        lr_batch, hr_batch = sampler.batch(cfg.batch)
+        lr_batch, hr_batch = (_as_model_input(t, channels) for t in sampler.batch(cfg.batch))
         if cfg.target_sharpen > 0.0:
             hr_batch = _unsharp(hr_batch, amount=cfg.target_sharpen, sigma=cfg.target_sigma)
         loss = torch.nn.functional.l1_loss(net(lr_batch), hr_batch)
@@ -522,7 +549,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     niqe_wall_s = 0.0
     if cfg.niqe is not None:
         t1 = time.perf_counter()
-        niqe_losses = _niqe_phase(net, cfg, cfg.niqe, scale, bound)
+        niqe_losses = _niqe_phase(net, cfg, cfg.niqe, scale, bound, channels=channels)
         niqe_wall_s = time.perf_counter() - t1
     wall_s = time.perf_counter() - t0
     net.eval()
@@ -550,6 +577,8 @@ def _niqe_phase(
     phase: NiqePhase,
     scale: int,
     bound: structlog.typing.FilteringBoundLogger,
+    *,
+    channels: int = 3,
 ) -> tuple[tuple[float, float], ...]:
     """Fine-tune ``net`` in place on L1 + ``phase.weight`` x NIQE; the window means."""
     from batchsr.niqe_loss import niqe_per_image
@@ -566,7 +595,7 @@ def _niqe_phase(
     acc = np.zeros(2)
     t0 = time.perf_counter()
     for step in range(1, phase.steps + 1):
-        lr_batch, hr_batch = sampler.batch(phase.batch)
+        lr_batch, hr_batch = (_as_model_input(t, channels) for t in sampler.batch(phase.batch))
         sr = net(lr_batch)
         l1 = torch.nn.functional.l1_loss(sr, hr_batch)
         if phase.consistency > 0.0:

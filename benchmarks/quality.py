@@ -35,6 +35,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from batchsr.color import rgb_to_ycbcr, upscale_chroma, ycbcr_to_rgb  # noqa: E402
 from batchsr.filters import FILTER_NAMES, apply_filter  # noqa: E402
 from batchsr.manifest import load_manifest  # noqa: E402
 from batchsr.train import psnr_y  # noqa: E402
@@ -100,8 +101,9 @@ class OnnxUpscaler:
         return sum(int(np.prod(t.dims)) for t in graph.initializer)
 
     def tile_ms(self, runs: int = 30) -> float:
-        """Median wall time of one 1x3x128x128 call (after 3 warm-up calls), in ms."""
-        x = np.random.default_rng(0).random((1, 3, 128, 128), dtype=np.float32)
+        """Median wall time of one 1xCx128x128 call (after 3 warm-up calls), in ms."""
+        c = self.manifest.in_channels
+        x = np.random.default_rng(0).random((1, c, 128, 128), dtype=np.float32)
         times = []
         for i in range(runs + 3):
             t0 = time.perf_counter()
@@ -111,6 +113,12 @@ class OnnxUpscaler:
         return float(np.median(times))
 
     def __call__(self, lr: NDArray[np.uint8]) -> NDArray[np.uint8]:
+        if self.manifest.in_channels == 1:
+            # Y-only models run as the pipeline's Y mode: MATLAB Y in, Cb/Cr bicubic.
+            ycc = rgb_to_ycbcr(lr)
+            (y,) = self._session.run(["output"], {"input": ycc[None, None, :, :, 0].copy()})
+            out = np.concatenate([y[0, 0][..., None], upscale_chroma(ycc, SCALE)], axis=-1)
+            return np.clip(np.round(ycbcr_to_rgb(out) * 255.0), 0, 255).astype(np.uint8)
         x = (lr.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
         (y,) = self._session.run(["output"], {"input": np.ascontiguousarray(x)})
         return np.round(np.clip(y[0].transpose(1, 2, 0), 0.0, 1.0) * 255.0).astype(np.uint8)

@@ -11,6 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from batchsr.color import rgb_to_ycbcr, upscale_chroma, ycbcr_to_rgb
 from batchsr.errors import CompileError, ConfigError
 from batchsr.filters import FILTER_NAMES, apply_filter, kernel_of
 from batchsr.manifest import file_sha256, load_manifest
@@ -76,15 +77,17 @@ def test_check_onnx_reports_a_mismatch_with_torch(tmp_path: Path) -> None:
 )
 def test_default_model_folder_is_consistent_and_its_onnx_matches_its_weights() -> None:
     manifest = load_manifest(DEFAULT_FOLDER)
-    assert (manifest.name, manifest.architecture, manifest.scale) == ("espcn", "espcn", 4)
-    assert (manifest.in_channels, manifest.out_channels, manifest.color) == (3, 3, "RGB")
+    assert (manifest.name, manifest.scale) == ("espcn", 4)
+    assert manifest.architecture in ("espcn", "espcn_res")
+    c = manifest.in_channels
+    assert (c, manifest.out_channels, manifest.color) in ((3, 3, "RGB"), (1, 1, "Y"))
     # ESPCN reaches 4 LR pixels; an embedded filter one HR pixel, so one LR pixel more.
     assert manifest.margin == 4 + (manifest.postprocess is not None)
     for art in manifest.artifacts:
         path = DEFAULT_FOLDER / art.path
         assert art.size_bytes == path.stat().st_size
         assert art.sha256 == file_sha256(path), f"{art.path} changed since the manifest"
-        assert art.shapes == ((None, 3, None, None),)
+        assert art.shapes == ((None, c, None, None),)
     onnx_art = manifest.artifact("onnx")
     assert onnx_art is not None
     model = load_checkpoint(DEFAULT_FOLDER / "espcn.safetensors")
@@ -97,11 +100,11 @@ def test_default_model_folder_is_consistent_and_its_onnx_matches_its_weights() -
     session = ort.InferenceSession(
         str(DEFAULT_FOLDER / onnx_art.path), providers=["CPUExecutionProvider"]
     )
-    x = np.random.default_rng(0).random((2, 3, 19, 23), dtype=np.float32)
+    x = np.random.default_rng(0).random((2, c, 19, 23), dtype=np.float32)
     (got,) = session.run([OUTPUT_NAME], {INPUT_NAME: x})
     with torch.no_grad():
         expected = model.module(torch.from_numpy(x)).numpy()
-    assert got.shape == (2, 3, 76, 92)
+    assert got.shape == (2, c, 76, 92)
     assert float(np.abs(got - expected).max()) <= atol
 
 
@@ -159,6 +162,12 @@ def _shipped_upscale(lr: np.ndarray) -> np.ndarray:
     session = ort.InferenceSession(
         str(DEFAULT_FOLDER / art.path), providers=["CPUExecutionProvider"]
     )
+    if manifest.in_channels == 1:
+        # As the pipeline's Y mode: the model on MATLAB Y, Cb/Cr upscaled bicubically.
+        ycc = rgb_to_ycbcr(lr)
+        (y,) = session.run([OUTPUT_NAME], {INPUT_NAME: ycc[None, None, :, :, 0].copy()})
+        out = np.concatenate([y[0, 0][..., None], upscale_chroma(ycc, manifest.scale)], -1)
+        return np.clip(np.round(ycbcr_to_rgb(out) * 255.0), 0, 255).astype(np.uint8)
     x = (lr.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
     (y,) = session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(x)})
     return np.round(np.clip(y[0].transpose(1, 2, 0), 0.0, 1.0) * 255.0).astype(np.uint8)

@@ -112,3 +112,29 @@ def test_niqe_phase_refuses_patches_too_small_for_two_blocks(tmp_path: Path) -> 
     (tmp_path / "t.toml").write_text(text)
     with pytest.raises(ConfigError, match=r"niqe\.weight"):
         load_train_config(tmp_path / "t.toml")
+
+
+def test_a_y_only_model_trains_on_luma_and_exports_a_one_channel_folder(tmp_path: Path) -> None:
+    """ESPCN-Res on Y: trained on MATLAB Y, with the NIQE phase on its Y outputs."""
+    import numpy as np
+
+    from batchsr.train import upscale_rgb
+
+    hyper = (("channels", 8), ("in_channels", 1), ("upscale", 4))
+    cfg = _tiny(
+        architecture="espcn_res",
+        hyperparameters=hyper,
+        rescales=(1.0,),
+        example_shape=(1, 1, 16, 20),
+        check_shapes=((1, 1, 16, 20), (2, 1, 9, 13)),
+        niqe=NiqePhase(weight=0.01, steps=2, lr_patch=48, batch=2),
+    )
+    result = train(cfg)
+    assert result.model.info.color == "Y" and result.niqe_losses[0][1] > 0.0
+    manifest = load_manifest(build_model_folder(result, cfg, tmp_path / "m").parent)
+    assert (manifest.architecture, manifest.in_channels, manifest.color) == ("espcn_res", 1, "Y")
+    assert manifest.artifact("onnx").shapes == ((None, 1, None, None),)  # type: ignore[union-attr]
+    # The validation figures come from the pipeline's Y path: RGB out, chroma bicubic.
+    lr = np.random.default_rng(0).integers(0, 256, (10, 12, 3), dtype=np.uint8)
+    assert upscale_rgb(result.model, lr).shape == (40, 48, 3)
+    assert all(np.isfinite(f.psnr_y_model) for f in result.valid)
