@@ -147,15 +147,16 @@ def make_plan(
                     onnx,
                     "--input_shapes",
                     "[[" + ",".join(str(v) for v in shape) + "]]",
-                    # Identity preprocessing in RGB: the inputs are npz tensors already
-                    # in [0,1] RGB, which tpu-mlir passes through unchanged; the flags
-                    # only keep the MLIR's recorded preprocessing honest (ref. 1.2, 4.4).
+                    # Identity preprocessing: the inputs are npz tensors already in
+                    # [0,1] (RGB, or Y for one-channel models), which tpu-mlir passes
+                    # through unchanged; the flags only keep the MLIR's recorded
+                    # preprocessing honest (ref. 1.2, 4.4).
                     "--mean",
-                    "0,0,0",
+                    ",".join(["0"] * shape[1]),
                     "--scale",
-                    "1,1,1",
+                    ",".join(["1"] * shape[1]),
                     "--pixel_format",
-                    "rgb",
+                    "gray" if shape[1] == 1 else "rgb",
                     "--test_input",
                     test_in,
                     "--test_result",

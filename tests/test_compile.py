@@ -233,6 +233,23 @@ def test_single_shape_f16_deploys_straight_to_folder() -> None:
     assert "--calibration_table" not in plan.steps[-1].argv
 
 
+@pytest.mark.parametrize(("channels", "fmt", "mean"), [(3, "rgb", "0,0,0"), (1, "gray", "0")])
+def test_transform_preprocessing_flags_follow_the_input_channels(
+    channels: int, fmt: str, mean: str
+) -> None:
+    """Y-only models (one channel) are declared gray, with one mean and scale."""
+    plan = make_plan(
+        model_name="n", onnx="../n.onnx", shapes=[(1, channels, 64, 64)], quantize="F16"
+    )
+    argv = plan.steps[0].argv
+    flags = {argv[i]: argv[i + 1] for i in range(1, len(argv) - 1) if argv[i].startswith("--")}
+    assert (flags["--pixel_format"], flags["--mean"], flags["--scale"]) == (
+        fmt,
+        mean,
+        mean.replace("0", "1"),
+    )
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
