@@ -12,7 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-__all__ = ["rgb_to_ycbcr", "upscale_chroma", "ycbcr_to_rgb"]
+__all__ = ["chroma_planes", "merge_y", "rgb_to_ycbcr", "upscale_chroma", "ycbcr_to_rgb"]
 
 # Rows give Y, Cb, Cr from R, G, B in [0, 1], in 0..255 units (MATLAB rgb2ycbcr).
 _M = np.array(
@@ -21,6 +21,11 @@ _M = np.array(
 )
 _OFFSET = np.array([16.0, 128.0, 128.0])
 _M_INV = np.linalg.inv(_M)
+# ycbcr_to_rgb folded for merge_y: RGB in 0..255 units = _K @ (Y, Cb, Cr) in [0, 1] + _K0.
+_K = (255.0 * _M_INV * 255.0).astype(np.float32)
+_K0 = (-255.0 * _M_INV @ _OFFSET).astype(np.float32)
+_SUPPORT = 3  # input pixels PIL's bicubic reads beyond a box when upscaling (2, plus 1)
+_BAND_PIXELS = 1 << 16  # output pixels per band in merge_y (256 KiB per float32 plane)
 
 
 def rgb_to_ycbcr(rgb: NDArray[np.uint8]) -> NDArray[np.float32]:
@@ -35,13 +40,74 @@ def ycbcr_to_rgb(ycc: NDArray[np.float32]) -> NDArray[np.float32]:
     return rgb.astype(np.float32)
 
 
-def upscale_chroma(ycc: NDArray[np.float32], scale: int) -> NDArray[np.float32]:
-    """Bicubic upscale of the Cb and Cr planes: HxWx3 YCbCr -> (H*s)x(W*s)x2."""
-    h, w = ycc.shape[:2]
-    planes = [
-        np.asarray(
-            Image.fromarray(ycc[:, :, c]).resize((w * scale, h * scale), Image.Resampling.BICUBIC)
-        )
-        for c in (1, 2)
-    ]
-    return np.stack(planes, axis=2).astype(np.float32)
+def chroma_planes(ycc: NDArray[np.float32]) -> NDArray[np.float32]:
+    """The Cb and Cr planes of HxWx3 YCbCr as one contiguous 2xHxW array (the form
+    :func:`merge_y` and :func:`upscale_chroma` read without copying)."""
+    return np.ascontiguousarray(ycc.transpose(2, 0, 1)[1:])
+
+
+def upscale_chroma(
+    cbcr: NDArray[np.float32], scale: int, box: tuple[int, int, int, int] | None = None
+) -> NDArray[np.float32]:
+    """Bicubic upscale of Cb and Cr planes (2xHxW) -> 2x(H*s)x(W*s).
+
+    ``box=(x0, y0, x1, y1)`` upscales only that region of the input, giving exactly that
+    region of the whole upscale: PIL reads the filter's support from outside the box.
+    """
+    h, w = cbcr.shape[1:]
+    x0, y0, x1, y1 = box or (0, 0, w, h)
+    size = ((x1 - x0) * scale, (y1 - y0) * scale)
+    # Only the box and the filter's support around it go to PIL (which copies what it
+    # is given); where the cut is not the image's edge PIL never reads past it.
+    cy0, cx0 = max(0, y0 - _SUPPORT), max(0, x0 - _SUPPORT)
+    cy1, cx1 = min(h, y1 + _SUPPORT), min(w, x1 + _SUPPORT)
+    local = (x0 - cx0, y0 - cy0, x1 - cx0, y1 - cy0)
+    out = np.empty((2, size[1], size[0]), np.float32)
+    for c in (0, 1):
+        plane = Image.fromarray(np.ascontiguousarray(cbcr[c, cy0:cy1, cx0:cx1]))
+        out[c] = np.asarray(plane.resize(size, Image.Resampling.BICUBIC, box=local))
+    return out
+
+
+def merge_y(
+    y: NDArray[np.float32],
+    cbcr: NDArray[np.float32],
+    scale: int,
+    origin: tuple[int, int] = (0, 0),
+) -> NDArray[np.uint8]:
+    """An SR Y region and the input's Cb/Cr planes to RGB uint8.
+
+    Args:
+        y: (h*s)x(w*s) float32 SR Y in [0, 1], for the input region of h x w pixels
+            whose top-left corner is ``origin`` (row, column).
+        cbcr: 2xHxW float32 Cb and Cr of the whole input (:func:`chroma_planes`).
+        scale: the upscale factor s.
+
+    Returns:
+        (h*s)x(w*s)x3 uint8: Cb and Cr upscaled bicubically (as :func:`upscale_chroma`),
+        the colours of ``ycbcr_to_rgb`` clipped and rounded, but in float32 and in
+        bands of rows. The pipeline merges every SR tile core this way as it arrives;
+        float64 HxWx3 temporaries of whole images cost more CPU than the model's tiles
+        and held a hundred megabytes per image in flight.
+    """
+    hs, ws = y.shape
+    oy, ox = origin
+    h, w = hs // scale, ws // scale
+    out = np.empty((hs, ws, 3), np.uint8)
+    band = max(1, _BAND_PIXELS // max(ws * scale, 1))  # input rows per band
+    for r0 in range(0, h, band):
+        r1 = min(h, r0 + band)
+        chroma = upscale_chroma(cbcr, scale, (ox, oy + r0, ox + w, oy + r1))
+        ys = y[r0 * scale : r1 * scale]
+        acc = np.empty(ys.shape, np.float32)
+        term = np.empty(ys.shape, np.float32)
+        for c in range(3):
+            np.multiply(ys, _K[c, 0], out=acc)
+            for p in (0, 1):
+                np.multiply(chroma[p], _K[c, p + 1], out=term)
+                acc += term
+            acc += _K0[c]
+            np.clip(acc, 0.0, 255.0, out=acc)
+            np.rint(acc, out=acc)
+            out[r0 * scale : r1 * scale, :, c] = acc
+    return out

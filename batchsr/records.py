@@ -107,8 +107,9 @@ class ImagePlan:
         offset_y, offset_x: where the image starts in the padded frame of the windows.
         mode: the tiling mode, which decides how the stitcher combines tiles.
         pad: the context margin (``blend`` ramps over twice this).
-        chroma: in Y-only mode, the upscaled Cb/Cr planes, (H*s)x(W*s)x2 float32 in
-            [0, 1], read-only; None otherwise.
+        chroma: in Y-only mode, the input's Cb/Cr planes, 2xHxW float32 in [0, 1],
+            read-only; the stitcher upscales the part under each SR tile's core as it
+            merges it (so an image in flight holds no upscaled chroma); None otherwise.
     """
 
     id: int

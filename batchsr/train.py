@@ -27,7 +27,7 @@ import torch
 from numpy.typing import NDArray
 from PIL import Image, ImageFilter
 
-from batchsr.color import rgb_to_ycbcr, upscale_chroma, ycbcr_to_rgb
+from batchsr.color import chroma_planes, merge_y, rgb_to_ycbcr
 from batchsr.errors import ConfigError
 from batchsr.filters import FILTER_NAMES, kernel_of
 from batchsr.metrics.niqe import BLOCK_SIZE as NIQE_BLOCK
@@ -361,8 +361,7 @@ def upscale_rgb(model: SRModel, lr: NDArray[np.uint8]) -> NDArray[np.uint8]:
     ycc = rgb_to_ycbcr(lr)
     with torch.no_grad():
         y = model.module(torch.from_numpy(np.ascontiguousarray(ycc[None, None, :, :, 0])))
-    out = np.concatenate([y[0, 0].numpy()[..., None], upscale_chroma(ycc, model.info.scale)], -1)
-    return np.clip(np.round(ycbcr_to_rgb(out) * 255.0), 0, 255).astype(np.uint8)
+    return merge_y(y[0, 0].numpy(), chroma_planes(ycc), model.info.scale)
 
 
 def _to_rgb(t: torch.Tensor) -> NDArray[np.uint8]:

@@ -35,7 +35,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from batchsr.color import rgb_to_ycbcr, upscale_chroma, ycbcr_to_rgb  # noqa: E402
+from batchsr.color import chroma_planes, merge_y, rgb_to_ycbcr  # noqa: E402
 from batchsr.filters import FILTER_NAMES, apply_filter  # noqa: E402
 from batchsr.manifest import load_manifest  # noqa: E402
 from batchsr.train import psnr_y  # noqa: E402
@@ -117,8 +117,7 @@ class OnnxUpscaler:
             # Y-only models run as the pipeline's Y mode: MATLAB Y in, Cb/Cr bicubic.
             ycc = rgb_to_ycbcr(lr)
             (y,) = self._session.run(["output"], {"input": ycc[None, None, :, :, 0].copy()})
-            out = np.concatenate([y[0, 0][..., None], upscale_chroma(ycc, SCALE)], axis=-1)
-            return np.clip(np.round(ycbcr_to_rgb(out) * 255.0), 0, 255).astype(np.uint8)
+            return merge_y(y[0, 0], chroma_planes(ycc), SCALE)
         x = (lr.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
         (y,) = self._session.run(["output"], {"input": np.ascontiguousarray(x)})
         return np.round(np.clip(y[0].transpose(1, 2, 0), 0.0, 1.0) * 255.0).astype(np.uint8)
@@ -219,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         k_s = "-" if k is None else f"{k}"
         ms_s = "-" if ms is None else f"{ms:.2f}"
         print(f"{label:44s} {n_s:>9s} {p_s:>11s} {k_s:>8s} {ms_s:>8s}")
-    print("ms/tile: median onnxruntime CPU time (2 threads) of one 1x3x128x128 call")
+    print("ms/tile: median onnxruntime CPU time (2 threads) of one 1xCx128x128 call")
     print(f"({time.perf_counter() - t0:.0f} s)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

@@ -30,6 +30,7 @@ sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 
 from official_niqe import load_official_niqe  # noqa: E402
 
+from batchsr.color import chroma_planes, merge_y, rgb_to_ycbcr  # noqa: E402
 from batchsr.config import ModelConfig  # noqa: E402
 from batchsr.engines import open_engine  # noqa: E402
 from batchsr.filters import apply_filter  # noqa: E402
@@ -47,20 +48,32 @@ class SeedResult:
 
 
 def upscale(engine: Any, rgb: np.ndarray, scale: int) -> np.ndarray:
-    """The seed's tiling: abutting 128x128 tiles, edge tiles zero-padded, no overlap."""
+    """The seed's tiling: abutting 128x128 tiles, edge tiles zero-padded, no overlap.
+
+    A one-channel (Y) model gets MATLAB's Y and the chroma is upscaled bicubically, as
+    the seed did for its Y-only ESPCN and as batchsr's Y mode does.
+    """
     h, w = rgb.shape[:2]
-    img = rgb.astype(np.float32).transpose(2, 0, 1) / 255.0
-    out = np.zeros((3, h * scale, w * scale), np.float32)
+    y_only = engine.input_shapes[0][1] == 1
+    if y_only:
+        ycc = rgb_to_ycbcr(rgb)
+        img = ycc[:, :, :1].transpose(2, 0, 1)
+    else:
+        img = rgb.astype(np.float32).transpose(2, 0, 1) / 255.0
+    c = img.shape[0]
+    out = np.zeros((c, h * scale, w * scale), np.float32)
     for y in range(0, h, TILE):
         for x in range(0, w, TILE):
-            tile = np.zeros((1, 3, TILE, TILE), np.float32)
+            tile = np.zeros((1, c, TILE, TILE), np.float32)
             th, tw = min(TILE, h - y), min(TILE, w - x)
             tile[0, :, :th, :tw] = img[:, y : y + th, x : x + tw]
             sr = engine.run(tile)[0]
             out[:, y * scale : (y + th) * scale, x * scale : (x + tw) * scale] = sr[
                 :, : th * scale, : tw * scale
             ]
-    return (np.clip(out, 0, 1) * 255).round().astype(np.uint8).transpose(1, 2, 0)
+    if y_only:
+        return merge_y(out[0], chroma_planes(ycc), scale)
+    return (np.clip(out.transpose(1, 2, 0), 0, 1) * 255).round().astype(np.uint8)
 
 
 def run_seed_loop(

@@ -22,7 +22,7 @@ def test_default_model_folder_resolves_per_backend() -> None:
 def test_files_resolve_by_kind(tmp_path: Path, espcn_onnx: Path) -> None:
     assert resolve_model(str(espcn_onnx), backend="onnx").format == "onnx"
     ckpt = resolve_model("models/espcn/espcn.safetensors", backend="onnx")
-    assert (ckpt.format, ckpt.scale, ckpt.margin, ckpt.in_channels) == ("safetensors", 4, 4, 3)
+    assert (ckpt.format, ckpt.scale, ckpt.margin, ckpt.in_channels) == ("safetensors", 4, 4, 1)
     odd = tmp_path / "model.h5"
     odd.write_bytes(b"x")
     with pytest.raises(ModelError, match=r"unknown model file type '\.h5'"):

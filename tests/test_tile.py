@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchsr.color import rgb_to_ycbcr, upscale_chroma, ycbcr_to_rgb
+from batchsr.color import chroma_planes, rgb_to_ycbcr, upscale_chroma, ycbcr_to_rgb
 from batchsr.engines.onnx import OnnxEngine
 from batchsr.pipeline.stitch import Assembler, to_uint8
 from batchsr.pipeline.tile import (
@@ -203,8 +203,11 @@ def test_y_only_mode_runs_the_model_on_y_and_keeps_bicubic_chroma() -> None:
     assert set(seen) == {1}
     ycc = rgb_to_ycbcr(rgb)
     expected_y = ycc[:, :, 0].repeat(2, axis=0).repeat(2, axis=1)
-    expected = ycbcr_to_rgb(np.concatenate([expected_y[:, :, None], upscale_chroma(ycc, 2)], 2))
-    np.testing.assert_array_equal(done[0].rgb, to_uint8(expected.transpose(2, 0, 1)))
+    chroma = upscale_chroma(chroma_planes(ycc), 2).transpose(1, 2, 0)
+    expected = ycbcr_to_rgb(np.concatenate([expected_y[:, :, None], chroma], 2))
+    # merge_y rounds in float32: a tie may land one level away from float64's rounding.
+    diff = np.abs(done[0].rgb.astype(int) - to_uint8(expected.transpose(2, 0, 1)))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
 
 
 def test_crop_tiling_equals_whole_image_for_fsrcnn(tmp_path: Path) -> None:

@@ -46,7 +46,7 @@ def test_model_folder_round_trips_through_the_manifest(
     cfg = _tiny(target_sharpen=0.5, postprocess=postprocess)
     result = train(cfg)
     manifest = load_manifest(build_model_folder(result, cfg, tmp_path / "m").parent)
-    assert (manifest.scale, manifest.color, manifest.postprocess) == (4, "RGB", postprocess)
+    assert (manifest.scale, manifest.color, manifest.postprocess) == (4, "Y", postprocess)
     # An embedded filter reaches one more pixel, and the bare weights are no artifact.
     if postprocess is None:
         assert manifest.margin == 4

@@ -3,8 +3,10 @@
 ``crop`` and ``plain`` tiles contribute only their cores, converted to uint8 as they
 are pasted, so no float canvas of the whole image is held. ``average`` and ``blend``
 tiles contribute their whole window, weighted (1, or a linear ramp over the overlap),
-into a float canvas normalised when the image completes. In Y-only mode the SR Y plane
-is merged with the tile stage's upscaled chroma. An image's contest runtime ends when
+into a float canvas normalised when the image completes. In Y-only mode each SR Y
+core is merged with the bicubic upscale of the chroma under it as it arrives
+(``crop``, ``plain``), or the whole Y canvas when the image completes (overlapping
+modes). An image's contest runtime ends when
 it is complete.
 """
 
@@ -17,7 +19,7 @@ import numpy as np
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from numpy.typing import NDArray
 
-from batchsr.color import ycbcr_to_rgb
+from batchsr.color import merge_y
 from batchsr.pipeline.stage import Meter
 from batchsr.records import Failed, ImagePlan, SRBatch, Stitched, TileSpec, freeze
 
@@ -124,18 +126,24 @@ class _Image:
         self.plan = plan
         self.remaining = len(plan.tiles)
         hs, ws = plan.height * plan.scale, plan.width * plan.scale
-        # uint8 cores are enough unless tiles overlap (average/blend) or the result
-        # is a Y plane still to be merged with chroma.
+        # uint8 cores are enough unless tiles overlap (average/blend); Y-only cores are
+        # merged with their chroma on arrival.
         self.direct = is_direct(plan)
-        if self.direct:
-            self.canvas_u8 = np.empty((hs, ws, channels), np.uint8)
+        self.merge_cores = plan.chroma is not None and plan.mode in ("crop", "plain")
+        if self.direct or self.merge_cores:
+            self.canvas_u8 = np.empty((hs, ws, 3 if self.merge_cores else channels), np.uint8)
         else:
             self.acc = np.zeros((channels, hs, ws), np.float32)
             self.wsum = np.zeros((hs, ws), np.float32)
 
     def add(self, sr_tile: NDArray[np.float32], spec: TileSpec) -> None:
+        chroma = self.plan.chroma
         if self.direct:
             paste_tile(self.canvas_u8, sr_tile, spec, self.plan)
+        elif self.merge_cores and chroma is not None:
+            cy, cx, ty, tx = _core_in_tile(spec, self.plan)
+            origin = (spec.core_y0, spec.core_x0)
+            self.canvas_u8[cy, cx] = merge_y(sr_tile[0, ty, tx], chroma, self.plan.scale, origin)
         elif self.plan.mode in ("crop", "plain"):
             cy, cx, ty, tx = _core_in_tile(spec, self.plan)
             self.acc[:, cy, cx] = sr_tile[:, ty, tx]
@@ -151,13 +159,12 @@ class _Image:
         self.remaining -= 1
 
     def finish(self) -> NDArray[np.uint8]:
-        if self.direct:
+        if self.direct or self.merge_cores:
             return self.canvas_u8
-        out = self.acc / self.wsum
-        if self.plan.chroma is not None:
-            ycc = np.concatenate([out[0][:, :, None], self.plan.chroma], axis=2)
-            return to_uint8(ycbcr_to_rgb(ycc).transpose(2, 0, 1))
-        return to_uint8(out)
+        chroma = self.plan.chroma
+        if chroma is not None:
+            return merge_y(self.acc[0] / self.wsum, chroma, self.plan.scale)
+        return to_uint8(self.acc / self.wsum)
 
 
 def batch_to_uint8(nchw: NDArray[np.float32]) -> NDArray[np.uint8]:

@@ -42,7 +42,7 @@ import numpy as np
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from numpy.typing import NDArray
 
-from batchsr.color import rgb_to_ycbcr, upscale_chroma
+from batchsr.color import chroma_planes, rgb_to_ycbcr
 from batchsr.pipeline.stage import Meter, failed_from
 from batchsr.records import Decoded, Failed, ImagePlan, Slot, TileBatch, TileSpec, freeze
 
@@ -227,14 +227,14 @@ def prepare_image(
         ``(chw, chroma)``: CxH'xW' float32 in [0, 1] (RGB, or Y in Y-only mode),
         padded to whole tiles (``plain``: zeros, centred) or up to one tile where the
         image is smaller (other modes: reflected at the bottom and right); and in
-        Y-only mode the bicubically upscaled Cb/Cr planes, (H*s)x(W*s)x2, else None.
+        Y-only mode the input's Cb/Cr planes, 2xHxW, else None.
     """
     geometry = tile_for(rgb.shape[0], rgb.shape[1], geometry)
     chroma = None
     if geometry.y_only:
         ycc = rgb_to_ycbcr(rgb)
         chw = np.ascontiguousarray(ycc[None, :, :, 0])
-        chroma = upscale_chroma(ycc, geometry.scale)
+        chroma = chroma_planes(ycc)
     else:
         chw = rgb.transpose(2, 0, 1).astype(np.float32)
         chw *= np.float32(1.0 / 255.0)

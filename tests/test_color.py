@@ -1,0 +1,71 @@
+"""MATLAB YCbCr conversions and the pipeline's Y + chroma merge."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from batchsr.color import chroma_planes, merge_y, rgb_to_ycbcr, upscale_chroma, ycbcr_to_rgb
+
+_RGB = arrays(np.uint8, st.tuples(st.integers(1, 40), st.integers(1, 40), st.just(3)))
+
+
+@settings(max_examples=30, deadline=None)
+@given(_RGB)
+def test_ycbcr_round_trip_is_exact_on_8_bit_rgb(rgb: np.ndarray) -> None:
+    back = np.rint(ycbcr_to_rgb(rgb_to_ycbcr(rgb)) * 255.0).astype(np.uint8)
+    np.testing.assert_array_equal(back, rgb)
+
+
+@settings(max_examples=30, deadline=None)
+@given(_RGB)
+def test_merge_y_at_scale_1_gives_the_image_back(rgb: np.ndarray) -> None:
+    ycc = rgb_to_ycbcr(rgb)
+    np.testing.assert_array_equal(merge_y(ycc[:, :, 0], chroma_planes(ycc), 1), rgb)
+
+
+def _reference(y: np.ndarray, cbcr: np.ndarray, scale: int) -> np.ndarray:
+    """The plain float64 path: whole-plane chroma upscale, then ycbcr_to_rgb."""
+    full = np.concatenate([y[:, :, None], upscale_chroma(cbcr, scale).transpose(1, 2, 0)], 2)
+    return np.clip(np.rint(ycbcr_to_rgb(full) * 255.0), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize(("h", "w", "scale"), [(60, 80, 4), (7, 900, 4), (33, 5, 3), (1, 1, 2)])
+def test_merge_y_matches_the_float64_path_within_a_rounding_tie(h: int, w: int, scale: int) -> None:
+    """Bands of rows (many for a wide image, one for a tiny one) give the whole-image
+    result; float32 rounding may put a tie one level away, rarely."""
+    rng = np.random.default_rng(h * w)
+    ycc = rgb_to_ycbcr(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+    # An SR-like Y: out of range in places, so clipping is exercised too.
+    y = rng.uniform(-0.2, 1.2, (h * scale, w * scale)).astype(np.float32)
+    expected = _reference(y, chroma_planes(ycc), scale)
+    got = merge_y(y, chroma_planes(ycc), scale)
+    assert got.shape == expected.shape and got.dtype == np.uint8
+    diff = np.abs(got.astype(int) - expected)
+    assert diff.max() <= 1
+    assert (diff > 0).mean() < 2e-3
+    assert got.min() == 0 and got.max() == 255
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_chroma_of_a_region_is_that_region_of_the_whole_upscale(scale: int) -> None:
+    """What lets the stitcher merge each tile core with its own chroma: PIL reads the
+    bicubic support from around the box, so regions tile the whole upscale."""
+    cbcr = np.random.default_rng(scale).random((2, 50, 70), dtype=np.float32)
+    whole = upscale_chroma(cbcr, scale)
+    for x0, y0, x1, y1 in [(0, 0, 20, 20), (13, 7, 41, 29), (55, 40, 70, 50), (3, 5, 4, 6)]:
+        part = upscale_chroma(cbcr, scale, (x0, y0, x1, y1))
+        region = whole[:, y0 * scale : y1 * scale, x0 * scale : x1 * scale]
+        np.testing.assert_allclose(part, region, atol=1e-6)
+
+
+def test_merge_of_a_region_equals_that_region_of_the_whole_merge() -> None:
+    rng = np.random.default_rng(9)
+    ycc = rgb_to_ycbcr(rng.integers(0, 256, (40, 60, 3), dtype=np.uint8))
+    y = rng.random((160, 240), dtype=np.float32)
+    whole = merge_y(y, chroma_planes(ycc), 4)
+    part = merge_y(y[36:100, 88:200], chroma_planes(ycc), 4, origin=(9, 22))
+    np.testing.assert_array_equal(part, whole[36:100, 88:200])
