@@ -307,6 +307,11 @@ def format_analysis(a: RunAnalysis, *, ramp: str = _SPARK_ASCII) -> str:
     )
     if a.concurrency is not None:
         lines.append(f"busy workers on average (all stages): {a.concurrency:.2f}")
+    if a.cores is not None and a.cpu_busy is not None:
+        lines.append(
+            f"CPU: {a.cpu_busy:.2f} of {a.cores} cores busy on average "
+            f"({a.cpu_busy / a.cores:.0%}; process CPU time / wall, all threads)"
+        )
     for d in a.devices:
         lines.append(
             f"device {d.device}: {d.workers} worker(s), {d.batches} batches, "

@@ -72,6 +72,9 @@ THROUGHPUT_BINS = 20
 # Below this utilisation no stage is called saturated: on short runs fill and drain
 # dominate and the busiest stage is only the least idle one.
 _SATURATED = 0.5
+# Cores busy on average, as a share of the usable cores, from which the CPU counts as
+# full: the rest is scheduling slack, not room for another worker.
+_CPU_FULL = 0.85
 # A producer blocked this share of its time on a stream whose consumer also starved
 # this share has jitter a larger buffer would absorb.
 _BLOCKED_JITTER = 0.2
@@ -369,8 +372,10 @@ class RunAnalysis:
         runtime_avg_s: mean contest runtime (tiling start to stitched image).
         bin_s: width of the throughput bins.
         concurrency: busy worker-seconds of all stages / span: how many workers were
-            busy on average. On a CPU run, near the core count means the CPU is full
-            and more workers only share it.
+            busy on average (a worker waiting on an engine's threads counts as busy).
+        cores, cpu_busy: the cores the process could use and how many it kept busy
+            on average (process CPU time / wall time, every thread counted), from the
+            end record; None for logs without them (killed runs, older logs).
         stages: per-stage figures in pipeline order.
         devices: infer grouped by device (empty unless records carry ``device``).
         padded_share: padded slots / all batch slots over infer records.
@@ -395,6 +400,8 @@ class RunAnalysis:
     runtime_avg_s: float | None
     bin_s: float
     concurrency: float | None
+    cores: int | None
+    cpu_busy: float | None
     stages: tuple[StageFigures, ...]
     devices: tuple[DeviceFigures, ...]
     padded_share: float | None
@@ -555,8 +562,11 @@ def analyze_run(run: RunLog) -> RunAnalysis:
     wall = summary.get("wall_s")
     devices = _device_figures(run, span)
     padded = _padded_share(run)
+    cores, cpu_busy = _cpu_use(run)
     bottleneck = find_bottleneck(stages)
-    suggestion = suggest(stages, bottleneck, run=run, padded_share=padded, span_s=span)
+    suggestion = suggest(
+        stages, bottleneck, run=run, padded_share=padded, span_s=span, cpu=(cores, cpu_busy)
+    )
     return RunAnalysis(
         label=run.label,
         complete=run.finished is not None,
@@ -573,6 +583,8 @@ def analyze_run(run: RunLog) -> RunAnalysis:
         runtime_avg_s=stats(runtimes).mean,
         bin_s=bin_s,
         concurrency=_share(math.fsum(s.busy_s for s in stages), span),
+        cores=cores,
+        cpu_busy=cpu_busy,
         stages=stages,
         devices=devices,
         padded_share=padded,
@@ -583,6 +595,19 @@ def analyze_run(run: RunLog) -> RunAnalysis:
         geometry=(run.started or {}).get("geometry"),
         model=(run.started or {}).get("model"),
     )
+
+
+def _cpu_use(run: RunLog) -> tuple[int | None, float | None]:
+    """(usable cores, cores busy on average) from the end record's ``cpu`` figures."""
+    cpu = (run.finished or run.interrupted or {}).get("cpu")
+    if not isinstance(cpu, Mapping):
+        return None, None
+    cores, cpu_s, wall_s = cpu.get("cores"), cpu.get("cpu_s"), cpu.get("wall_s")
+    if not isinstance(cores, int) or cores < 1:
+        return None, None
+    if not (isinstance(cpu_s, int | float) and isinstance(wall_s, int | float) and wall_s > 0):
+        return cores, None
+    return cores, _finite(float(cpu_s) / float(wall_s))
 
 
 def find_bottleneck(stages: Sequence[StageFigures]) -> str | None:
@@ -622,8 +647,13 @@ def suggest(
     run: RunLog | None = None,
     padded_share: float | None = None,
     span_s: float | None = None,
+    cpu: tuple[int | None, float | None] = (None, None),
 ) -> str:
-    """One line naming what to change, with the figures that justify it."""
+    """One line naming what to change, with the figures that justify it.
+
+    ``cpu`` is (usable cores, cores busy on average): where it is known, more CPU
+    workers are advised only while cores sit idle.
+    """
     if bottleneck is None:
         return "no stage records: nothing to suggest"
     s = next(x for x in stages if x.stage == bottleneck)
@@ -643,14 +673,26 @@ def suggest(
     config = _config(run) if run is not None else {}
     model = config.get("model", {})
     on_cpu = model.get("device") == "cpu" and model.get("backend") != "sail"
-    busy = math.fsum(x.busy_s for x in stages) / span_s if span_s else None
     # Decode, save, score (and CPU engines) share the cores with every other stage:
-    # another worker only helps where cores sit idle, which the log cannot see.
-    cores = f" if cores sit idle (stages kept {busy:.1f} workers busy on average)" if busy else ""
+    # another worker only helps where cores sit idle.
+    n_cores, cpu_busy = cpu
+    if n_cores is not None and cpu_busy is not None:
+        if cpu_busy >= _CPU_FULL * n_cores:
+            full = f"the CPU is full ({cpu_busy:.2f} of {n_cores} cores busy on average)"
+            if bottleneck == "infer" and on_cpu:
+                return f"{facts} -> {full}: more workers only share it; a GPU or TPU"
+            if bottleneck in ("decode", "save", "score"):
+                return f"{facts} -> {full}: more {bottleneck} workers only share it"
+        cores = f", since only {cpu_busy:.2f} of {n_cores} cores are busy on average"
+    else:
+        busy = math.fsum(x.busy_s for x in stages) / span_s if span_s else None
+        cores = ""
+        if busy:
+            cores = f" if cores sit idle (stages kept {busy:.1f} workers busy on average)"
     if bottleneck == "infer":
         action = f"add engines (--workers infer={w + 1}) or a device"
         if on_cpu and cores:
-            action = f"add engines (--workers infer={w + 1}){cores}, else a GPU or TPU"
+            action = f"add engines (--workers infer={w + 1}){cores}; else a GPU or TPU"
         if padded_share is not None and padded_share >= 0.1:
             action += (
                 f"; {padded_share:.0%} of tile slots are padding: pick a batch that "

@@ -93,6 +93,42 @@ async def test_a_slow_engine_makes_analyze_name_infer(tmp_path: Path, espcn_onnx
     assert infer.service_s.p50 is not None and infer.service_s.p50 >= 0.05
 
 
+def _with_cpu(log: Path, out: Path, *, cores: int, busy: float) -> Path:
+    """The same log with the end record's CPU figures replaced."""
+    lines = []
+    for record in _records(log):
+        if record["event"] == "run_finished":
+            wall = record["cpu"]["wall_s"]
+            record["cpu"] = {"cores": cores, "cpu_s": busy * wall, "wall_s": wall}
+        lines.append(json.dumps(record))
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+@pytest.mark.asyncio
+async def test_more_infer_workers_are_advised_only_while_cores_sit_idle(
+    tmp_path: Path, espcn_onnx: Path
+) -> None:
+    log = await _logged_run(
+        tmp_path, espcn_onnx, engine_factory=lambda: DelayedEngine(espcn_onnx, delay_s=0.05)
+    )
+    (end,) = [r for r in _records(log) if r["event"] == "run_finished"]
+    assert end["cpu"]["cores"] >= 1 and end["cpu"]["cpu_s"] > 0 and end["cpu"]["wall_s"] > 0
+    measured = analyze_run(read_runs(log)[0])
+    assert measured.cores == end["cpu"]["cores"]
+    assert measured.cpu_busy == pytest.approx(end["cpu"]["cpu_s"] / end["cpu"]["wall_s"])
+
+    idle = analyze_run(read_runs(_with_cpu(log, tmp_path / "idle.jsonl", cores=8, busy=1.5))[0])
+    assert idle.bottleneck == "infer"
+    assert "(--workers infer=2), since only 1.50 of 8 cores are busy on average" in idle.suggestion
+
+    full = analyze_run(read_runs(_with_cpu(log, tmp_path / "full.jsonl", cores=2, busy=1.9))[0])
+    assert full.bottleneck == "infer"
+    assert "--workers" not in full.suggestion
+    assert "the CPU is full (1.90 of 2 cores busy on average)" in full.suggestion
+    assert full.suggestion.endswith("a GPU or TPU")
+
+
 @pytest.mark.asyncio
 async def test_a_slow_scorer_makes_analyze_name_score_and_save_blocked_on_it(
     tmp_path: Path, espcn_onnx: Path

@@ -223,6 +223,7 @@ async def run_pipeline(
         out_dir=str(out_dir),
         infer_devices=list(placements),
     )
+    cpu_clock = _CpuClock()
     rows: list[Row] = list(carried)
     report_path = out_dir / "report.json"
     by_id = {job.id: job for job in jobs}
@@ -278,9 +279,15 @@ async def run_pipeline(
             images=len(jobs),
             summary=_as_dict(summary),
             report=str(report_path),
+            cpu=cpu_clock.read(),
         )
     else:
-        log.info("run_finished", summary=_as_dict(summary), report=str(report_path))
+        log.info(
+            "run_finished",
+            summary=_as_dict(summary),
+            report=str(report_path),
+            cpu=cpu_clock.read(),
+        )
     return RunResult(
         summary=summary,
         rows=tuple(sorted(rows, key=lambda r: r.id)),
@@ -447,6 +454,26 @@ def _named(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable[[], 
 
 def _as_dict(summary: RunSummary) -> dict[str, Any]:
     return {name: getattr(summary, name) for name in summary.__slots__}
+
+
+class _CpuClock:
+    """The process's CPU time (every thread: stages, engine threads, zlib) against wall
+    time, so an analysis can tell a full CPU from idle cores."""
+
+    def __init__(self) -> None:
+        self._cpu, self._wall = time.process_time(), time.perf_counter()
+
+    def read(self) -> dict[str, float | int]:
+        """``cores`` usable by this process, ``cpu_s`` and ``wall_s`` since creation."""
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            cores = os.cpu_count() or 1
+        return {
+            "cores": cores,
+            "cpu_s": round(time.process_time() - self._cpu, 4),
+            "wall_s": round(time.perf_counter() - self._wall, 4),
+        }
 
 
 def _versions() -> dict[str, str]:
