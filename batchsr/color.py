@@ -8,17 +8,27 @@ inverse matrix.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Final
+
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-__all__ = ["chroma_planes", "merge_y", "rgb_to_ycbcr", "upscale_chroma", "ycbcr_to_rgb"]
+__all__ = [
+    "MATLAB_Y",
+    "chroma_planes",
+    "merge_y",
+    "rgb_to_ycbcr",
+    "upscale_chroma",
+    "upscale_image",
+    "ycbcr_to_rgb",
+]
 
+# Y from R, G, B in [0, 1], in 0..255 units, plus 16 (MATLAB rgb2ycbcr, BasicSR bgr2ycbcr).
+MATLAB_Y: Final = (65.481, 128.553, 24.966)
 # Rows give Y, Cb, Cr from R, G, B in [0, 1], in 0..255 units (MATLAB rgb2ycbcr).
-_M = np.array(
-    [[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]],
-    dtype=np.float64,
-)
+_M = np.array([MATLAB_Y, [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]], dtype=np.float64)
 _OFFSET = np.array([16.0, 128.0, 128.0])
 _M_INV = np.linalg.inv(_M)
 # ycbcr_to_rgb folded for merge_y: RGB in 0..255 units = _K @ (Y, Cb, Cr) in [0, 1] + _K0.
@@ -111,3 +121,29 @@ def merge_y(
             np.rint(acc, out=acc)
             out[r0 * scale : r1 * scale, :, c] = acc
     return out
+
+
+def upscale_image(
+    run: Callable[[NDArray[np.float32]], NDArray[np.float32]],
+    rgb: NDArray[np.uint8],
+    *,
+    channels: int,
+) -> NDArray[np.uint8]:
+    """Upscale a whole HxWx3 uint8 RGB image with a model, coloured as the pipeline does.
+
+    Args:
+        run: the model: a float32 NCHW batch in [0, 1] to its SR batch.
+        rgb: the image.
+        channels: the model's input channels: 3 takes RGB; 1 takes MATLAB's Y and the
+            image's Cb and Cr are upscaled bicubically (:func:`merge_y`).
+
+    Returns:
+        The SR image, HxWx3 uint8, clipped and rounded to nearest.
+    """
+    if channels == 1:
+        ycc = rgb_to_ycbcr(rgb)
+        y = run(np.ascontiguousarray(ycc[None, None, :, :, 0]))
+        return merge_y(y[0, 0], chroma_planes(ycc), y.shape[2] // rgb.shape[0])
+    x = np.ascontiguousarray((rgb.astype(np.float32) / np.float32(255.0)).transpose(2, 0, 1)[None])
+    sr = run(x)[0].transpose(1, 2, 0)
+    return np.rint(np.clip(sr, 0.0, 1.0) * np.float32(255.0)).astype(np.uint8)

@@ -29,12 +29,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from batchsr.color import MATLAB_Y
+
 __all__ = ["niqe_features", "niqe_of_batch", "niqe_per_image"]
 
 BLOCK: Final = 96
 
-# MATLAB BT.601 luma of RGB in [0, 1], in the 16..235 range (BasicSR ``bgr2ycbcr``).
-_Y_RGB: Final = (65.481, 128.553, 24.966)
 
 # BasicSR ``imresize(scale=0.5, antialiasing=True)``: 8 taps of k / 256, stride 2,
 # output i reading image rows 2i - 3 .. 2i + 4 with symmetric padding.
@@ -89,7 +89,7 @@ def _luma(rgb: torch.Tensor) -> torch.Tensor:
     if rgb.shape[1] == 1:
         return _round(rgb.clamp(0.0, 1.0) * 255.0)
     rgb = _round(rgb.clamp(0.0, 1.0) * 255.0)
-    w = torch.tensor(_Y_RGB, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1) / 255.0
+    w = torch.tensor(MATLAB_Y, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1) / 255.0
     return _round((rgb * w).sum(dim=1, keepdim=True) + 16.0)
 
 

@@ -27,7 +27,7 @@ import torch
 from numpy.typing import NDArray
 from PIL import Image, ImageFilter
 
-from batchsr.color import chroma_planes, merge_y, rgb_to_ycbcr
+from batchsr.color import MATLAB_Y, upscale_image
 from batchsr.errors import ConfigError
 from batchsr.filters import FILTER_NAMES, kernel_of
 from batchsr.metrics.niqe import BLOCK_SIZE as NIQE_BLOCK
@@ -335,39 +335,24 @@ def _pair(
     return np.asarray(hr), np.asarray(lr)
 
 
-def _to_nchw(rgb: NDArray[np.uint8]) -> torch.Tensor:
-    return torch.from_numpy(rgb.astype(np.float32) / 255.0).permute(2, 0, 1).unsqueeze(0)
-
-
-# MATLAB BT.601 luma rows (0..255 units from RGB in [0, 1]), as batchsr.color converts.
-_Y_RGB = (65.481, 128.553, 24.966)
-
-
 def _as_model_input(batch: torch.Tensor, channels: int) -> torch.Tensor:
     """RGB (N, 3, H, W) in [0, 1] as the model takes it: unchanged, or Y / 255 for
     one-channel (Y-only) models, as the pipeline's Y mode feeds them."""
     if channels == 3:
         return batch
-    w = torch.tensor(_Y_RGB, dtype=batch.dtype).view(1, 3, 1, 1) / 255.0
+    w = torch.tensor(MATLAB_Y, dtype=batch.dtype).view(1, 3, 1, 1) / 255.0
     return (batch * w).sum(dim=1, keepdim=True) + 16.0 / 255.0
 
 
 def upscale_rgb(model: SRModel, lr: NDArray[np.uint8]) -> NDArray[np.uint8]:
     """Whole-image upscale of HWC uint8 RGB as the pipeline does it: RGB models directly,
     Y-only models on MATLAB's Y with Cb/Cr upscaled bicubically."""
-    if model.info.in_channels == 3:
+
+    def run(batch: NDArray[np.float32]) -> NDArray[np.float32]:
         with torch.no_grad():
-            return _to_rgb(model.module(_to_nchw(lr)))
-    ycc = rgb_to_ycbcr(lr)
-    with torch.no_grad():
-        y = model.module(torch.from_numpy(np.ascontiguousarray(ycc[None, None, :, :, 0])))
-    return merge_y(y[0, 0].numpy(), chroma_planes(ycc), model.info.scale)
+            return model.module(torch.from_numpy(batch)).numpy()
 
-
-def _to_rgb(t: torch.Tensor) -> NDArray[np.uint8]:
-    """(1, 3, H, W) float in [0, 1] -> HWC uint8, rounded as an image writer would."""
-    arr = t.squeeze(0).permute(1, 2, 0).clamp(0.0, 1.0).mul(255.0).round()
-    return arr.to(torch.uint8).numpy()
+    return upscale_image(run, lr, channels=model.info.in_channels)
 
 
 def psnr_y(a: NDArray[np.uint8], b: NDArray[np.uint8], *, border: int) -> float:
@@ -382,8 +367,7 @@ def psnr_y(a: NDArray[np.uint8], b: NDArray[np.uint8], *, border: int) -> float:
     """
 
     def y(img: NDArray[np.uint8]) -> NDArray[np.float64]:
-        f = img.astype(np.float64)
-        return 16.0 + (65.481 * f[..., 0] + 128.553 * f[..., 1] + 24.966 * f[..., 2]) / 255.0
+        return 16.0 + img.astype(np.float64) @ np.asarray(MATLAB_Y) / 255.0
 
     ya, yb = y(a), y(b)
     if border:

@@ -35,7 +35,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from batchsr.color import chroma_planes, merge_y, rgb_to_ycbcr  # noqa: E402
+from batchsr.color import upscale_image  # noqa: E402
 from batchsr.filters import FILTER_NAMES, apply_filter  # noqa: E402
 from batchsr.manifest import load_manifest  # noqa: E402
 from batchsr.train import psnr_y  # noqa: E402
@@ -113,14 +113,10 @@ class OnnxUpscaler:
         return float(np.median(times))
 
     def __call__(self, lr: NDArray[np.uint8]) -> NDArray[np.uint8]:
-        if self.manifest.in_channels == 1:
-            # Y-only models run as the pipeline's Y mode: MATLAB Y in, Cb/Cr bicubic.
-            ycc = rgb_to_ycbcr(lr)
-            (y,) = self._session.run(["output"], {"input": ycc[None, None, :, :, 0].copy()})
-            return merge_y(y[0, 0], chroma_planes(ycc), SCALE)
-        x = (lr.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
-        (y,) = self._session.run(["output"], {"input": np.ascontiguousarray(x)})
-        return np.round(np.clip(y[0].transpose(1, 2, 0), 0.0, 1.0) * 255.0).astype(np.uint8)
+        def run(x: NDArray[np.float32]) -> NDArray[np.float32]:
+            return self._session.run(["output"], {"input": x})[0]
+
+        return upscale_image(run, lr, channels=self.manifest.in_channels)
 
 
 def anchor_upscaler(path: Path):  # type: ignore[no-untyped-def]

@@ -30,7 +30,7 @@ sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 
 from official_niqe import load_official_niqe  # noqa: E402
 
-from batchsr.color import chroma_planes, merge_y, rgb_to_ycbcr  # noqa: E402
+from batchsr.color import upscale_image  # noqa: E402
 from batchsr.config import ModelConfig  # noqa: E402
 from batchsr.engines import open_engine  # noqa: E402
 from batchsr.filters import apply_filter  # noqa: E402
@@ -47,33 +47,30 @@ class SeedResult:
     wall_s: float
 
 
-def upscale(engine: Any, rgb: np.ndarray, scale: int) -> np.ndarray:
+def upscale(engine: Any, rgb: np.ndarray) -> np.ndarray:
     """The seed's tiling: abutting 128x128 tiles, edge tiles zero-padded, no overlap.
 
     A one-channel (Y) model gets MATLAB's Y and the chroma is upscaled bicubically, as
     the seed did for its Y-only ESPCN and as batchsr's Y mode does.
     """
-    h, w = rgb.shape[:2]
-    y_only = engine.input_shapes[0][1] == 1
-    if y_only:
-        ycc = rgb_to_ycbcr(rgb)
-        img = ycc[:, :, :1].transpose(2, 0, 1)
-    else:
-        img = rgb.astype(np.float32).transpose(2, 0, 1) / 255.0
-    c = img.shape[0]
-    out = np.zeros((c, h * scale, w * scale), np.float32)
+    return upscale_image(lambda x: _tiled(engine, x), rgb, channels=engine.input_shapes[0][1])
+
+
+def _tiled(engine: Any, img: np.ndarray) -> np.ndarray:
+    """(1, C, H, W) through the engine one zero-padded 128x128 tile at a time."""
+    _, c, h, w = img.shape
+    scale = engine.scale
+    out = np.zeros((1, c, h * scale, w * scale), np.float32)
     for y in range(0, h, TILE):
         for x in range(0, w, TILE):
             tile = np.zeros((1, c, TILE, TILE), np.float32)
             th, tw = min(TILE, h - y), min(TILE, w - x)
-            tile[0, :, :th, :tw] = img[:, y : y + th, x : x + tw]
+            tile[0, :, :th, :tw] = img[0, :, y : y + th, x : x + tw]
             sr = engine.run(tile)[0]
-            out[:, y * scale : (y + th) * scale, x * scale : (x + tw) * scale] = sr[
+            out[0, :, y * scale : (y + th) * scale, x * scale : (x + tw) * scale] = sr[
                 :, : th * scale, : tw * scale
             ]
-    if y_only:
-        return merge_y(out[0], chroma_planes(ycc), scale)
-    return (np.clip(out.transpose(1, 2, 0), 0, 1) * 255).round().astype(np.uint8)
+    return out
 
 
 def run_seed_loop(
@@ -96,7 +93,7 @@ def run_seed_loop(
         with Image.open(path) as im:
             rgb = np.asarray(im.convert("RGB"))
         t0 = time.perf_counter()
-        sr = upscale(engine, rgb, engine.scale)
+        sr = upscale(engine, rgb)
         runtime = time.perf_counter() - t0
         if filter_name:
             sr = apply_filter(sr, filter_name)

@@ -8,7 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from batchsr.color import chroma_planes, merge_y, rgb_to_ycbcr, upscale_chroma, ycbcr_to_rgb
+from batchsr.color import (
+    chroma_planes,
+    merge_y,
+    rgb_to_ycbcr,
+    upscale_chroma,
+    upscale_image,
+    ycbcr_to_rgb,
+)
 
 _RGB = arrays(np.uint8, st.tuples(st.integers(1, 40), st.integers(1, 40), st.just(3)))
 
@@ -69,3 +76,28 @@ def test_merge_of_a_region_equals_that_region_of_the_whole_merge() -> None:
     whole = merge_y(y, chroma_planes(ycc), 4)
     part = merge_y(y[36:100, 88:200], chroma_planes(ycc), 4, origin=(9, 22))
     np.testing.assert_array_equal(part, whole[36:100, 88:200])
+
+
+def _nearest2(batch: np.ndarray) -> np.ndarray:
+    return batch.repeat(2, axis=2).repeat(2, axis=3)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_upscale_image_feeds_the_model_its_colour_space(channels: int) -> None:
+    """RGB models see RGB in [0, 1]; one-channel models see MATLAB Y, and their output
+    is merged with bicubic chroma, the scale read off the model's output."""
+    rgb = np.random.default_rng(channels).integers(0, 256, (9, 11, 3), dtype=np.uint8)
+    seen: list[tuple[int, ...]] = []
+
+    def model(batch: np.ndarray) -> np.ndarray:
+        seen.append(batch.shape)
+        return _nearest2(batch)
+
+    got = upscale_image(model, rgb, channels=channels)
+    assert seen == [(1, channels, 9, 11)]
+    if channels == 3:
+        np.testing.assert_array_equal(got, rgb.repeat(2, axis=0).repeat(2, axis=1))
+    else:
+        ycc = rgb_to_ycbcr(rgb)
+        y = ycc[:, :, 0].repeat(2, axis=0).repeat(2, axis=1)
+        np.testing.assert_array_equal(got, merge_y(y, chroma_planes(ycc), 2))

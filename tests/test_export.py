@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from batchsr.color import chroma_planes, merge_y, rgb_to_ycbcr
+from batchsr.color import upscale_image
 from batchsr.errors import CompileError, ConfigError
 from batchsr.filters import FILTER_NAMES, apply_filter, kernel_of
 from batchsr.manifest import file_sha256, load_manifest
@@ -162,14 +162,11 @@ def _shipped_upscale(lr: np.ndarray) -> np.ndarray:
     session = ort.InferenceSession(
         str(DEFAULT_FOLDER / art.path), providers=["CPUExecutionProvider"]
     )
-    if manifest.in_channels == 1:
-        # As the pipeline's Y mode: the model on MATLAB Y, Cb/Cr upscaled bicubically.
-        ycc = rgb_to_ycbcr(lr)
-        (y,) = session.run([OUTPUT_NAME], {INPUT_NAME: ycc[None, None, :, :, 0].copy()})
-        return merge_y(y[0, 0], chroma_planes(ycc), manifest.scale)
-    x = (lr.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
-    (y,) = session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(x)})
-    return np.round(np.clip(y[0].transpose(1, 2, 0), 0.0, 1.0) * 255.0).astype(np.uint8)
+    return upscale_image(
+        lambda x: session.run([OUTPUT_NAME], {INPUT_NAME: x})[0],
+        lr,
+        channels=manifest.in_channels,
+    )
 
 
 def test_default_model_is_near_bicubic_fidelity_and_far_more_natural() -> None:

@@ -13,7 +13,27 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["ESPCN"]
+__all__ = ["ESPCN", "espcn_layers"]
+
+
+def espcn_layers(
+    in_channels: int, out_channels: int, channels: int, upscale: int, act: type[nn.Module]
+) -> tuple[nn.Sequential, nn.Sequential]:
+    """ESPCN-PyTorch's modules, keys ``feature_maps.0/2`` and ``sub_pixel.0``:
+    Conv5x5(in, channels) act Conv3x3(channels, channels // 2) act, and
+    Conv3x3(channels // 2, out * upscale**2) PixelShuffle(upscale)."""
+    hidden = channels // 2
+    feature_maps = nn.Sequential(
+        nn.Conv2d(in_channels, channels, 5, padding=2),
+        act(),
+        nn.Conv2d(channels, hidden, 3, padding=1),
+        act(),
+    )
+    sub_pixel = nn.Sequential(
+        nn.Conv2d(hidden, out_channels * upscale * upscale, 3, padding=1),
+        nn.PixelShuffle(upscale),
+    )
+    return feature_maps, sub_pixel
 
 
 class ESPCN(nn.Module):
@@ -28,16 +48,8 @@ class ESPCN(nn.Module):
         self, *, in_channels: int, out_channels: int, channels: int = 64, upscale: int
     ) -> None:
         super().__init__()
-        hidden = channels // 2
-        self.feature_maps = nn.Sequential(
-            nn.Conv2d(in_channels, channels, 5, padding=2),
-            nn.Tanh(),
-            nn.Conv2d(channels, hidden, 3, padding=1),
-            nn.Tanh(),
-        )
-        self.sub_pixel = nn.Sequential(
-            nn.Conv2d(hidden, out_channels * upscale * upscale, 3, padding=1),
-            nn.PixelShuffle(upscale),
+        self.feature_maps, self.sub_pixel = espcn_layers(
+            in_channels, out_channels, channels, upscale, nn.Tanh
         )
         self._init_weights()
 

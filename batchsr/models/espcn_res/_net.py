@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from batchsr.models.espcn._net import espcn_layers
+
 __all__ = ["ESPCNRes", "bicubic_phase_kernel"]
 
 # Keys's cubic with a = -0.5, the kernel of MATLAB's imresize and PIL's BICUBIC.
@@ -59,18 +61,10 @@ class ESPCNRes(nn.Module):
 
     def __init__(self, *, in_channels: int, channels: int = 64, upscale: int) -> None:
         super().__init__()
-        hidden = channels // 2
         self.upscale = upscale
         self.in_channels = in_channels
-        self.feature_maps = nn.Sequential(
-            nn.Conv2d(in_channels, channels, 5, padding=2),
-            nn.PReLU(),
-            nn.Conv2d(channels, hidden, 3, padding=1),
-            nn.PReLU(),
-        )
-        self.sub_pixel = nn.Sequential(
-            nn.Conv2d(hidden, in_channels * upscale * upscale, 3, padding=1),
-            nn.PixelShuffle(upscale),
+        self.feature_maps, self.sub_pixel = espcn_layers(
+            in_channels, in_channels, channels, upscale, nn.PReLU
         )
         kernel = torch.from_numpy(bicubic_phase_kernel(upscale)).to(torch.float32)
         # Fixed, derived from the scale: not a checkpoint entry.
