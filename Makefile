@@ -2,8 +2,10 @@
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
+# tpu-mlir's Python 3.10 environment (compile/tpu_env.sh): builds bmodels, runs the emulator.
+TPU_VENV := .venv-tpu
 
-.PHONY: setup demo test lint
+.PHONY: setup tpu-env demo test lint
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -11,6 +13,11 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 setup: $(VENV)/.installed
+
+$(TPU_VENV)/.installed: requirements-tpu-mlir.txt batchsr/py310/glibc_fix.py compile/tpu_env.sh
+	bash compile/tpu_env.sh $(TPU_VENV)
+
+tpu-env: $(TPU_VENV)/.installed
 
 demo: setup
 	$(PY) run.py --model espcn --input examples/

@@ -24,6 +24,7 @@ __all__ = [
     "Artifact",
     "ArtifactFormat",
     "Manifest",
+    "StageFacts",
     "file_artifact",
     "file_sha256",
     "load_manifest",
@@ -38,6 +39,29 @@ Shape = tuple[int | None, int | None, int | None, int | None]
 
 
 @dataclass(frozen=True, slots=True)
+class StageFacts:
+    """What tpu-mlir reported when it built one stage (tile shape) of a bmodel.
+
+    Attributes:
+        shape: the stage's static NCHW input shape.
+        cycles, estimated_ms: tpu-mlir's cost-model estimate of one call on the
+            BM1684X (deploy's ``compiler_profile_0.txt``); the emulator gives no timing.
+        quant_cosine, quant_sqnr_db: deploy's check of the TPU-level (quantised) MLIR
+            against the float top-level MLIR on the test input.
+        emulator_cosine, emulator_sqnr_db: deploy's check of the bmodel, run on the
+            BM1684X emulator, against the TPU-level MLIR.
+    """
+
+    shape: tuple[int, int, int, int]
+    cycles: int | None = None
+    estimated_ms: float | None = None
+    quant_cosine: float | None = None
+    quant_sqnr_db: float | None = None
+    emulator_cosine: float | None = None
+    emulator_sqnr_db: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Artifact:
     """One deployable file of a model folder.
 
@@ -49,6 +73,8 @@ class Artifact:
         size_bytes: file size, reported as the contest's ``model_size``.
         sha256: hex digest of the file, to detect a stale or swapped artifact.
         quantize: numeric format it computes in (``F32``, ``F16``, ``BF16``, ``INT8``).
+        stages: for a bmodel, what tpu-mlir reported per stage.
+        command: for a bmodel, the command that built it.
     """
 
     path: str
@@ -57,6 +83,8 @@ class Artifact:
     size_bytes: int
     sha256: str
     quantize: str = "F32"
+    stages: tuple[StageFacts, ...] = ()
+    command: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +130,7 @@ class Manifest:
         data = asdict(self)
         data["tools"] = dict(self.tools)
         data["input_range"] = list(self.input_range)
-        data["artifacts"] = [
-            {**asdict(a), "shapes": [list(s) for s in a.shapes]} for a in self.artifacts
-        ]
+        data["artifacts"] = [_artifact_json(a) for a in self.artifacts]
         return data
 
     @classmethod
@@ -118,6 +144,8 @@ class Manifest:
                     size_bytes=int(a["size_bytes"]),
                     sha256=a["sha256"],
                     quantize=a.get("quantize", "F32"),
+                    stages=tuple(_stage(s) for s in a.get("stages", ())),
+                    command=a.get("command", ""),
                 )
                 for a in data["artifacts"]
             )
@@ -142,6 +170,26 @@ class Manifest:
                 f"{source}: malformed model manifest ({type(err).__name__}: {err}); "
                 "rebuild it with `python -m compile`"
             ) from err
+
+
+def _artifact_json(a: Artifact) -> dict[str, Any]:
+    data = {**asdict(a), "shapes": [list(s) for s in a.shapes]}
+    # Only bmodels carry build facts; keep other artifacts' entries as they were.
+    if not a.stages:
+        data.pop("stages")
+    else:
+        data["stages"] = [{**asdict(s), "shape": list(s.shape)} for s in a.stages]
+    if not a.command:
+        data.pop("command")
+    return data
+
+
+def _stage(raw: dict[str, Any]) -> StageFacts:
+    n, c, h, w = (int(v) for v in raw["shape"])
+    return StageFacts(
+        shape=(n, c, h, w),
+        **{k: raw.get(k) for k in StageFacts.__dataclass_fields__ if k != "shape"},
+    )
 
 
 def _shape(raw: list[int | None]) -> Shape:
@@ -189,7 +237,13 @@ def manifest_for(
 
 
 def file_artifact(
-    path: Path, fmt: ArtifactFormat, shapes: tuple[Shape, ...], *, quantize: str = "F32"
+    path: Path,
+    fmt: ArtifactFormat,
+    shapes: tuple[Shape, ...],
+    *,
+    quantize: str = "F32",
+    stages: tuple[StageFacts, ...] = (),
+    command: str = "",
 ) -> Artifact:
     """An :class:`Artifact` for a file of the model folder, with its size and sha256."""
     return Artifact(
@@ -199,6 +253,8 @@ def file_artifact(
         size_bytes=path.stat().st_size,
         sha256=file_sha256(path),
         quantize=quantize,
+        stages=stages,
+        command=command,
     )
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from batchsr.errors import BatchSRError
 from batchsr.filters import FILTER_NAMES
 from batchsr.logging import configure_logging
+from batchsr.tpumlir import find_tpu_mlir
 from compile.build import compile_model, parse_shape, register_bmodel
 from compile.plan import QUANTIZE
 
@@ -30,6 +31,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log", type=Path, help="JSON-lines log (default: OUT/compile.log)")
     p.add_argument("--input-num", type=int, default=100, help="calibration samples per shape")
     p.add_argument(
+        "--tpu-mlir",
+        type=Path,
+        metavar="DIR",
+        help=(
+            "a Python 3.10 environment with tpu_mlir (default: $BATCHSR_TPU_MLIR, then "
+            "the repo's .venv-tpu from `make tpu-env`, then tools on PATH; none: write "
+            "build_bmodel.sh)"
+        ),
+    )
+    p.add_argument(
         "--register",
         action="store_true",
         help="only add the bmodel that build_bmodel.sh built to the folder's manifest",
@@ -46,8 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     sink = configure_logging(log_path)
     try:
         shapes = [parse_shape(s) for s in args.shape]
+        tpu = find_tpu_mlir(args.tpu_mlir)
         if args.register:
-            register_bmodel(args.out, quantize=args.quantize, shapes=shapes)
+            register_bmodel(args.out, quantize=args.quantize, shapes=shapes, tpu_mlir=tpu)
             sink.close()
             print(f"registered the bmodel in {args.out / 'manifest.json'}")
             return 0
@@ -60,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             filter_name=args.filter,
             name=args.name,
             input_num=args.input_num,
+            use_tools=tpu is not None,
+            tpu_mlir=tpu,
         )
     except BatchSRError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -75,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         sink.close()  # idempotent
     if result.script is not None:
         print(
-            f"tpu-mlir not on PATH: ONNX and manifest done; run {result.script} "
-            "in a tpu-mlir environment to build the bmodel"
+            f"no tpu-mlir environment found: ONNX and manifest done; run {result.script} "
+            "in a tpu-mlir environment (`make tpu-env` builds one) to build the bmodel"
         )
     else:
         print(f"built {result.bmodel}")

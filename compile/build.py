@@ -1,8 +1,9 @@
 """From a zoo model or checkpoint to a model folder: ONNX, bmodel (or its script), manifest.
 
 ``compile_model`` validates everything first (model, shapes, quantize, calibration
-images, filter), then exports and checks the ONNX, writes the test and calibration
-npz files, and either runs tpu-mlir (tools on PATH) or writes ``build_bmodel.sh``.
+images, filter), then exports and checks the ONNX, writes the form of it that
+tpu-mlir reads, the test and calibration npz files, and either runs tpu-mlir (the
+environment ``batchsr.tpumlir.find_tpu_mlir`` finds) or writes ``build_bmodel.sh``.
 """
 
 from __future__ import annotations
@@ -27,20 +28,22 @@ from batchsr.manifest import (
 )
 from batchsr.models import SRModel, get_arch, load_checkpoint
 from batchsr.models.info import ModelInfo
+from batchsr.tpumlir import TpuMlir, find_tpu_mlir
 from compile.calibration import (
     calibration_images,
     iter_tiles,
     synthetic_input,
     write_calibration,
-    write_reference,
+    write_test_input,
 )
-from compile.onnx import check_onnx, export_onnx
+from compile.onnx import check_onnx, export_onnx, for_tpu_mlir
 from compile.plan import QUANTIZE, WORK_DIR, CompilePlan, bmodel_name, make_plan, shape_tag
-from compile.tpu_mlir import find_tools, run_plan, tpu_mlir_version, write_script
+from compile.tpu_mlir import run_plan, stage_facts, write_script
 
 __all__ = [
     "CompileResult",
     "check_shape",
+    "compile_command",
     "compile_model",
     "load_model",
     "parse_shape",
@@ -168,6 +171,7 @@ def compile_model(
     input_num: int = 100,
     models_dir: Path = MODELS_DIR,
     use_tools: bool = True,
+    tpu_mlir: TpuMlir | None = None,
 ) -> CompileResult:
     """Build the model folder ``out`` for ``spec``.
 
@@ -181,7 +185,9 @@ def compile_model(
         name: model and net name; defaults to ``out``'s folder name.
         input_num: calibration samples per shape.
         models_dir: where zoo model folders live.
-        use_tools: run tpu-mlir if it is on PATH; False always writes the script.
+        use_tools: run tpu-mlir if an environment is found; False always writes the
+            script.
+        tpu_mlir: the environment to run; None looks for one (``find_tpu_mlir``).
 
     Raises:
         ConfigError: bad shapes, quantize, calibration or filter (before any file is
@@ -205,11 +211,15 @@ def compile_model(
     info = model.info
     for shape in shapes:
         check_shape(shape, info)
+    command = compile_command(
+        spec, out, shapes, quantize, calibration, filter_name, name, input_num
+    )
     name = name or out.resolve().name
     onnx_name = f"{name}.onnx"
+    tpu_onnx_name = f"{name}_tpu.onnx"
     plan = make_plan(
         model_name=name,
-        onnx=f"../{onnx_name}",
+        onnx=tpu_onnx_name,
         shapes=shapes,
         quantize=quantize,
         input_num=input_num,
@@ -236,9 +246,10 @@ def compile_model(
     diff = check_onnx(model.module, onnx_path, shapes=list(shapes), atol=1e-4)
     log.info("compile.onnx", path=str(onnx_path), max_abs_diff=diff)
 
-    # --- test inputs, ONNX references and calibration npz in the work folder ---
+    # --- tpu-mlir's ONNX, test inputs and calibration npz in the work folder ---
     work = out / WORK_DIR
-    for shape, inp, ref in zip(shapes, plan.test_inputs, plan.test_references, strict=True):
+    for_tpu_mlir(onnx_path, work / tpu_onnx_name)
+    for shape, inp in zip(shapes, plan.test_inputs, strict=True):
         if images:
             n = shape[0]
             tiles = list(islice(iter_tiles(images, shape, pad=info.margin, scale=info.scale), n))
@@ -247,7 +258,7 @@ def compile_model(
             x = np.stack(tiles)
         else:
             x = synthetic_input(shape)
-        write_reference(onnx_path, x, work / inp, work / ref)
+        write_test_input(x, work / inp)
     for shape, cali in zip(shapes, plan.calibration_dirs, strict=False):  # INT8 only
         count = write_calibration(
             images, work / cali, shape, pad=info.margin, scale=info.scale, limit=input_num
@@ -258,20 +269,31 @@ def compile_model(
     artifacts: list[Artifact] = [
         file_artifact(onnx_path, "onnx", ((None, info.in_channels, None, None),))
     ]
-    found = find_tools() if use_tools else None
+    found = (tpu_mlir or find_tpu_mlir()) if use_tools else None
     bmodel: Path | None = None
     script: Path | None = None
     if found is not None:
-        tools["tpu-mlir"] = tpu_mlir_version(found)
-        bmodel = run_plan(plan, out, found)
-        artifacts.append(file_artifact(bmodel, "bmodel", tuple(plan.shapes), quantize=quantize))
+        tools["tpu-mlir"] = found.version
+        log.info("compile.tpu_mlir", source=found.source, version=found.version)
+        bmodel, stages = run_plan(plan, out, found)
+        artifacts.append(
+            file_artifact(
+                bmodel,
+                "bmodel",
+                tuple(plan.shapes),
+                quantize=quantize,
+                stages=stages,
+                command=command,
+            )
+        )
         notes = f"bmodel built by tpu-mlir for {quantize} at {', '.join(map(shape_tag, shapes))}."
     else:
         rerun = _register_command(out, name, quantize, shapes)
         script = write_script(plan, out, rerun=rerun)
         notes = (
-            f"bmodel pending: tpu-mlir was not on PATH; run {script.name} where it is "
-            f"(Python 3.10, requirements-tpu-mlir.txt), then `{rerun}`."
+            f"bmodel pending: no tpu-mlir environment was found; run {script.name} where "
+            f"it is (`make tpu-env`, or Python 3.10 with requirements-tpu-mlir.txt), then "
+            f"`{rerun}`."
         )
         log.info("compile.script", path=str(script))
     manifest = manifest_for(
@@ -281,8 +303,13 @@ def compile_model(
     return CompileResult(folder=out, manifest=manifest, plan=plan, bmodel=bmodel, script=script)
 
 
-def register_bmodel(out: Path, *, quantize: str, shapes: Sequence[NCHW]) -> Manifest:
+def register_bmodel(
+    out: Path, *, quantize: str, shapes: Sequence[NCHW], tpu_mlir: TpuMlir | None = None
+) -> Manifest:
     """Add a bmodel built by ``build_bmodel.sh`` to the folder's manifest.
+
+    The cost-model figures come from the profiles the script kept; the tpu-mlir
+    version from ``tpu_mlir`` (the environment that ran the script), if given.
 
     Raises:
         ModelError: the folder has no manifest or no bmodel file.
@@ -292,8 +319,22 @@ def register_bmodel(out: Path, *, quantize: str, shapes: Sequence[NCHW]) -> Mani
     if not path.is_file():
         raise ModelError(f"{path} does not exist; run {out / 'build_bmodel.sh'} first")
     kept = tuple(a for a in manifest.artifacts if a.path != path.name)
-    art = file_artifact(path, "bmodel", tuple(shapes), quantize=quantize)
-    tools = {**dict(manifest.tools), "tpu-mlir": "unknown (built by build_bmodel.sh)"}
+    plan = make_plan(
+        model_name=manifest.name,
+        onnx=f"{manifest.name}_tpu.onnx",
+        shapes=shapes,
+        quantize=quantize,
+    )
+    art = file_artifact(
+        path,
+        "bmodel",
+        tuple(shapes),
+        quantize=quantize,
+        stages=stage_facts(plan, out / WORK_DIR),
+        command=f"{out / 'build_bmodel.sh'}",
+    )
+    version = tpu_mlir.version if tpu_mlir is not None else "unknown (built by build_bmodel.sh)"
+    tools = {**dict(manifest.tools), "tpu-mlir": version}
     updated = replace(
         manifest,
         artifacts=(*kept, art),
@@ -302,6 +343,30 @@ def register_bmodel(out: Path, *, quantize: str, shapes: Sequence[NCHW]) -> Mani
     )
     write_manifest(out, updated)
     return updated
+
+
+def compile_command(
+    spec: str,
+    out: Path,
+    shapes: Sequence[NCHW],
+    quantize: str,
+    calibration: Path | None,
+    filter_name: str | None,
+    name: str | None,
+    input_num: int,
+) -> str:
+    """The ``python -m compile`` command line that builds this folder again."""
+    argv = ["python", "-m", "compile", spec]
+    for s in shapes:
+        argv += ["--shape", shape_tag(s)]
+    argv += ["--quantize", quantize]
+    if calibration is not None:
+        argv += ["--calibration", str(calibration), "--input-num", str(input_num)]
+    if filter_name is not None:
+        argv += ["--filter", filter_name]
+    if name is not None:
+        argv += ["--name", name]
+    return shlex.join([*argv, "--out", str(out)])
 
 
 def _register_command(out: Path, name: str, quantize: str, shapes: Sequence[NCHW]) -> str:

@@ -16,9 +16,9 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, UnidentifiedImageError
 
-from batchsr.errors import CompileError, ConfigError
+from batchsr.errors import ConfigError
 from batchsr.pipeline.tile import TileGeometry, plan_image, prepare_image
-from compile.onnx import INPUT_NAME, OUTPUT_NAME
+from compile.onnx import INPUT_NAME
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -26,7 +26,7 @@ __all__ = [
     "iter_tiles",
     "synthetic_input",
     "write_calibration",
-    "write_reference",
+    "write_test_input",
 ]
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
@@ -129,22 +129,8 @@ def synthetic_input(shape: NCHW, *, seed: int = 0) -> NDArray[np.float32]:
     return np.clip(x, 0.0, 1.0).astype(np.float32)
 
 
-def write_reference(onnx_path: Path, x: NDArray[np.float32], inp: Path, ref: Path) -> None:
-    """Save ``x`` as ``inp`` and the ONNX model's output on it as ``ref``.
-
-    The npz keys are the ONNX tensor names (``input``, ``output``), which is how
-    tpu-mlir matches ``--test_input`` and ``--test_reference`` to the graph.
-
-    Raises:
-        CompileError: onnxruntime fails on ``x``.
-    """
-    import onnxruntime as ort
-
-    try:
-        session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-        (y,) = session.run([OUTPUT_NAME], {INPUT_NAME: x})
-    except Exception as err:  # onnxruntime's errors have no common base class
-        raise CompileError(f"{onnx_path}: onnxruntime failed on {x.shape}: {err}") from err
+def write_test_input(x: NDArray[np.float32], inp: Path) -> None:
+    """Save ``x`` as ``inp`` under the ONNX input's name, which is how tpu-mlir matches
+    ``--test_input`` to the graph (the transform computes the references itself)."""
     inp.parent.mkdir(parents=True, exist_ok=True)
     _save_npz(inp, INPUT_NAME, x)
-    _save_npz(ref, OUTPUT_NAME, np.asarray(y, dtype=np.float32))

@@ -18,11 +18,28 @@ import torch
 
 from batchsr.errors import CompileError
 
-__all__ = ["DEFAULT_OPSET", "INPUT_NAME", "OUTPUT_NAME", "check_onnx", "export_onnx"]
+__all__ = [
+    "DEFAULT_OPSET",
+    "INPUT_NAME",
+    "OUTPUT_NAME",
+    "TPU_MLIR_IR_VERSION",
+    "TPU_MLIR_OPSET",
+    "check_onnx",
+    "export_onnx",
+    "for_tpu_mlir",
+]
 
 # 18 is the lowest opset the torch.export-based exporter implements natively (asking
-# for 17 makes it down-convert afterwards); tpu-mlir 1.30's onnx 1.14 reads up to 19.
+# for 17 makes it down-convert afterwards).
 DEFAULT_OPSET = 18
+# tpu-mlir 1.30.2 checks and runs ONNX with its own onnx 1.14.1 and onnxruntime 1.16.3,
+# which stop at IR version 9; torch 2.13 writes IR 10 ("Unsupported model IR version:
+# 10" in model_transform). Opset 18 is the exporter's own and onnx 1.14 knows it (onnx's
+# version converter has no 18 -> 17 adapter for Pad, so going lower is not an option for
+# every zoo model); IR 8 is the version that goes with opset 18. The real model_transform
+# is the check (tests/test_tpu_real.py), for every zoo architecture.
+TPU_MLIR_OPSET = 18
+TPU_MLIR_IR_VERSION = 8
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 
@@ -179,3 +196,37 @@ def check_onnx(
     finally:
         model.train(was_training)
     return worst
+
+
+def for_tpu_mlir(src: Path, dst: Path) -> Path:
+    """Write ``src`` as ONNX that tpu-mlir's onnx/onnxruntime read (opset <= 18, IR 8).
+
+    A graph of a newer opset is first rewritten by onnx's own version converter; the
+    IR version is then lowered, which only relabels the file, since an opset-18 graph
+    uses nothing IR 8 lacks. The result is checked by onnx here and by the real
+    ``model_transform`` (its comparison with onnxruntime) when it runs.
+
+    Raises:
+        CompileError: the graph cannot be expressed in what tpu-mlir reads.
+    """
+    import onnx
+    from onnx import version_converter
+
+    model = onnx.load(str(src))
+    opset = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    try:
+        converted = (
+            version_converter.convert_version(model, TPU_MLIR_OPSET)
+            if opset > TPU_MLIR_OPSET
+            else model
+        )
+        converted.ir_version = TPU_MLIR_IR_VERSION
+        onnx.checker.check_model(converted)
+    except (onnx.checker.ValidationError, RuntimeError, ValueError) as err:
+        raise CompileError(
+            f"{src}: cannot convert to ONNX opset {TPU_MLIR_OPSET} / IR "
+            f"{TPU_MLIR_IR_VERSION}, the newest tpu-mlir 1.30 reads: {err}"
+        ) from err
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(converted, str(dst))
+    return dst

@@ -16,6 +16,7 @@ from batchsr.errors import ConfigError
 
 __all__ = [
     "CHIP",
+    "DEPLOY_PROFILE",
     "QUANTIZE",
     "TOLERANCE",
     "WORK_DIR",
@@ -33,6 +34,8 @@ QUANTIZE: tuple[str, ...] = get_args(Quantize)
 # BM1684X only: F16/BF16 do not exist on BM1684 (reference 1.6).
 CHIP = "bm1684x"
 WORK_DIR = "tpu-mlir"
+# What model_deploy names its cost-model report, in its working folder.
+DEPLOY_PROFILE = "compiler_profile_0.txt"
 # Passed explicitly because the default changed between releases (0.8,0.5 in the
 # stored repo, per-type in 1.30.2); these are 1.30.2's per-type defaults (ref. 1.4).
 TOLERANCE: dict[str, str] = {
@@ -51,11 +54,15 @@ class Step:
         tool: the tool's name as run (``model_transform.py``, ``model_tool``, ...).
         argv: the whole command line, ``argv[0] == tool``.
         outputs: files it must leave behind, relative to the work folder.
+        profile: for a deploy, the name its ``compiler_profile_0.txt`` (the cost
+            model's cycle count for one call) is moved to before the next deploy
+            overwrites it.
     """
 
     tool: str
     argv: tuple[str, ...]
     outputs: tuple[str, ...]
+    profile: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +79,13 @@ class CompilePlan:
         steps: the commands, in order.
         bmodel: the final bmodel, relative to the work folder.
         test_inputs: per shape, the ``input`` npz the transform and deploy validate on.
-        test_references: per shape, the ONNX ``output`` npz deploy compares against.
+        test_references: per shape, the top-level MLIR's outputs on that input, which
+            the transform writes after checking them against onnxruntime, and which
+            deploy compares the TPU-level MLIR with (the names are the MLIR's own
+            tensor names, e.g. ``output_DepthToSpace``, so an npz of ours keyed
+            ``output`` would match nothing).
+        profiles: per shape, the cost-model report deploy leaves beside its bmodel
+            (``compiler_profile_0.txt``, moved to this name after each deploy).
         calibration_dirs: per shape, the npz folder run_calibration reads (INT8 only).
     """
 
@@ -85,6 +98,7 @@ class CompilePlan:
     test_inputs: tuple[str, ...]
     test_references: tuple[str, ...]
     calibration_dirs: tuple[str, ...]
+    profiles: tuple[str, ...] = ()
 
 
 def shape_tag(shape: NCHW) -> str:
@@ -109,7 +123,8 @@ def make_plan(
 
     Args:
         model_name: the net name (see :class:`CompilePlan`).
-        onnx: the ONNX file name relative to the work folder (``../NAME.onnx``).
+        onnx: the ONNX file name relative to the work folder, in a form tpu-mlir's
+            onnx 1.14 reads (``compile.onnx.for_tpu_mlir``).
         shapes: static NCHW shapes, at least one, no duplicates.
         quantize: one of :data:`QUANTIZE`.
         input_num: calibration samples per shape (INT8).
@@ -127,13 +142,13 @@ def make_plan(
     q = quantize.lower()
     steps: list[Step] = []
     parts: list[str] = []
-    ins, refs, calis = [], [], []
+    ins, refs, calis, profiles = [], [], [], []
     for shape in shapes:
         tag = shape_tag(shape)
         stem = f"{model_name}_{tag}"
         mlir = f"{stem}.mlir"
         test_in = f"{stem}_in.npz"
-        test_ref = f"{stem}_ref.npz"
+        test_ref = f"{stem}_top_outputs.npz"
         ins.append(test_in)
         refs.append(test_ref)
         steps.append(
@@ -160,11 +175,11 @@ def make_plan(
                     "--test_input",
                     test_in,
                     "--test_result",
-                    f"{stem}_top_outputs.npz",
+                    test_ref,
                     "--mlir",
                     mlir,
                 ),
-                outputs=(mlir, f"{stem}_top_outputs.npz"),
+                outputs=(mlir, test_ref),
             )
         )
         deploy_extra: tuple[str, ...] = ()
@@ -194,6 +209,8 @@ def make_plan(
             deploy_extra = ("--calibration_table", table)
         out = final if len(shapes) == 1 else f"{stem}_{CHIP}_{q}.bmodel"
         parts.append(out)
+        profile = f"{stem}_{CHIP}_{q}.profile.txt"
+        profiles.append(profile)
         steps.append(
             Step(
                 tool="model_deploy.py",
@@ -217,6 +234,7 @@ def make_plan(
                     out,
                 ),
                 outputs=(out,),
+                profile=profile,
             )
         )
     if len(shapes) > 1:
@@ -238,4 +256,5 @@ def make_plan(
         test_inputs=tuple(ins),
         test_references=tuple(refs),
         calibration_dirs=tuple(calis),
+        profiles=tuple(profiles),
     )

@@ -1,14 +1,20 @@
 """Run a :class:`~compile.plan.CompilePlan` with tpu-mlir, or write it as a script.
 
 tpu-mlir needs CPython 3.10 (reference 1.1), so its tools always run as external
-commands: from PATH when they are there (the ``sophgo/tpuc_dev`` image, or a 3.10
-venv with ``tpu_mlir``), else written into ``build_bmodel.sh`` to run there.
+commands, from the environment :func:`batchsr.tpumlir.find_tpu_mlir` found
+(``.venv-tpu``, ``--tpu-mlir DIR``, ``$BATCHSR_TPU_MLIR`` or PATH), else written into
+``build_bmodel.sh`` to run where tpu-mlir is.
+
+What deploy reports is kept: the cost model's cycle count for one call of each stage
+(``compiler_profile_0.txt``: tpu-mlir's own estimate of device time, the emulator
+gives none) and the similarity figures of its two checks (TPU-level MLIR against
+the top-level MLIR, then the bmodel run on the BM1684X emulator against the TPU MLIR).
 """
 
 from __future__ import annotations
 
+import re
 import shlex
-import shutil
 import subprocess
 from collections import deque
 from pathlib import Path
@@ -16,114 +22,140 @@ from pathlib import Path
 import structlog
 
 from batchsr.errors import CompileError, ToolNotFoundError
-from compile.plan import WORK_DIR, CompilePlan
+from batchsr.manifest import StageFacts
+from batchsr.tpumlir import TpuMlir
+from compile.plan import DEPLOY_PROFILE, WORK_DIR, CompilePlan
 
-__all__ = ["SCRIPT_NAME", "find_tools", "run_plan", "tpu_mlir_version", "write_script"]
+__all__ = [
+    "SCRIPT_NAME",
+    "parse_deploy_output",
+    "parse_profile",
+    "run_plan",
+    "stage_facts",
+    "write_script",
+]
 
 SCRIPT_NAME = "build_bmodel.sh"
-_TOOLS = ("model_transform", "run_calibration", "model_deploy")
+_CYCLES = re.compile(r"total_cycle:(\d+)")
+_RUNTIME = re.compile(r"runtime:\s*([0-9.eE+-]+)\s*ms")
+_COSINE = re.compile(r"cosine_similarity\s*=\s*([0-9.eE+-]+)")
+_SQNR = re.compile(r"sqnr_similarity\s*=\s*([0-9.eE+-]+|inf)")
 
 log = structlog.get_logger(__name__)
 
 
-def find_tools() -> dict[str, str] | None:
-    """Map each planned tool name to the executable on PATH, or None if any is missing.
-
-    The wheel installs every tool both with and without ``.py``; the docker image and
-    the tarball only the ``.py`` form; ``model_tool`` has no ``.py`` form (ref. 1.1).
-    """
-    found: dict[str, str] = {}
-    for tool in _TOOLS:
-        exe = shutil.which(f"{tool}.py") or shutil.which(tool)
-        if exe is None:
-            return None
-        found[f"{tool}.py"] = exe
-    exe = shutil.which("model_tool")
-    if exe is None:
-        return None
-    found["model_tool"] = exe
-    return found
+def parse_profile(text: str) -> tuple[int | None, float | None]:
+    """``(cycles, ms)`` of one call from deploy's ``compiler_profile_0.txt``."""
+    cycles = _CYCLES.findall(text)
+    ms = _RUNTIME.findall(text)
+    return (int(cycles[-1]) if cycles else None, float(ms[-1]) if ms else None)
 
 
-def tpu_mlir_version(tools: dict[str, str]) -> str:
-    """The ``tpu_mlir`` package version seen by the interpreter that runs the tools.
+def parse_deploy_output(lines: list[str]) -> list[tuple[float, float]]:
+    """The ``(cosine, sqnr_db)`` pairs of deploy's comparisons, in order."""
+    cosines = [float(m) for line in lines for m in _COSINE.findall(line)]
+    sqnrs = [float(m) for line in lines for m in _SQNR.findall(line)]
+    return list(zip(cosines, sqnrs, strict=False))
 
-    Read from the ``#!`` line of ``model_transform``; the tools have no ``--version``
-    flag we could rely on. Returns ``"unknown"`` when it cannot be read (a tarball
-    install has no package metadata).
-    """
+
+def _run_step(argv: list[str], tool: str, work: Path, tpu: TpuMlir) -> list[str]:
+    """Run one tool, streaming its output into the log; return the output lines."""
+    lines: list[str] = []
+    tail: deque[str] = deque(maxlen=20)
     try:
-        first = Path(tools["model_transform.py"]).read_bytes()[:256].split(b"\n", 1)[0]
-    except OSError:
-        return "unknown"
-    line = first.decode("utf-8", "replace")
-    if not line.startswith("#!") or "python" not in line:
-        return "unknown"
-    interp = shlex.split(line[2:])
-    code = "import importlib.metadata as m; print(m.version('tpu_mlir'))"
-    try:
-        done = subprocess.run(
-            [*interp, "-c", code], capture_output=True, text=True, timeout=60, check=False
+        proc = subprocess.Popen(
+            argv,
+            cwd=work,
+            env=tpu.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
         )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    version = done.stdout.strip()
-    return version if done.returncode == 0 and version else "unknown"
+    except OSError as err:
+        raise CompileError(f"cannot start {tool}: {err}") from err
+    assert proc.stdout is not None
+    with proc:
+        for raw in proc.stdout:
+            line = raw.rstrip("\n")
+            lines.append(line)
+            tail.append(line)
+            log.info("tpu_mlir.output", tool=tool, line=line)
+    # The wheel's wrappers turn every failure into exit code 1, so the output
+    # tail is the diagnosis, not the code (reference 1.1).
+    if proc.returncode != 0:
+        raise CompileError(
+            f"{tool} failed (exit {proc.returncode}) in {work}; last output:\n" + "\n".join(tail)
+        )
+    return lines
 
 
-def run_plan(plan: CompilePlan, folder: Path, tools: dict[str, str]) -> Path:
+def run_plan(plan: CompilePlan, folder: Path, tpu: TpuMlir) -> tuple[Path, tuple[StageFacts, ...]]:
     """Run every step in ``folder/tpu-mlir``, streaming tool output into the log.
 
     Args:
         plan: the steps; their inputs (ONNX, npz files) must already exist.
         folder: the model folder.
-        tools: from :func:`find_tools`.
+        tpu: the tpu-mlir environment to run the tools in.
 
     Returns:
-        The final bmodel's path.
+        The final bmodel's path, and per shape what deploy measured.
 
     Raises:
-        ToolNotFoundError: a tool of the plan is not in ``tools``.
+        ToolNotFoundError: a tool of the plan is not in ``tpu.tools``.
         CompileError: a tool fails or does not write the files it should.
     """
     work = folder / WORK_DIR
     work.mkdir(parents=True, exist_ok=True)
+    checks: list[list[tuple[float, float]]] = []
     for step in plan.steps:
-        exe = tools.get(step.tool)
+        exe = tpu.tools.get(step.tool)
         if exe is None:
-            raise ToolNotFoundError(f"{step.tool} is not on PATH")
-        argv = [exe, *step.argv[1:]]
+            raise ToolNotFoundError(f"{step.tool} is not in the tpu-mlir found ({tpu.source})")
         log.info("tpu_mlir.start", tool=step.tool, argv=shlex.join(step.argv))
-        tail: deque[str] = deque(maxlen=20)
-        try:
-            proc = subprocess.Popen(
-                argv,
-                cwd=work,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                errors="replace",
-            )
-        except OSError as err:
-            raise CompileError(f"cannot start {step.tool}: {err}") from err
-        assert proc.stdout is not None
-        with proc:
-            for raw in proc.stdout:
-                line = raw.rstrip("\n")
-                tail.append(line)
-                log.info("tpu_mlir.output", tool=step.tool, line=line)
-        # The wheel's wrappers turn every failure into exit code 1, so the output
-        # tail is the diagnosis, not the code (reference 1.1).
-        if proc.returncode != 0:
-            raise CompileError(
-                f"{step.tool} failed (exit {proc.returncode}) in {work}; last output:\n"
-                + "\n".join(tail)
-            )
+        lines = _run_step([exe, *step.argv[1:]], step.tool, work, tpu)
         missing = [o for o in step.outputs if not (work / o).is_file()]
         if missing:
             raise CompileError(f"{step.tool} succeeded but did not write {missing} in {work}")
+        if step.profile is not None:
+            if (work / DEPLOY_PROFILE).is_file():
+                (work / DEPLOY_PROFILE).replace(work / step.profile)
+            checks.append(parse_deploy_output(lines))
         log.info("tpu_mlir.done", tool=step.tool)
-    return (work / plan.bmodel).resolve()
+    return (work / plan.bmodel).resolve(), stage_facts(plan, work, checks)
+
+
+def stage_facts(
+    plan: CompilePlan, work: Path, checks: list[list[tuple[float, float]]] | None = None
+) -> tuple[StageFacts, ...]:
+    """Per shape: the cost model's figures (from the moved profiles) and deploy's checks.
+
+    ``checks`` are the parsed comparisons of each deploy, when its output was seen
+    (not for a bmodel built by ``build_bmodel.sh``).
+    """
+    facts = []
+    for i, (shape, profile) in enumerate(zip(plan.shapes, plan.profiles, strict=True)):
+        path = work / profile
+        cycles, ms = (
+            parse_profile(path.read_text(errors="replace")) if path.is_file() else (None, None)
+        )
+        pairs = checks[i] if checks and i < len(checks) else []
+        # Deploy compares the TPU MLIR with the top MLIR first (quantisation), then
+        # the bmodel on the emulator with the TPU MLIR.
+        quant = pairs[0] if pairs else (None, None)
+        final = pairs[-1] if len(pairs) > 1 else (None, None)
+        facts.append(
+            StageFacts(
+                shape=shape,
+                cycles=cycles,
+                estimated_ms=ms,
+                quant_cosine=quant[0],
+                quant_sqnr_db=quant[1],
+                emulator_cosine=final[0],
+                emulator_sqnr_db=final[1],
+            )
+        )
+    return tuple(facts)
 
 
 def write_script(plan: CompilePlan, folder: Path, *, rerun: str) -> Path:
@@ -141,12 +173,15 @@ def write_script(plan: CompilePlan, folder: Path, *, rerun: str) -> Path:
         "#!/usr/bin/env bash",
         "# Generated by `python -m compile`: builds the BM1684X bmodel with tpu-mlir.",
         "# Run it where tpu-mlir's tools are on PATH (sophgo/tpuc_dev, or a Python 3.10",
-        "# venv with requirements-tpu-mlir.txt), from any directory.",
+        "# venv with requirements-tpu-mlir.txt: `make tpu-env`), from any directory.",
         "set -euo pipefail",
         'cd "$(dirname "$0")/' + WORK_DIR + '"',
         "",
     ]
-    lines += [shlex.join(step.argv) for step in plan.steps]
+    for step in plan.steps:
+        lines.append(shlex.join(step.argv))
+        if step.profile is not None:
+            lines.append(shlex.join(["mv", "-f", DEPLOY_PROFILE, step.profile]))
     lines += [
         "",
         f"echo 'built {plan.bmodel}; now run on the batchsr side:'",

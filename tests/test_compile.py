@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx as onnx_lib
 import pytest
 import torch
 from PIL import Image
@@ -61,9 +62,16 @@ def _small_model(tmp_path: Path) -> Path:
     return path
 
 
+def _hide_tpu_envs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No .venv-tpu and no $BATCHSR_TPU_MLIR: only PATH decides."""
+    monkeypatch.setattr("batchsr.tpumlir.REPO_VENV", tmp_path / "no-venv-tpu")
+    monkeypatch.delenv("BATCHSR_TPU_MLIR", raising=False)
+
+
 @pytest.fixture(name="fake_tools")
 def _fake_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Fake tpu-mlir tools prepended to PATH; returns the record file."""
+    _hide_tpu_envs(tmp_path, monkeypatch)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool in ("model_transform.py", "run_calibration.py", "model_deploy.py", "model_tool"):
@@ -77,8 +85,9 @@ def _fake_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture(name="no_tools")
-def _no_tools(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A PATH without tpu-mlir (keeps the system tools bash needs)."""
+def _no_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PATH without tpu-mlir (keeps the system tools bash needs), no tpu env."""
+    _hide_tpu_envs(tmp_path, monkeypatch)
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
 
 
@@ -117,12 +126,13 @@ def test_no_tools_writes_onnx_manifest_and_script(
     assert onnx.size_bytes == (out / onnx.path).stat().st_size
     assert set(dict(m.tools)) == {"torch", "onnx", "onnxruntime"}
     assert "bmodel pending" in m.notes
-    # The test reference is the ONNX output on the test input.
+    # The test input under the ONNX input's name, and tpu-mlir's own ONNX form.
     work = out / "tpu-mlir"
     x = np.load(work / "small_1x3x24x24_in.npz")["input"]
-    y = np.load(work / "small_1x3x24x24_ref.npz")["output"]
     assert x.dtype == np.float32 and x.shape == SHAPE and x.min() >= 0 and x.max() <= 1
-    assert y.shape == (1, 3, 96, 96)
+    tpu_onnx = onnx_lib.load(str(work / "small_tpu.onnx"))
+    assert tpu_onnx.ir_version == 8
+    assert [o.version for o in tpu_onnx.opset_import if o.domain in ("", "ai.onnx")] == [18]
     # run.py resolves the folder: onnx for onnx, a clear error for sail.
     assert resolve_model(str(out), backend="onnx").path.name == "small.onnx"
     with pytest.raises(ModelError, match="no artifact for backend 'sail'"):
@@ -154,7 +164,7 @@ def test_fake_tools_exact_commands_int8_combined(
                 "--model_name",
                 "m8",
                 "--model_def",
-                "../m8.onnx",
+                "m8_tpu.onnx",
                 "--input_shapes",
                 dims,
                 *common,
@@ -188,7 +198,7 @@ def test_fake_tools_exact_commands_int8_combined(
                 "--test_input",
                 f"{stem}_in.npz",
                 "--test_reference",
-                f"{stem}_ref.npz",
+                f"{stem}_top_outputs.npz",
                 "--tolerance",
                 "0.90,0.80",
                 "--model",
