@@ -58,7 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model", "-m", help="model name (models/NAME), model folder, or .onnx/.pt/.bmodel file"
     )
-    p.add_argument("--backend", choices=["onnx", "torch", "sail"])
+    p.add_argument(
+        "--backend",
+        choices=["onnx", "torch", "sail", "cmodel"],
+        help=(
+            "onnx (onnxruntime, default), torch, sail (a bmodel on a SOPHGO TPU), or cmodel "
+            "(a bmodel on tpu-mlir's BM1684X emulator, needs `make tpu-env`: SLOW, seconds "
+            "to minutes per tile batch; for checking a bmodel before a TPU host, not for "
+            "serving)"
+        ),
+    )
     p.add_argument("--device", choices=["cpu", "cuda"])
     p.add_argument("--threads", type=int, help="intra-op threads per engine (0 = default)")
     p.add_argument("--devices", metavar="IDS", help="sail: TPU ids, e.g. 0,1 (see bm-smi)")
@@ -67,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--engine-timeout",
         type=float,
         metavar="S",
-        help="fail an engine call after S s (0 = never)",
+        help="fail an engine call after S s (0 = never; default 60, cmodel 1800)",
     )
     p.add_argument("--output", "-o", type=Path, help="output folder (default results/<model>/)")
     p.add_argument("--log", type=Path, help="JSON-lines log (default OUTPUT/run.jsonl)")
@@ -421,7 +430,16 @@ def cmd_tune(argv: Sequence[str]) -> int:
     )
     p.add_argument("--input", "-i", type=Path, required=True, help="folder of input images")
     p.add_argument("--model", "-m", help="as for a run (default: the config's model)")
-    p.add_argument("--backend", choices=["onnx", "torch", "sail"])
+    p.add_argument(
+        "--backend",
+        choices=["onnx", "torch", "sail", "cmodel"],
+        help=(
+            "onnx (onnxruntime, default), torch, sail (a bmodel on a SOPHGO TPU), or cmodel "
+            "(a bmodel on tpu-mlir's BM1684X emulator, needs `make tpu-env`: SLOW, seconds "
+            "to minutes per tile batch; for checking a bmodel before a TPU host, not for "
+            "serving)"
+        ),
+    )
     p.add_argument("--device", choices=["cpu", "cuda"])
     p.add_argument("--config", type=Path, help="base config (default configs/default.toml)")
     p.add_argument("--sample", type=int, default=4, help="images per trial (default 4)")

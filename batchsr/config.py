@@ -36,7 +36,11 @@ __all__ = [
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[1] / "configs" / "default.toml"
 
-Backend = Literal["onnx", "torch", "sail"]
+Backend = Literal["onnx", "torch", "sail", "cmodel"]
+# Engine call limits when the config sets none: the BM1684X emulator (cmodel) takes
+# seconds to minutes per call on the CPU (tpu-reference 0), the others well under one.
+DEFAULT_ENGINE_TIMEOUT_S = 60.0
+CMODEL_ENGINE_TIMEOUT_S = 1800.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,14 +49,16 @@ class ModelConfig:
 
     Attributes:
         name: a model folder name under ``models/``, a model folder, or a file path.
-        backend: ``onnx`` (onnxruntime), ``torch``, or ``sail`` (SOPHGO TPU).
+        backend: ``onnx`` (onnxruntime), ``torch``, ``sail`` (SOPHGO TPU), or
+            ``cmodel`` (a bmodel on tpu-mlir's BM1684X emulator: slow, for checking).
         device: ``cpu`` or ``cuda`` for onnx/torch.
         threads: intra-op threads per engine; 0 leaves the runtime's default.
         devices: TPU ids for ``sail``, comma-separated as ``bm-smi`` numbers them.
         engines_per_device: sail engines (infer workers) per TPU; several keep a TPU
             busy while the host fills the next batch (the seed's fastest setup used 4).
         engine_timeout_s: an engine call taking longer counts as failed and its
-            engine is replaced; 0 waits forever.
+            engine is replaced; 0 waits forever; None (unset) takes the backend's
+            default (:attr:`call_timeout_s`).
     """
 
     name: str = "espcn"
@@ -61,7 +67,14 @@ class ModelConfig:
     threads: int = 0
     devices: str = "0"
     engines_per_device: int = 1
-    engine_timeout_s: float = 60.0
+    engine_timeout_s: float | None = None
+
+    @property
+    def call_timeout_s(self) -> float | None:
+        """The engine call limit in force: None means wait forever."""
+        if self.engine_timeout_s is not None:
+            return self.engine_timeout_s or None
+        return CMODEL_ENGINE_TIMEOUT_S if self.backend == "cmodel" else DEFAULT_ENGINE_TIMEOUT_S
 
     @property
     def device_ids(self) -> tuple[int, ...]:
@@ -331,7 +344,7 @@ def _validate(config: Config) -> None:
         )
     if not 1 <= model.engines_per_device <= 16:
         raise ConfigError(f"model.engines_per_device = {model.engines_per_device}: use 1-16")
-    if not model.engine_timeout_s >= 0:
+    if model.engine_timeout_s is not None and not model.engine_timeout_s >= 0:
         raise ConfigError(
             f"model.engine_timeout_s = {model.engine_timeout_s}: use 0 (none) or more"
         )

@@ -3,7 +3,8 @@
 ``--model`` takes a model name (a folder under ``models/`` with a manifest), a model
 folder path, or a single file (``.onnx``; ``.pt``/``.ts`` TorchScript, which torch runs).
 For a folder the backend picks the artifact (``onnx`` -> ONNX, ``torch`` ->
-TorchScript or safetensors, ``sail`` -> bmodel); for a file, the file decides.
+TorchScript or safetensors, ``sail`` and ``cmodel`` -> bmodel); for a file, the file
+decides.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ _BACKEND_FORMATS: dict[str, tuple[ArtifactFormat, ...]] = {
     "onnx": ("onnx",),
     "torch": ("torchscript", "safetensors"),
     "sail": ("bmodel",),
+    "cmodel": ("bmodel",),
 }
 _SUFFIX_FORMATS: dict[str, ArtifactFormat] = {
     ".onnx": "onnx",

@@ -101,6 +101,11 @@ class CompilePlan:
     profiles: tuple[str, ...] = ()
 
 
+def _elements(shape: NCHW) -> int:
+    n, c, h, w = shape
+    return n * c * h * w
+
+
 def shape_tag(shape: NCHW) -> str:
     """``1x3x128x128`` for ``(1, 3, 128, 128)``."""
     return "x".join(str(v) for v in shape)
@@ -141,7 +146,7 @@ def make_plan(
     final = f"../{bmodel_name(model_name, quantize)}"
     q = quantize.lower()
     steps: list[Step] = []
-    parts: list[str] = []
+    parts: list[tuple[NCHW, str]] = []
     ins, refs, calis, profiles = [], [], [], []
     for shape in shapes:
         tag = shape_tag(shape)
@@ -208,7 +213,7 @@ def make_plan(
             # --asymmetric is the fallback (reference 1.4).
             deploy_extra = ("--calibration_table", table)
         out = final if len(shapes) == 1 else f"{stem}_{CHIP}_{q}.bmodel"
-        parts.append(out)
+        parts.append((shape, out))
         profile = f"{stem}_{CHIP}_{q}.profile.txt"
         profiles.append(profile)
         steps.append(
@@ -239,10 +244,13 @@ def make_plan(
         )
     if len(shapes) > 1:
         # Same --model_name for every part: one net, one stage per shape (ref. 1.5).
+        # Largest stage first: tpu-mlir's pyruntime_bm (the emulator's binding) sizes a
+        # net's I/O buffers from stage 0, so a smaller stage 0 leaves the others no room.
+        biggest_first = [out for _, out in sorted(parts, key=lambda p: -_elements(p[0]))]
         steps.append(
             Step(
                 tool="model_tool",
-                argv=("model_tool", "--combine", *parts, "-o", final),
+                argv=("model_tool", "--combine", *biggest_first, "-o", final),
                 outputs=(final,),
             )
         )

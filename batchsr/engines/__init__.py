@@ -43,6 +43,16 @@ def open_engine(model: ResolvedModel, cfg: ModelConfig, *, device_id: int | None
             device=cfg.device,
             threads=cfg.threads,
         )
+    if model.format == "bmodel" and cfg.backend == "cmodel":
+        from batchsr.engines.cmodel import CmodelEngine
+
+        artifact = model.manifest.artifact("bmodel") if model.manifest else None
+        return CmodelEngine(
+            model.path,
+            shapes=artifact.shapes if artifact else None,
+            scale=model.scale,
+            timeout_s=cfg.call_timeout_s,
+        )
     if model.format == "bmodel":
         from batchsr.engines.sail import SailEngine
 

@@ -350,7 +350,11 @@ async def _run_stages(
                     worker=i,
                     device=device,
                     reopen=opener,
-                    timeout_s=config.model.engine_timeout_s or None,
+                    # The emulator's engine bounds its own calls and kills a hung
+                    # worker, which a thread timeout could only abandon.
+                    timeout_s=None
+                    if config.model.backend == "cmodel"
+                    else config.model.call_timeout_s,
                     pool=pool,
                 )
             )
