@@ -150,7 +150,7 @@ def from_folder(folder: Path, *, source: str) -> TpuMlir:
         tools=tools,
         version=str(facts.get("version", "unknown")),
         python=python,
-        root=Path(root) if root else None,
+        root=Path(str(root)) if root else None,
         bin_dir=bin_dir,
         source=source,
     )

@@ -138,7 +138,8 @@ class CmodelEngine:
         got = tuple(header["shape"])
         if got != out_shape:
             raise EngineError(
-                f"{self._where()}: output {list(got)} for {list(shape)}, bmodel says {list(out_shape)}"
+                f"{self._where()}: output {list(got)} for {list(shape)}; the bmodel "
+                f"declares {list(out_shape)}"
             )
         return np.frombuffer(payload, dtype=np.float32).reshape(got).copy()
 
@@ -167,7 +168,7 @@ class CmodelEngine:
         res_r, res_w = os.pipe()
         # The runtime's own chatter (and a crash's last words) go to a file we read
         # back for error messages; the protocol has the pipes to itself.
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
         try:
             self._proc = subprocess.Popen(
                 [str(self._tpu.python), str(WORKER), str(self._path), str(req_r), str(res_w)],
