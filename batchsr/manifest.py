@@ -46,17 +46,21 @@ class StageFacts:
         shape: the stage's static NCHW input shape.
         cycles, estimated_ms: tpu-mlir's cost-model estimate of one call on the
             BM1684X (deploy's ``compiler_profile_0.txt``); the emulator gives no timing.
-        quant_cosine, quant_sqnr_db: deploy's check of the TPU-level (quantised) MLIR
-            against the float top-level MLIR on the test input.
-        emulator_cosine, emulator_sqnr_db: deploy's check of the bmodel, run on the
-            BM1684X emulator, against the TPU-level MLIR.
+        quant_check, quant_cosine, quant_sqnr_db: deploy's check of the TPU-level
+            (quantised) MLIR against the float top-level MLIR on the test input:
+            npz_tool's verdict (EQUAL, CLOSE and SIMILAR pass) and, for SIMILAR, its
+            cosine similarity and SQNR (it prints none for EQUAL or CLOSE).
+        emulator_check, emulator_cosine, emulator_sqnr_db: the same for deploy's check
+            of the bmodel, run on the BM1684X emulator, against the TPU-level MLIR.
     """
 
     shape: tuple[int, int, int, int]
     cycles: int | None = None
     estimated_ms: float | None = None
+    quant_check: str | None = None
     quant_cosine: float | None = None
     quant_sqnr_db: float | None = None
+    emulator_check: str | None = None
     emulator_cosine: float | None = None
     emulator_sqnr_db: float | None = None
 

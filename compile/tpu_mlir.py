@@ -38,6 +38,8 @@ __all__ = [
 SCRIPT_NAME = "build_bmodel.sh"
 _CYCLES = re.compile(r"total_cycle:(\d+)")
 _RUNTIME = re.compile(r"runtime:\s*([0-9.eE+-]+)\s*ms")
+# npz_tool's verdict per tensor, then (unless EQUAL) its similarity figures.
+_VERDICT = re.compile(r"^\[.+?\]\s+([A-Z_]+)\s+\[(?:PASSED|FAILED)\]")
 _COSINE = re.compile(r"cosine_similarity\s*=\s*([0-9.eE+-]+)")
 _SQNR = re.compile(r"sqnr_similarity\s*=\s*([0-9.eE+-]+|inf)")
 
@@ -51,11 +53,25 @@ def parse_profile(text: str) -> tuple[int | None, float | None]:
     return (int(cycles[-1]) if cycles else None, float(ms[-1]) if ms else None)
 
 
-def parse_deploy_output(lines: list[str]) -> list[tuple[float, float]]:
-    """The ``(cosine, sqnr_db)`` pairs of deploy's comparisons, in order."""
-    cosines = [float(m) for line in lines for m in _COSINE.findall(line)]
-    sqnrs = [float(m) for line in lines for m in _SQNR.findall(line)]
-    return list(zip(cosines, sqnrs, strict=False))
+Check = tuple[str, float | None, float | None]
+
+
+def parse_deploy_output(lines: list[str]) -> list[Check]:
+    """``(verdict, cosine, sqnr_db)`` of each tensor deploy's comparisons judged, in order.
+
+    The verdict is npz_tool's: EQUAL, CLOSE (allclose) or SIMILAR pass; it prints the
+    cosine and SQNR only for SIMILAR and the failing verdicts, so those are None else.
+    """
+    found: list[Check] = []
+    for line in lines:
+        text = line.strip()
+        if m := _VERDICT.match(text):
+            found.append((m.group(1), None, None))
+        elif (m := _COSINE.search(text)) and found:
+            found[-1] = (found[-1][0], float(m.group(1)), found[-1][2])
+        elif (m := _SQNR.search(text)) and found:
+            found[-1] = (found[-1][0], found[-1][1], float(m.group(1)))
+    return found
 
 
 def _run_step(argv: list[str], tool: str, work: Path, tpu: TpuMlir) -> list[str]:
@@ -107,7 +123,7 @@ def run_plan(plan: CompilePlan, folder: Path, tpu: TpuMlir) -> tuple[Path, tuple
     """
     work = folder / WORK_DIR
     work.mkdir(parents=True, exist_ok=True)
-    checks: list[list[tuple[float, float]]] = []
+    checks: list[list[Check]] = []
     for step in plan.steps:
         exe = tpu.tools.get(step.tool)
         if exe is None:
@@ -126,7 +142,9 @@ def run_plan(plan: CompilePlan, folder: Path, tpu: TpuMlir) -> tuple[Path, tuple
 
 
 def stage_facts(
-    plan: CompilePlan, work: Path, checks: list[list[tuple[float, float]]] | None = None
+    plan: CompilePlan,
+    work: Path,
+    checks: list[list[Check]] | None = None,
 ) -> tuple[StageFacts, ...]:
     """Per shape: the cost model's figures (from the moved profiles) and deploy's checks.
 
@@ -142,17 +160,20 @@ def stage_facts(
         pairs = checks[i] if checks and i < len(checks) else []
         # Deploy compares the TPU MLIR with the top MLIR first (quantisation), then
         # the bmodel on the emulator with the TPU MLIR.
-        quant = pairs[0] if pairs else (None, None)
-        final = pairs[-1] if len(pairs) > 1 else (None, None)
+        none: Check = ("", None, None)
+        quant = pairs[0] if pairs else none
+        final = pairs[-1] if len(pairs) > 1 else none
         facts.append(
             StageFacts(
                 shape=shape,
                 cycles=cycles,
                 estimated_ms=ms,
-                quant_cosine=quant[0],
-                quant_sqnr_db=quant[1],
-                emulator_cosine=final[0],
-                emulator_sqnr_db=final[1],
+                quant_check=quant[0] or None,
+                quant_cosine=quant[1],
+                quant_sqnr_db=quant[2],
+                emulator_check=final[0] or None,
+                emulator_cosine=final[1],
+                emulator_sqnr_db=final[2],
             )
         )
     return tuple(facts)
