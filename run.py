@@ -35,6 +35,7 @@ from batchsr.pipeline.report import Progress, RunSummary, write_report
 from batchsr.pipeline.run import run_pipeline
 from batchsr.resolve import resolve_model
 from batchsr.resume import RunState, plan_resume
+from batchsr.selfcheck import SelfCheckResult
 from batchsr.tune import Trial, tune, write_toml
 
 
@@ -588,62 +589,111 @@ def cmd_score(argv: Sequence[str]) -> int:
     return 0
 
 
+EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
+
+
+def render_selfcheck(r: SelfCheckResult) -> str:
+    """The self-check report: one line per case and stage shape, then the verdict."""
+    q = r.quantize or "quantization unknown"
+    lines = [
+        f"bmodel    {r.bmodel} on {r.where}, scale x{r.scale}, {q}",
+        f"shapes    {[list(s) for s in r.input_shapes]}",
+        f"reference {r.reference or 'none (accuracy not checked)'}",
+    ]
+    for c in r.cases:
+        shape = "x".join(map(str, c.shape))
+        verdict = (
+            ("pass" if c.passed else "FAIL")
+            if c.kind == "real"
+            else ("finite" if c.finite else "FAIL")
+        )
+        bound = f" (>= {r.min_psnr_db:g})" if c.kind == "real" else " (noise: not judged)"
+        if c.psnr_db is None:
+            lines.append(f"  {c.kind:6} {shape} ({c.tiles} tiles): finite={c.finite}: {verdict}")
+        else:
+            lines.append(
+                f"  {c.kind:6} {shape} ({c.tiles} tiles): max abs diff {c.max_abs_diff:.6f}, "
+                f"PSNR {c.psnr_db:.2f} dB{bound}, finite={c.finite}: {verdict}"
+            )
+    lines.append(
+        f"latency   min {r.latency_min_s * 1e3:.2f} ms, median {r.latency_median_s * 1e3:.2f} ms "
+        f"per call over {r.calls} calls"
+    )
+    lines.append(f"{'PASS' if r.passed else 'FAIL'}: {r.reason}")
+    return "\n".join(lines)
+
+
 def cmd_selfcheck(argv: Sequence[str]) -> int:
-    """Compare a bmodel on a TPU with its ONNX reference; exit 0 on pass, 1 on fail."""
+    """Compare a bmodel (TPU or emulator) with its ONNX reference; exit 0 on pass, 1 on fail."""
     from batchsr.engines import open_engine
     from batchsr.engines.onnx import OnnxEngine
-    from batchsr.selfcheck import run_selfcheck
+    from batchsr.selfcheck import MIN_PSNR_DB, run_selfcheck
 
+    thresholds = ", ".join(f"{q} {v:g}" for q, v in MIN_PSNR_DB.items())
     p = argparse.ArgumentParser(
         prog="run.py selfcheck",
-        description="Run random and real tiles through a bmodel (sail, one TPU) and an ONNX "
-        "reference (onnxruntime, CPU); print max abs difference, PSNR, latency, pass/fail.",
+        description="Run random and real tiles (cut by the pipeline's tiler) through a bmodel "
+        "(sail on one TPU, or tpu-mlir's BM1684X emulator with --emulate) and an ONNX "
+        "reference (onnxruntime, CPU); print per stage shape the max abs difference and "
+        "PSNR, the latency, and pass/fail.",
     )
     p.add_argument("model", help="a .bmodel file, or a model folder whose manifest lists one")
     p.add_argument("--reference", type=Path, help="ONNX reference (default: the folder's .onnx)")
-    p.add_argument("--device", type=int, default=0, help="TPU id (see bm-smi)")
-    p.add_argument("--image", type=Path, action="append", default=[], help="real image to tile")
-    p.add_argument("--repeats", type=int, default=5, help="extra timed calls per shape")
-    p.add_argument("--min-psnr", type=float, default=35.0, help="pass threshold in dB")
+    p.add_argument(
+        "--emulate",
+        action="store_true",
+        help="run the bmodel on tpu-mlir's BM1684X emulator (needs `make tpu-env`; slow: "
+        "seconds to minutes per call) instead of a TPU",
+    )
+    p.add_argument("--device", type=int, default=0, help="TPU id (see bm-smi); not with --emulate")
+    p.add_argument(
+        "--input", type=Path, help="folder of real images to cut tiles from (default examples/)"
+    )
+    p.add_argument("--image", type=Path, action="append", default=[], help="a real image to tile")
+    p.add_argument("--samples", type=int, default=8, help="real tiles per stage shape")
+    p.add_argument(
+        "--repeats", type=int, help="extra timed calls per shape (default 5; 0 with --emulate)"
+    )
+    p.add_argument(
+        "--min-psnr",
+        type=float,
+        help=f"pass threshold in dB (default by the manifest's quantization: {thresholds}; "
+        "35 if unknown)",
+    )
     args = p.parse_args(argv)
-    model = resolve_model(args.model, backend="sail")
+    if args.samples < 1:
+        p.error("--samples must be at least 1")
+    backend = "cmodel" if args.emulate else "sail"
+    model = resolve_model(args.model, backend=backend)
     reference_path = args.reference
     if reference_path is None and model.manifest is not None:
         onnx = model.manifest.artifact("onnx")
         reference_path = model.path.parent / onnx.path if onnx else None
-    config = load_config(None, {"model.devices": str(args.device)}).model
+    folder = args.input if args.input is not None else (None if args.image else EXAMPLES_DIR)
+    images = [*args.image, *(j.path for j in list_inputs(folder))] if folder else args.image
+    bmodel = model.manifest.artifact("bmodel") if model.manifest else None
+    overrides = {"model.devices": str(args.device), "model.backend": backend}
+    config = load_config(None, overrides).model
     engine = open_engine(model, config, device_id=args.device)
     reference = OnnxEngine(reference_path) if reference_path else None
+    where = "BM1684X emulator" if args.emulate else f"TPU {args.device}"
     try:
         r = run_selfcheck(
             engine,
             bmodel=model.path,
-            device_id=args.device,
+            where=where,
+            images=images,
             reference=reference,
             reference_path=reference_path,
-            images=args.image,
-            repeats=args.repeats,
+            quantize=bmodel.quantize if bmodel else None,
+            samples=args.samples,
+            margin=model.margin or 0,
+            repeats=args.repeats if args.repeats is not None else (0 if args.emulate else 5),
             min_psnr_db=args.min_psnr,
         )
     finally:
         engine.close()
-    print(f"bmodel    {r.bmodel} on TPU {r.device_id}, scale x{r.scale}")
-    print(f"shapes    {[list(s) for s in r.input_shapes]}")
-    print(f"reference {r.reference or 'none (accuracy not checked)'}")
-    for c in r.cases:
-        shape = "x".join(map(str, c.shape))
-        if c.psnr_db is None:
-            print(f"  {c.kind:6} {shape}: finite={c.finite}")
-        else:
-            print(
-                f"  {c.kind:6} {shape}: max abs diff {c.max_abs_diff:.6f}, "
-                f"PSNR {c.psnr_db:.2f} dB, finite={c.finite}"
-            )
-    print(
-        f"latency   min {r.latency_min_s * 1e3:.2f} ms, median {r.latency_median_s * 1e3:.2f} ms "
-        f"per call over {r.calls} calls"
-    )
-    print(f"{'PASS' if r.passed else 'FAIL'}: {r.reason}")
+    print(render_selfcheck(r))
     return 0 if r.passed else 1
 
 

@@ -28,10 +28,10 @@ from batchsr.manifest import (
 )
 from batchsr.models import SRModel, get_arch, load_checkpoint
 from batchsr.models.info import ModelInfo
+from batchsr.sample_tiles import iter_tiles
 from batchsr.tpumlir import TpuMlir, find_tpu_mlir
 from compile.calibration import (
     calibration_images,
-    iter_tiles,
     synthetic_input,
     write_calibration,
     write_test_input,

@@ -3,27 +3,25 @@
 tpu-mlir preprocesses *images* with the MLIR's mean/scale/pixel_format (default
 0-255 BGR), but passes npz tensors through unchanged (reference 1.2, 1.3). So we hand
 it npz files of what the engine really sees: float32 NCHW [0,1] RGB (or Y) tiles
-from ``batchsr.pipeline.tile``, never raw images (the seed's INT8 failure, ref. 1.6).
+from ``batchsr.sample_tiles`` (the pipeline's decoder and tiler), never raw images
+(the seed's INT8 failure, ref. 1.6).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, UnidentifiedImageError
 
 from batchsr.errors import ConfigError
-from batchsr.pipeline.tile import TileGeometry, plan_image, prepare_image
+from batchsr.sample_tiles import iter_tiles
 from compile.onnx import INPUT_NAME
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "calibration_images",
-    "iter_tiles",
     "synthetic_input",
     "write_calibration",
     "write_test_input",
@@ -54,36 +52,6 @@ def calibration_images(folder: Path) -> list[Path]:
             f"calibration folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
         )
     return files
-
-
-def iter_tiles(
-    images: list[Path], shape: NCHW, *, pad: int, scale: int
-) -> Iterator[NDArray[np.float32]]:
-    """Yield CxHxW float32 [0,1] windows of the images, as the pipeline cuts them.
-
-    Uses the pipeline's ``crop`` tiling (its default) with the model's margin as pad,
-    so the calibration statistics match the inputs the engine gets at run time.
-    """
-    _, c, h, w = shape
-    geometry = TileGeometry(
-        tile_h=h,
-        tile_w=w,
-        pad=pad,
-        batch=shape[0],
-        static_batch=True,
-        scale=scale,
-        y_only=c == 1,
-    )
-    for i, path in enumerate(images):
-        try:
-            with Image.open(path) as im:
-                rgb = np.asarray(im.convert("RGB"))
-        except (OSError, UnidentifiedImageError) as err:
-            raise ConfigError(f"calibration image {path} cannot be decoded: {err}") from err
-        plan = plan_image(i, path.name, rgb.shape[0], rgb.shape[1], geometry, t_start_ns=0)
-        chw, _ = prepare_image(rgb, geometry)
-        for tile in plan.tiles:
-            yield np.ascontiguousarray(chw[:, tile.y : tile.y + tile.h, tile.x : tile.x + tile.w])
 
 
 def write_calibration(

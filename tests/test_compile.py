@@ -209,8 +209,9 @@ def test_fake_tools_exact_commands_int8_combined(
         [
             "model_tool",
             "--combine",
-            "m8_1x3x24x24_bm1684x_int8.bmodel",
+            # largest stage first: the emulator binding sizes buffers from stage 0
             "m8_2x3x24x32_bm1684x_int8.bmodel",
+            "m8_1x3x24x24_bm1684x_int8.bmodel",
             "-o",
             "../m8_bm1684x_int8.bmodel",
         ]

@@ -32,7 +32,7 @@ from PIL import Image
 from batchsr.bmodel_info import parse_info, read_bmodel_info
 from batchsr.errors import EngineError, EngineUnavailableError, ModelError
 from batchsr.manifest import load_manifest, write_manifest
-from batchsr.models import get_arch
+from batchsr.models import get_arch, load_torchscript
 from batchsr.tpumlir import REPO_VENV, TpuMlir, find_tpu_mlir
 from compile.build import CompileResult, compile_model
 from compile.onnx import export_onnx, for_tpu_mlir
@@ -322,9 +322,50 @@ def test_seed_bmodel_runs_on_emulator(tpu: TpuMlir) -> None:
     finally:
         engine.close()
     with torch.no_grad():
-        want = torch.jit.load(str(script)).eval()(torch.from_numpy(x)).numpy()
+        want = load_torchscript(script)(torch.from_numpy(x)).numpy()
     diff, psnr = compare(got, want)
     assert psnr > 60 and diff < 0.01
+
+
+def _selfcheck(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(REPO / "run.py"), "selfcheck", *args],
+        cwd=REPO, capture_output=True, text=True, timeout=CLI_TIMEOUT_S, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("quantize", ["F16", "INT8"])
+def test_selfcheck_emulate_passes_per_stage(
+    builds: dict[str, CompileResult], quantize: str
+) -> None:
+    """selfcheck --emulate: per stage shape, real tiles of examples/ and noise, each pass."""
+    done = _selfcheck(str(builds[quantize].folder), "--emulate", "--samples", "4")
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert "BM1684X emulator" in lines[0] and quantize in lines[0]
+    for shape in ("1x1x32x32", "2x1x32x32"):
+        (real,) = [ln for ln in lines if ln.strip().startswith(f"real   {shape} (4 tiles)")]
+        assert "PSNR" in real and real.endswith(": pass")
+        psnr = float(real.split("PSNR ")[1].split(" dB")[0])
+        assert psnr >= (50.0 if quantize == "F16" else 38.0)
+    assert lines[-1].startswith("PASS: ")
+
+
+def test_selfcheck_emulate_fails_against_another_model(
+    builds: dict[str, CompileResult], tmp_path: Path
+) -> None:
+    """A bmodel checked against another network's ONNX fails, exit 1, naming the PSNR."""
+    import torch
+
+    torch.manual_seed(1)
+    other = get_arch("espcn_res").create(in_channels=1, channels=8, upscale=4)
+    onnx = export_onnx(other.module, tmp_path / "other.onnx", shape=(2, 1, 18, 26), dynamic=True)
+    done = _selfcheck(
+        str(builds["F16"].folder), "--emulate", "--samples", "2", "--reference", str(onnx)
+    )
+    assert done.returncode == 1
+    last = done.stdout.strip().splitlines()[-1]
+    assert last.startswith("FAIL: PSNR") and "does not compute what the reference does" in last
 
 
 def test_bad_bmodels_give_one_clear_error(
