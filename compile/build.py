@@ -19,6 +19,7 @@ import structlog
 
 from batchsr.errors import ConfigError, ModelError
 from batchsr.manifest import (
+    MANIFEST_NAME,
     Artifact,
     Manifest,
     file_artifact,
@@ -238,11 +239,18 @@ def compile_model(
     )
 
     # --- ONNX: dynamic N/H/W, checked against torch on every requested shape ---
+    # A model folder that already ships an ONNX (models/espcn) keeps it: the bmodel is
+    # built from the very file the onnx backend runs, once it is shown to be this model.
     out.mkdir(parents=True, exist_ok=True)
-    m = info.size_multiple
-    # Unequal H, W and N so that torch.export keeps every axis dynamic (compile.onnx).
-    example = (2, info.in_channels, 16 * m + 2 * info.margin, 24 * m + 2 * info.margin)
-    onnx_path = export_onnx(model.module, out / onnx_name, shape=example, dynamic=True)
+    previous = load_manifest(out) if (out / MANIFEST_NAME).is_file() else None
+    shipped = previous.artifact("onnx") if previous is not None else None
+    if shipped is not None and (out / shipped.path).is_file():
+        onnx_path = out / shipped.path
+    else:
+        m = info.size_multiple
+        # Unequal H, W and N so that torch.export keeps every axis dynamic (compile.onnx).
+        example = (2, info.in_channels, 16 * m + 2 * info.margin, 24 * m + 2 * info.margin)
+        onnx_path = export_onnx(model.module, out / onnx_name, shape=example, dynamic=True)
     diff = check_onnx(model.module, onnx_path, shapes=list(shapes), atol=1e-4)
     log.info("compile.onnx", path=str(onnx_path), max_abs_diff=diff)
 
@@ -296,6 +304,14 @@ def compile_model(
             f"`{rerun}`."
         )
         log.info("compile.script", path=str(script))
+    if previous is not None:
+        # Adding to an existing model folder: its other artifacts (weights, other
+        # bmodels) and its provenance notes stay; same-named files are replaced.
+        built = {a.path: a for a in artifacts}
+        kept = [built.pop(a.path, a) for a in previous.artifacts]
+        artifacts = [*kept, *built.values()]
+        tools = {**dict(previous.tools), **tools}
+        notes = previous.notes or notes
     manifest = manifest_for(
         name, info, tuple(artifacts), postprocess=filter_name, tools=tools, notes=notes
     )
