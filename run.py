@@ -671,7 +671,7 @@ def cmd_selfcheck(argv: Sequence[str]) -> int:
         reference_path = model.path.parent / onnx.path if onnx else None
     folder = args.input if args.input is not None else (None if args.image else EXAMPLES_DIR)
     images = [*args.image, *(j.path for j in list_inputs(folder))] if folder else args.image
-    bmodel = model.manifest.artifact("bmodel") if model.manifest else None
+    bmodel = model.artifact
     overrides = {"model.devices": str(args.device), "model.backend": backend}
     config = load_config(None, overrides).model
     engine = open_engine(model, config, device_id=args.device)

@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from batchsr.errors import ModelError
-from batchsr.manifest import MANIFEST_NAME, ArtifactFormat, Manifest, load_manifest
+from batchsr.manifest import (
+    MANIFEST_NAME,
+    Artifact,
+    ArtifactFormat,
+    Manifest,
+    file_sha256,
+    load_manifest,
+)
 
 __all__ = ["MODELS_DIR", "ResolvedModel", "available_models", "resolve_model"]
 
@@ -49,6 +56,7 @@ class ResolvedModel:
         scale, margin, in_channels: from the manifest; None when only a bare file was
             given (the engine then reports scale, and tiling uses its own margin).
         manifest: the model folder's manifest, if there is one.
+        artifact: the manifest's entry for ``path``, if there is one.
     """
 
     name: str
@@ -58,6 +66,13 @@ class ResolvedModel:
     margin: int | None = None
     in_channels: int | None = None
     manifest: Manifest | None = None
+    artifact: Artifact | None = None
+
+    def __post_init__(self) -> None:
+        if self.artifact is None and self.manifest is not None:
+            # Built by hand from a manifest (tools, tests): its entry for this file.
+            listed = next((a for a in self.manifest.artifacts if a.path == self.path.name), None)
+            object.__setattr__(self, "artifact", listed)
 
     @property
     def size_bytes(self) -> int:
@@ -89,6 +104,9 @@ def resolve_model(spec: str, *, backend: str, models_dir: Path = MODELS_DIR) -> 
             )
         if fmt == "safetensors":
             return _resolve_checkpoint(path)
+        listed = _listed_in_folder(path)
+        if listed is not None:
+            return listed
         return ResolvedModel(name=path.stem, path=path, format=fmt)
     folder = path if path.is_dir() else models_dir / spec
     if not (folder / MANIFEST_NAME).is_file():
@@ -106,9 +124,21 @@ def resolve_model(spec: str, *, backend: str, models_dir: Path = MODELS_DIR) -> 
             f"model {manifest.name!r} has no artifact for backend {backend!r} "
             f"(it has {have}); build one with `python -m compile` or pick another backend"
         )
+    return _from_manifest(folder, manifest, artifact)
+
+
+def _from_manifest(folder: Path, manifest: Manifest, artifact: Artifact) -> ResolvedModel:
     artifact_path = folder / artifact.path
     if not artifact_path.is_file():
         raise ModelError(f"{artifact_path} is listed in {folder / MANIFEST_NAME} but missing")
+    # A swapped or rebuilt bmodel would run with the manifest's stage shapes and
+    # margin; its digest says whether it is the file the manifest describes.
+    if artifact.format == "bmodel" and file_sha256(artifact_path) != artifact.sha256:
+        raise ModelError(
+            f"{artifact_path} is not the bmodel {folder / MANIFEST_NAME} lists (sha256 "
+            "differs): the bmodel and the manifest disagree; rebuild them together with "
+            "`python -m compile`, or `--register` the new bmodel"
+        )
     return ResolvedModel(
         name=manifest.name,
         path=artifact_path,
@@ -117,7 +147,21 @@ def resolve_model(spec: str, *, backend: str, models_dir: Path = MODELS_DIR) -> 
         margin=manifest.margin,
         in_channels=manifest.in_channels,
         manifest=manifest,
+        artifact=artifact,
     )
+
+
+def _listed_in_folder(path: Path) -> ResolvedModel | None:
+    """A file given by path that its folder's manifest lists (e.g. one of several
+    bmodels of ``models/espcn``) keeps the manifest's facts (margin, stage shapes)."""
+    if not (path.parent / MANIFEST_NAME).is_file():
+        return None
+    try:
+        manifest = load_manifest(path.parent)
+    except ModelError:
+        return None
+    artifact = next((a for a in manifest.artifacts if a.path == path.name), None)
+    return None if artifact is None else _from_manifest(path.parent, manifest, artifact)
 
 
 def _resolve_checkpoint(path: Path) -> ResolvedModel:

@@ -15,8 +15,29 @@ def test_default_model_folder_resolves_per_backend() -> None:
     onnx = resolve_model("espcn", backend="onnx")
     assert onnx.path.name.endswith(".onnx") and onnx.scale == 4 and onnx.margin == 4
     assert onnx.size_bytes == onnx.path.stat().st_size
-    with pytest.raises(ModelError, match="no artifact for backend 'sail'"):
-        resolve_model("espcn", backend="sail")
+    # The shipped bmodels (built by tpu-mlir here): sail and the emulator take the F16.
+    for backend in ("sail", "cmodel"):
+        bm = resolve_model("espcn", backend=backend)
+        assert bm.path.name == "espcn_bm1684x_f16.bmodel" and bm.format == "bmodel"
+        assert bm.artifact is not None and bm.artifact.quantize == "F16"
+        assert set(bm.artifact.shapes) == {(4, 1, 128, 128), (1, 1, 128, 128)}
+
+
+def test_a_bmodel_of_a_model_folder_keeps_its_manifest(tmp_path: Path) -> None:
+    """Naming one of a folder's bmodels by path keeps the folder's facts; a swapped
+    file (sha256 not the manifest's) is refused."""
+    import shutil
+
+    int8 = resolve_model("models/espcn/espcn_bm1684x_int8.bmodel", backend="sail")
+    assert (int8.margin, int8.scale, int8.in_channels) == (4, 4, 1)
+    assert int8.artifact is not None and int8.artifact.quantize == "INT8"
+    folder = tmp_path / "espcn"
+    shutil.copytree("models/espcn", folder, ignore=shutil.ignore_patterns("tpu-mlir", "*.log"))
+    (folder / "espcn_bm1684x_f16.bmodel").write_bytes(
+        (folder / "espcn_bm1684x_int8.bmodel").read_bytes()
+    )
+    with pytest.raises(ModelError, match="the bmodel and the manifest disagree"):
+        resolve_model(str(folder), backend="sail")
 
 
 def test_files_resolve_by_kind(tmp_path: Path, espcn_onnx: Path) -> None:

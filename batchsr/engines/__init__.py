@@ -46,17 +46,16 @@ def open_engine(model: ResolvedModel, cfg: ModelConfig, *, device_id: int | None
     if model.format == "bmodel" and cfg.backend == "cmodel":
         from batchsr.engines.cmodel import CmodelEngine
 
-        artifact = model.manifest.artifact("bmodel") if model.manifest else None
         return CmodelEngine(
             model.path,
-            shapes=artifact.shapes if artifact else None,
+            shapes=model.artifact.shapes if model.artifact else None,
             scale=model.scale,
             timeout_s=cfg.call_timeout_s,
         )
     if model.format == "bmodel":
         from batchsr.engines.sail import SailEngine
 
-        artifact = model.manifest.artifact("bmodel") if model.manifest else None
+        artifact = model.artifact
         return SailEngine(
             model.path,
             device_id=cfg.device_ids[0] if device_id is None else device_id,
