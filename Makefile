@@ -1,11 +1,12 @@
-# Quick start: `make demo` (set up, upscale examples/) and `make test` (set up, run tests).
+# Quick start: `make demo` (set up, upscale examples/) and `make tpu-env test` (set up both
+# environments, run every test, the real tpu-mlir and emulator ones included).
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 # tpu-mlir's Python 3.10 environment (compile/tpu_env.sh): builds bmodels, runs the emulator.
 TPU_VENV := .venv-tpu
 
-.PHONY: setup tpu-env demo test lint
+.PHONY: setup tpu-env demo test test-fast lint
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +23,13 @@ tpu-env: $(TPU_VENV)/.installed
 demo: setup
 	$(PY) run.py --model espcn --input examples/
 
+# Without .venv-tpu the tpu-mlir tests skip, saying to run `make tpu-env`.
 test: setup
 	$(PY) -m pytest -q
+
+# The inner loop: everything not marked slow (no tpu-mlir builds, no emulator).
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -205,6 +205,7 @@ def cmd_run(argv: Sequence[str]) -> int:
     pixel_hash = config.pixel_hash(file_sha256(model.path))
     plan = plan_resume(jobs, out_dir, pixel_hash=pixel_hash, resume=args.resume)
     log_path = args.log or out_dir / "run.jsonl"
+    fresh = [p for p in (out_dir, log_path) if not p.exists()]
     sink = configure_logging(log_path, level=args.log_level, append=args.resume)
     state = RunState(out_dir, pixel_hash=pixel_hash, append=args.resume)
     bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty())
@@ -221,6 +222,13 @@ def cmd_run(argv: Sequence[str]) -> int:
                 state=state,
             )
         )
+    except BatchSRError:
+        # Refused before any image ran (an engine that cannot open): leave behind
+        # nothing this run created.
+        state.close()
+        sink.close()
+        _remove_created(fresh)
+        raise
     finally:
         state.close()
         sink.close()
@@ -242,6 +250,18 @@ def cmd_run(argv: Sequence[str]) -> int:
         code = 1
     _exit_if_engine_calls_hang(code)
     return code
+
+
+def _remove_created(paths: Sequence[Path]) -> None:
+    """Remove the files and folders a refused run created (folders only if emptied)."""
+    for path in paths:
+        if path.is_dir():
+            for name in ("run.jsonl", "runstate.jsonl"):
+                (path / name).unlink(missing_ok=True)
+            if not any(path.iterdir()):
+                path.rmdir()
+        else:
+            path.unlink(missing_ok=True)
 
 
 _SPARK_UTF8 = "▁▂▃▄▅▆▇█"

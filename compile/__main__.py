@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
-from batchsr.errors import BatchSRError
+from batchsr.errors import BatchSRError, CompileError
 from batchsr.filters import FILTER_NAMES
 from batchsr.logging import configure_logging
 from batchsr.tpumlir import find_tpu_mlir
@@ -76,14 +77,15 @@ def main(argv: list[str] | None = None) -> int:
             tpu_mlir=tpu,
         )
     except BatchSRError as err:
-        print(f"error: {err}", file=sys.stderr)
         sink.close()
-        if fresh and args.log is None:
-            # Bad input is refused before anything is built: leave no folder behind
-            # that holds only the log we opened.
-            log_path.unlink(missing_ok=True)
-            if not any(args.out.iterdir()):
-                args.out.rmdir()
+        # A tool's failure keeps its output in the log; anything else (bad input) was
+        # refused before building, so the log holds nothing worth keeping.
+        keep_log = isinstance(err, CompileError) and log_path.is_file()
+        first, *_tail = str(err).splitlines() or [""]
+        where = f"; tool output in {log_path}" if keep_log else ""
+        print(f"error: {first}{where}", file=sys.stderr)
+        if fresh:
+            _remove_all_but(args.out, log_path if keep_log else None)
         return 2
     finally:
         sink.close()  # idempotent
@@ -95,6 +97,21 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"built {result.bmodel}")
     return 0
+
+
+def _remove_all_but(folder: Path, keep: Path | None) -> None:
+    """Leave nothing half-written in a folder this run created (but ``keep``)."""
+    if not folder.is_dir():
+        return
+    for child in folder.iterdir():
+        if keep is not None and child == keep:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    if keep is None or not keep.exists():
+        folder.rmdir()
 
 
 if __name__ == "__main__":

@@ -100,8 +100,10 @@ def _run_step(argv: list[str], tool: str, work: Path, tpu: TpuMlir) -> list[str]
     # The wheel's wrappers turn every failure into exit code 1, so the output
     # tail is the diagnosis, not the code (reference 1.1).
     if proc.returncode != 0:
+        last = next((t for t in reversed(tail) if t.strip()), "no output")
         raise CompileError(
-            f"{tool} failed (exit {proc.returncode}) in {work}; last output:\n" + "\n".join(tail)
+            f"{tool} failed (exit {proc.returncode}) in {work}: {last.strip()}\n"
+            "last output:\n" + "\n".join(tail)
         )
     return lines
 

@@ -34,6 +34,9 @@ with open(os.environ["FAKE_TPU_RECORD"], "a") as fh:
 def value(flag):
     return argv[argv.index(flag) + 1]
 tool = os.path.basename(sys.argv[0])
+if os.environ.get("FAKE_TPU_FAIL") == tool:
+    print("ValueError: unsupported op Foo in the graph")
+    sys.exit(1)
 outs = []
 if tool == "model_transform.py":
     outs = [value("--mlir"), value("--test_result")]
@@ -316,3 +319,24 @@ def test_cli_without_tools_then_register(small_model: Path, tmp_path: Path, no_t
     )
     bmodel = load_manifest(out).artifact("bmodel")
     assert bmodel is not None and bmodel.size_bytes == 11 and bmodel.shapes == (SHAPE,)
+
+
+def test_cli_tool_failure_is_one_line_and_leaves_only_the_log(
+    small_model: Path,
+    tmp_path: Path,
+    fake_tools: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A tool that fails (a graph tpu-mlir cannot convert): exit 2, one error line naming
+    the tool and the log, and the new folder holds nothing but compile.log."""
+    from compile.__main__ import main
+
+    monkeypatch.setenv("FAKE_TPU_FAIL", "model_deploy.py")
+    out = tmp_path / "failing"
+    assert main([str(small_model), "--shape", "1x3x24x24", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: model_deploy.py failed")
+    assert err[0].endswith(f"tool output in {out / 'compile.log'}")
+    assert [p.name for p in out.iterdir()] == ["compile.log"]
+    assert "unsupported op Foo" in (out / "compile.log").read_text()

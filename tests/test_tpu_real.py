@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -177,6 +178,20 @@ def test_zoo_onnx_loads_in_real_model_transform(
     assert (work / plan.test_references[0]).is_file()
 
 
+def _workers_of(pid: int | None = None) -> list[Any]:
+    """Live emulator worker processes below ``pid`` (default: this test process)."""
+    import psutil
+
+    found = []
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            if "cmodel_worker.py" in " ".join(child.cmdline()):
+                found.append(child)
+        except (psutil.ZombieProcess, psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
 def _crop(path: Path, box: tuple[int, int, int, int], out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     with Image.open(path) as im:
@@ -266,7 +281,6 @@ def test_pipeline_survives_a_worker_crash(
 ) -> None:
     """Killing the emulator worker mid-run costs that batch's image only; the engine is
     reopened once and the run ends with a valid report."""
-    import psutil
 
     folder = tmp_path / "in"
     folder.mkdir()
@@ -283,8 +297,7 @@ def test_pipeline_survives_a_worker_crash(
         deadline = time.monotonic() + 120
         victim = None
         while victim is None and time.monotonic() < deadline and proc.poll() is None:
-            kids = psutil.Process(proc.pid).children(recursive=True)
-            victim = next((k for k in kids if "cmodel_worker" in " ".join(k.cmdline())), None)
+            victim = next(iter(_workers_of(proc.pid)), None)
             time.sleep(0.05)
         assert victim is not None
         time.sleep(1.0)  # let it start computing
@@ -301,6 +314,46 @@ def test_pipeline_survives_a_worker_crash(
     assert all("emulator worker died" in r["error"] for r in failed)
     assert "engine_recreated" in (tmp_path / "out" / "run.jsonl").read_text()
     assert proc.returncode == 0, err
+
+
+def test_ctrl_c_stops_an_emulator_run_at_once(
+    builds: dict[str, CompileResult], held_out: Path, tmp_path: Path
+) -> None:
+    """SIGINT during an emulator call: exit 130 within seconds (the call is abandoned and
+    its worker killed, not waited for), a valid report, no worker left behind."""
+    import psutil
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(4):
+        shutil.copy(next(held_out.glob("*.png")), folder / f"{i}.png")
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "run.py"), "--model", str(builds["F16"].folder),
+         "--backend", "cmodel", "--input", str(folder), "--output", str(tmp_path / "out"),
+         "--no-score", "--quiet"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        workers: list[psutil.Process] = []
+        while not workers and time.monotonic() < deadline and proc.poll() is None:
+            workers = _workers_of(proc.pid)
+            time.sleep(0.05)
+        assert workers
+        time.sleep(1.5)  # inside a call
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+        stopped_s = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    assert stopped_s < 10
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert len(report["A"][0]["images"]) <= 4
+    _, alive = psutil.wait_procs(workers, timeout=5)
+    assert not alive
 
 
 def test_seed_bmodel_runs_on_emulator(tpu: TpuMlir) -> None:
@@ -421,16 +474,26 @@ def test_missing_tpu_env_says_make_tpu_env(tmp_path: Path, monkeypatch: pytest.M
         CmodelEngine(tmp_path / "x.bmodel")
 
 
+def test_cli_cmodel_without_tpu_env_writes_nothing(tmp_path: Path) -> None:
+    """run.py --backend cmodel with no usable tpu-mlir: one line, exit 2, no output folder."""
+    out = tmp_path / "out"
+    env = {**os.environ, "BATCHSR_TPU_MLIR": str(tmp_path / "no-such-env")}
+    done = subprocess.run(
+        [sys.executable, str(REPO / "run.py"), "--model", "espcn", "--backend", "cmodel",
+         "--input", str(EXAMPLES), "--output", str(out)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT_S, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "make tpu-env" in line
+    assert not out.exists()
+
+
 @pytest.fixture(autouse=True)
 def _no_stray_workers() -> Iterator[None]:
-    """Every test leaves no emulator worker running."""
+    """Every test leaves no emulator worker of its own running (others' are not ours)."""
     yield
-    import psutil
-
-    strays = [
-        p for p in psutil.process_iter(["cmdline"])
-        if "cmodel_worker.py" in " ".join(p.info["cmdline"] or [])
-    ]  # fmt: skip
+    strays = _workers_of()
     for p in strays:
         p.kill()
     assert not strays

@@ -26,6 +26,7 @@ import select
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -105,6 +106,8 @@ class CmodelEngine:
         self._stages = _stages(self.info, path, shapes)
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._busy = False  # a call is in flight (close() then kills at once)
+        self._lock = threading.Lock()
         self._start()
         first = next(iter(self._stages))
         out = self._stages[first][1]
@@ -144,19 +147,33 @@ class CmodelEngine:
         return np.frombuffer(payload, dtype=np.float32).reshape(got).copy()
 
     def close(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None:
+        with self._lock:
+            proc, self._proc = self._proc, None
+            busy = self._busy
+        if proc is None:
+            return
+        if busy:
+            # Closed while a call computes (a stopped run abandons it): the worker
+            # would not read "quit" before its call ends, so it is killed; the pipes
+            # are closed by the call's thread when it returns, so that their numbers
+            # cannot be reused under it by the next engine's pipes.
             if proc.poll() is None:
-                with contextlib.suppress(OSError, EngineError):
-                    self._send(proc, {"op": "quit"}, b"")
-                try:
-                    proc.wait(_CLOSE_WAIT_S)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            for fd in (self._to_worker, self._from_worker):
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+                proc.kill()
+            return
+        if proc.poll() is None:
+            with contextlib.suppress(OSError, EngineError):
+                self._send(proc, {"op": "quit"}, b"")
+            try:
+                proc.wait(_CLOSE_WAIT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._release()
+
+    def _release(self) -> None:
+        for fd in (self._to_worker, self._from_worker):
+            with contextlib.suppress(OSError):
+                os.close(fd)
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -199,13 +216,26 @@ class CmodelEngine:
             raise EngineError(f"the emulator cannot load {self._path}: {error}")
 
     def _call(self, header: dict[str, Any], payload: bytes) -> tuple[dict[str, Any], bytes]:
-        assert self._proc is not None
+        with self._lock:
+            proc = self._proc
+            if proc is None:
+                raise EngineError(f"{self._where()}: the engine is closed")
+            self._busy = True
         try:
-            self._send(self._proc, header, payload)
+            self._send(proc, header, payload)
             return self._receive(timeout_s=self._timeout_s)
-        except EngineError:
+        except (EngineError, OSError) as err:
             self._kill()
-            raise
+            if isinstance(err, EngineError):
+                raise
+            raise EngineError(f"{self._where()}: {err}") from err
+        finally:
+            with self._lock:
+                self._busy = False
+                closed = self._proc is None
+            if closed:  # close() ran meanwhile and left the pipes to us
+                proc.wait()
+                self._release()
 
     def _send(self, proc: subprocess.Popen[bytes], header: dict[str, Any], payload: bytes) -> None:
         raw = json.dumps({**header, "nbytes": len(payload)}).encode()
@@ -234,17 +264,19 @@ class CmodelEngine:
                 )
             chunk = os.read(self._from_worker, min(n, 1 << 20))
             if not chunk:
-                assert self._proc is not None
-                self._proc.wait(_CLOSE_WAIT_S)
+                proc = self._proc
+                if proc is not None:
+                    proc.wait(_CLOSE_WAIT_S)
                 raise EngineError(f"{self._where()}: the emulator worker died{self._why()}")
             parts.append(chunk)
             n -= len(chunk)
         return b"".join(parts)
 
     def _kill(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait()
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
     def _where(self) -> str:
         return f"emulator ({self._path.name})"

@@ -81,6 +81,19 @@ def default_scorer() -> Scorer:
     return niqe
 
 
+# The emulator engine bounds its own calls and kills a hung worker (which a thread
+# timeout could only abandon); the pipeline's limit then only backs it up, a little
+# later, and keeps its calls abandonable when a signal stops the run.
+_CMODEL_BACKSTOP_S = 60.0
+
+
+def _pipeline_timeout(config: Config) -> float | None:
+    limit = config.model.call_timeout_s
+    if config.model.backend == "cmodel" and limit is not None:
+        return limit + _CMODEL_BACKSTOP_S
+    return limit
+
+
 def geometry_for(engine: Engine, tiling: TilingConfig, model: ResolvedModel) -> TileGeometry:
     """Tile geometry from the engine's shape; static model dimensions win over config.
 
@@ -350,11 +363,7 @@ async def _run_stages(
                     worker=i,
                     device=device,
                     reopen=opener,
-                    # The emulator's engine bounds its own calls and kills a hung
-                    # worker, which a thread timeout could only abandon.
-                    timeout_s=None
-                    if config.model.backend == "cmodel"
-                    else config.model.call_timeout_s,
+                    timeout_s=_pipeline_timeout(config),
                     pool=pool,
                 )
             )
