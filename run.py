@@ -19,13 +19,13 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import anyio
 
 from batchsr.allocator import limit_malloc_arenas
 from batchsr.analysis import STAGES, RunAnalysis, analyze_run, read_runs
-from batchsr.config import EDGES, WORKER_STAGES, Config, load_config
+from batchsr.config import EDGES, WORKER_STAGES, Backend, Config, load_config
 from batchsr.errors import BatchSRError, ConfigError
 from batchsr.logging import configure_logging
 from batchsr.manifest import file_sha256
@@ -49,6 +49,14 @@ def _pairs(values: Sequence[str], known: Sequence[str], flag: str) -> dict[str, 
     return out
 
 
+BACKENDS: tuple[str, ...] = get_args(Backend)
+BACKEND_HELP = (
+    "onnx (onnxruntime, default), torch, sail (a bmodel on a SOPHGO TPU), or cmodel (a "
+    "bmodel on tpu-mlir's BM1684X emulator, needs `make tpu-env`: SLOW, seconds to minutes "
+    "per tile batch; for checking a bmodel before a TPU host, not for serving)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="run.py",
@@ -59,16 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model", "-m", help="model name (models/NAME), model folder, or .onnx/.pt/.bmodel file"
     )
-    p.add_argument(
-        "--backend",
-        choices=["onnx", "torch", "sail", "cmodel"],
-        help=(
-            "onnx (onnxruntime, default), torch, sail (a bmodel on a SOPHGO TPU), or cmodel "
-            "(a bmodel on tpu-mlir's BM1684X emulator, needs `make tpu-env`: SLOW, seconds "
-            "to minutes per tile batch; for checking a bmodel before a TPU host, not for "
-            "serving)"
-        ),
-    )
+    p.add_argument("--backend", choices=BACKENDS, help=BACKEND_HELP)
     p.add_argument("--device", choices=["cpu", "cuda"])
     p.add_argument("--threads", type=int, help="intra-op threads per engine (0 = default)")
     p.add_argument("--devices", metavar="IDS", help="sail: TPU ids, e.g. 0,1 (see bm-smi)")
@@ -451,16 +450,7 @@ def cmd_tune(argv: Sequence[str]) -> int:
     )
     p.add_argument("--input", "-i", type=Path, required=True, help="folder of input images")
     p.add_argument("--model", "-m", help="as for a run (default: the config's model)")
-    p.add_argument(
-        "--backend",
-        choices=["onnx", "torch", "sail", "cmodel"],
-        help=(
-            "onnx (onnxruntime, default), torch, sail (a bmodel on a SOPHGO TPU), or cmodel "
-            "(a bmodel on tpu-mlir's BM1684X emulator, needs `make tpu-env`: SLOW, seconds "
-            "to minutes per tile batch; for checking a bmodel before a TPU host, not for "
-            "serving)"
-        ),
-    )
+    p.add_argument("--backend", choices=BACKENDS, help=BACKEND_HELP)
     p.add_argument("--device", choices=["cpu", "cuda"])
     p.add_argument("--config", type=Path, help="base config (default configs/default.toml)")
     p.add_argument("--sample", type=int, default=4, help="images per trial (default 4)")

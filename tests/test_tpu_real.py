@@ -276,31 +276,42 @@ def test_emulator_crash_and_hang_are_engine_faults(builds: dict[str, CompileResu
         again.close()
 
 
+def _emulator_run(
+    model: Path, held_out: Path, tmp_path: Path, images: int, *extra: str
+) -> tuple[subprocess.Popen[str], list[Any]]:
+    """Start ``run.py --backend cmodel`` on copies of the crop; return it once its first
+    emulator worker is up, with that worker."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(images):
+        shutil.copy(next(held_out.glob("*.png")), folder / f"{i}.png")
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "run.py"), "--model", str(model), "--backend", "cmodel",
+         "--input", str(folder), "--output", str(tmp_path / "out"), "--no-score", "--quiet",
+         *extra],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    workers: list[Any] = []
+    while not workers and time.monotonic() < deadline and proc.poll() is None:
+        workers = _workers_of(proc.pid)
+        time.sleep(0.05)
+    if not workers:
+        proc.kill()
+        pytest.fail(f"no emulator worker started: {proc.communicate()[1][-2000:]}")
+    return proc, workers
+
+
 def test_pipeline_survives_a_worker_crash(
     builds: dict[str, CompileResult], held_out: Path, tmp_path: Path
 ) -> None:
     """Killing the emulator worker mid-run costs that batch's image only; the engine is
     reopened once and the run ends with a valid report."""
-
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for i in range(3):
-        shutil.copy(next(held_out.glob("*.png")), folder / f"{i}.png")
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "run.py"), "--model", str(builds["F16"].folder),
-         "--backend", "cmodel", "--input", str(folder), "--output", str(tmp_path / "out"),
-         "--no-score", "--quiet", "--workers", "decode=1", "--queue-size", "1"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    proc, (victim, *_) = _emulator_run(
+        builds["F16"].folder, held_out, tmp_path, 3, "--queue-size", "1"
+    )
     try:
-        # The first emulator worker to appear is killed as a segfault would kill it.
-        deadline = time.monotonic() + 120
-        victim = None
-        while victim is None and time.monotonic() < deadline and proc.poll() is None:
-            victim = next(iter(_workers_of(proc.pid)), None)
-            time.sleep(0.05)
-        assert victim is not None
-        time.sleep(1.0)  # let it start computing
+        time.sleep(1.0)  # let it start computing, then die as a segfault kills it
         victim.send_signal(signal.SIGSEGV)
         _out, err = proc.communicate(timeout=CLI_TIMEOUT_S)
     finally:
@@ -323,23 +334,8 @@ def test_ctrl_c_stops_an_emulator_run_at_once(
     its worker killed, not waited for), a valid report, no worker left behind."""
     import psutil
 
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for i in range(4):
-        shutil.copy(next(held_out.glob("*.png")), folder / f"{i}.png")
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "run.py"), "--model", str(builds["F16"].folder),
-         "--backend", "cmodel", "--input", str(folder), "--output", str(tmp_path / "out"),
-         "--no-score", "--quiet"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    proc, workers = _emulator_run(builds["F16"].folder, held_out, tmp_path, 4)
     try:
-        deadline = time.monotonic() + 120
-        workers: list[psutil.Process] = []
-        while not workers and time.monotonic() < deadline and proc.poll() is None:
-            workers = _workers_of(proc.pid)
-            time.sleep(0.05)
-        assert workers
         time.sleep(1.5)  # inside a call
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)

@@ -7,6 +7,7 @@ in the model's input range and gets float32 NCHW batches back, ``scale`` times l
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -14,7 +15,7 @@ from numpy.typing import NDArray
 
 from batchsr.errors import ShapeMismatchError
 
-__all__ = ["Engine", "Shape", "check_batch", "shape_matches"]
+__all__ = ["Engine", "Shape", "check_batch", "preferred_first", "shape_matches"]
 
 # NCHW; None marks a dynamic axis (any batch, or any height/width).
 Shape = tuple[int | None, int, int | None, int | None]
@@ -60,6 +61,12 @@ class Engine(Protocol):
     def close(self) -> None:
         """Release the backend's resources; the engine is unusable afterwards."""
         ...
+
+
+def preferred_first(shapes: Iterable[tuple[int, int, int, int]]) -> tuple[Shape, ...]:
+    """Static stage shapes in the order ``Engine.input_shapes`` lists them: the largest
+    tile first (the most work per device call), then the larger batch."""
+    return tuple(sorted(set(shapes), key=lambda s: (-s[1] * s[2] * s[3], -s[0])))
 
 
 def shape_matches(shape: tuple[int, ...], accepted: Shape) -> bool:

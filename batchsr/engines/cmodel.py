@@ -36,7 +36,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from batchsr.bmodel_info import BmodelInfo, read_bmodel_info
-from batchsr.engines.base import Shape, check_batch
+from batchsr.engines.base import Shape, check_batch, preferred_first
 from batchsr.errors import EngineError, EngineUnavailableError, ModelError, ToolNotFoundError
 from batchsr.tpumlir import TpuMlir, find_tpu_mlir
 
@@ -112,8 +112,7 @@ class CmodelEngine:
         first = next(iter(self._stages))
         out = self._stages[first][1]
         self._scale = scale or out[2] // first[2]
-        ordered = sorted(self._stages, key=lambda s: (-s[1] * s[2] * s[3], -s[0]))
-        self._shapes: tuple[Shape, ...] = tuple(ordered)
+        self._shapes: tuple[Shape, ...] = preferred_first(self._stages)
 
     @property
     def input_shapes(self) -> tuple[Shape, ...]:

@@ -35,7 +35,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from batchsr.engines.base import Shape, check_batch
+from batchsr.engines.base import Shape, check_batch, preferred_first
 from batchsr.errors import EngineError, EngineUnavailableError, ShapeMismatchError
 
 __all__ = ["INSTALL_HINT", "ProcessForm", "SailEngine", "import_sail"]
@@ -185,8 +185,7 @@ class SailEngine:
         # Most preferred first: the largest stage does the most work per call.
         # Stage shapes are fully static (ints), whatever the Shape alias allows.
         static = [(int(n), int(c), int(h), int(w)) for n, c, h, w in self._stages]
-        ordered = sorted(static, key=lambda s: (-s[1] * s[2] * s[3], -s[0]))
-        self._shapes: tuple[Shape, ...] = tuple(ordered)
+        self._shapes: tuple[Shape, ...] = preferred_first(static)
 
     @property
     def input_shapes(self) -> tuple[Shape, ...]:
