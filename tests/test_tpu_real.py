@@ -376,6 +376,48 @@ def test_seed_bmodel_runs_on_emulator(tpu: TpuMlir) -> None:
     assert psnr > 60 and diff < 0.01
 
 
+def _deploy(tpu: TpuMlir, work: Path, *args: str) -> None:
+    done = subprocess.run(
+        [tpu.tools["model_deploy.py"], *args], cwd=work, env=tpu.env(), capture_output=True,
+        text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:]
+
+
+def test_quantised_io_and_another_chip(builds: dict[str, CompileResult], tpu: TpuMlir) -> None:
+    """An INT8 bmodel with int8 input and output (--quant_input/--quant_output) takes and
+    returns float32 through the emulator engine, scaled as tpu-mlir's runner scales it;
+    a bmodel for BM1684 is refused by name."""
+    from batchsr.engines.cmodel import CmodelEngine
+
+    int8 = builds["INT8"]
+    work = int8.folder / WORK_DIR
+    stem = f"{int8.manifest.name}_1x1x{TILE}x{TILE}"
+    _deploy(tpu, work, "--mlir", f"{stem}.mlir", "--quantize", "INT8", "--calibration_table",
+            f"{stem}_cali_table", "--chip", "bm1684x", "--quant_input", "--quant_output",
+            "--model", "qio.bmodel")  # fmt: skip
+    info = read_bmodel_info(work / "qio.bmodel", tpu)
+    (stage,) = info.nets[0].stages
+    assert {stage.inputs[0].dtype, stage.outputs[0].dtype} <= {"int8", "uint8"}
+    x = np.random.default_rng(0).random(ONE, dtype=np.float32)
+    quantised = CmodelEngine(work / "qio.bmodel", tpu=tpu)
+    floating = CmodelEngine(int8.bmodel, tpu=tpu)  # type: ignore[arg-type]
+    try:
+        got, want = quantised.run(x), floating.run(x)
+    finally:
+        quantised.close()
+        floating.close()
+    assert got.dtype == np.float32 and got.shape == want.shape == (1, 1, 4 * TILE, 4 * TILE)
+    # The int8 output is one more rounding of the same values: within two of its steps.
+    step = stage.outputs[0].scale
+    assert float(np.max(np.abs(got - want))) <= 2 * step + 1e-6
+    _deploy(tpu, work, "--mlir", f"{stem}.mlir", "--quantize", "F32", "--chip", "bm1684",
+            "--model", "bm1684.bmodel")  # fmt: skip
+    assert read_bmodel_info(work / "bm1684.bmodel", tpu).chip == "BM1684"
+    with pytest.raises(ModelError, match=r"is a bmodel for BM1684; .* are BM1684X"):
+        CmodelEngine(work / "bm1684.bmodel", tpu=tpu)
+
+
 def _selfcheck(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(REPO / "run.py"), "selfcheck", *args],
