@@ -57,18 +57,33 @@ BACKEND_HELP = (
 )
 
 
+SUBCOMMAND_HELP = {
+    "score": "NIQE of already-upscaled images as the contest scored them (DIR/niqe.json)",
+    "analyze": "read run logs: per-stage busy time, the bottleneck, a timeline picture",
+    "tune": "trial runs over queue sizes and workers; writes a TOML for --config",
+    "selfcheck": "a bmodel on a TPU (or --emulate: tpu-mlir's emulator) vs its ONNX",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="run.py",
         description="Upscale a folder x4 with a super-resolution model, score it with the "
         "contest's NIQE and write the contest report.",
+        epilog="subcommands (run.py SUBCOMMAND --help for their flags):\n"
+        + "\n".join(f"  {name:10} {line}" for name, line in SUBCOMMAND_HELP.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--input", "-i", type=Path, required=True, help="folder of input images")
     p.add_argument(
         "--model", "-m", help="model name (models/NAME), model folder, or .onnx/.pt/.bmodel file"
     )
     p.add_argument("--backend", choices=BACKENDS, help=BACKEND_HELP)
-    p.add_argument("--device", choices=["cpu", "cuda"])
+    p.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        help="onnx/torch: where the model runs (cuda without a CUDA runtime is an error)",
+    )
     p.add_argument("--threads", type=int, help="intra-op threads per engine (0 = default)")
     p.add_argument("--devices", metavar="IDS", help="sail: TPU ids, e.g. 0,1 (see bm-smi)")
     p.add_argument("--engines-per-device", type=int, metavar="K", help="sail: engines per TPU")
@@ -80,7 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--output", "-o", type=Path, help="output folder (default results/<model>/)")
     p.add_argument("--log", type=Path, help="JSON-lines log (default OUTPUT/run.jsonl)")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning"],
+        help="run.jsonl detail: debug adds per-tile records (default info)",
+    )
     p.add_argument("--config", type=Path, help="TOML config (default configs/default.toml)")
     p.add_argument("--queue-size", type=int, metavar="N", help="buffer size of every stream")
     p.add_argument(
@@ -175,24 +195,55 @@ class ProgressBar:
         print(line, end="" if p.done < p.total else "\n", file=sys.stderr, flush=True)
 
 
-def format_summary(s: RunSummary, report: Path, log: Path) -> str:
-    def num(v: float | None, spec: str) -> str:
-        return "n/a" if v is None else format(v, spec)
+_MAX_LISTED = 20
+
+
+def format_summary(
+    s: RunSummary,
+    report: Path,
+    log: Path,
+    rows: Sequence[dict[str, Any]] = (),
+    *,
+    score: bool = True,
+) -> str:
+    """The run's summary: counts, one line per image that failed or has no NIQE (file
+    name and reason), the figures, and why any figure is n/a."""
+
+    def num(v: float | None, spec: str, why: str) -> str:
+        return f"n/a ({why})" if v is None else format(v, spec)
 
     left_out = f", {s.unscored} without NIQE" if s.unscored else ""
     resumed = f" ({s.resumed} carried over by --resume)" if s.resumed else ""
-    return "\n".join(
-        [
-            f"{s.images} images: {s.ok} upscaled{resumed}, {s.failed} failed{left_out}",
-            f"wall {s.wall_s:.2f} s, {s.images_per_s:.2f} images/s",
-            f"runtime_avg {num(s.runtime_avg_s, '.4f')} s, niqe_avg {num(s.niqe_avg, '.4f')} "
-            f"over {s.scored} scored images",
-            f"score: contest {num(s.score_contest, '.1f')} (per-image runtime), "
-            f"amortized {num(s.score_amortized, '.1f')} (wall / images)",
-            f"report {report}",
-            f"log    {log}",
-        ]
-    )
+    lines = [f"{s.images} images: {s.ok} upscaled{resumed}, {s.failed} failed{left_out}"]
+    bad = [r for r in rows if r.get("error")]
+    for r in bad[:_MAX_LISTED]:
+        what = "failed" if r.get("runtime") is None else "no NIQE"
+        lines.append(f"  {what}: {r['img_name']}: {r['error']}")
+    if len(bad) > _MAX_LISTED:
+        lines.append(f"  ... and {len(bad) - _MAX_LISTED} more in {report}")
+    no_runtime = "no image was upscaled"
+    if not score:
+        no_niqe = "NIQE off: --no-score"
+    elif s.ok == 0:
+        no_niqe = no_runtime
+    else:
+        no_niqe = "no output could be scored"
+    if s.niqe_avg is None:
+        no_score = "no niqe_avg"
+    elif s.runtime_avg_s is None:
+        no_score = "no runtime_avg"
+    else:
+        no_score = f"niqe_avg {s.niqe_avg:.4f} >= 7, where sqrt(7 - niqe_avg) is undefined"
+    lines += [
+        f"wall {s.wall_s:.2f} s, {s.images_per_s:.2f} images/s",
+        f"runtime_avg {num(s.runtime_avg_s, '.4f', no_runtime)} s, niqe_avg "
+        f"{num(s.niqe_avg, '.4f', no_niqe)} over {s.scored} scored images",
+        f"score: contest {num(s.score_contest, '.1f', no_score)} (per-image runtime), "
+        f"amortized {num(s.score_amortized, '.1f', no_score)} (wall / images)",
+        f"report {report}",
+        f"log    {log}",
+    ]
+    return "\n".join(lines)
 
 
 def cmd_run(argv: Sequence[str]) -> int:
@@ -238,7 +289,11 @@ def cmd_run(argv: Sequence[str]) -> int:
             file=sys.stderr,
         )
     if not args.quiet:
-        print(format_summary(result.summary, result.report_path, log_path))
+        rows = json.loads(result.report_path.read_text(encoding="utf-8"))["A"][0]["images"]
+        summary = format_summary(
+            result.summary, result.report_path, log_path, rows, score=config.output.score
+        )
+        print(summary)
     code = 0 if result.interrupted is None else 128 + result.interrupted
     if result.engines_lost and code == 0:
         print(
@@ -451,7 +506,11 @@ def cmd_tune(argv: Sequence[str]) -> int:
     p.add_argument("--input", "-i", type=Path, required=True, help="folder of input images")
     p.add_argument("--model", "-m", help="as for a run (default: the config's model)")
     p.add_argument("--backend", choices=BACKENDS, help=BACKEND_HELP)
-    p.add_argument("--device", choices=["cpu", "cuda"])
+    p.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        help="onnx/torch: where the model runs (cuda without a CUDA runtime is an error)",
+    )
     p.add_argument("--config", type=Path, help="base config (default configs/default.toml)")
     p.add_argument("--sample", type=int, default=4, help="images per trial (default 4)")
     p.add_argument("--queue-sizes", default="2,4,8", help="buffer sizes to try (default 2,4,8)")

@@ -147,3 +147,35 @@ def test_progress_bar_shows_on_a_terminal_only(
     text = b"".join(chunks).decode(errors="replace")
     assert os.waitstatus_to_exitcode(status) == 0
     assert "3/3 images" in text and "[" + "#" * 30 + "]" in text and "0 errors" in text
+
+
+def test_help_lists_every_subcommand_and_every_flag_has_help() -> None:
+    from run import SUBCOMMAND_HELP, SUBCOMMANDS, build_parser
+
+    assert set(SUBCOMMAND_HELP) == set(SUBCOMMANDS)
+    parser = build_parser()
+    text = parser.format_help()
+    for name, line in SUBCOMMAND_HELP.items():
+        assert f"  {name:10} {line}" in text
+    assert all(a.help for a in parser._actions), [a.dest for a in parser._actions if not a.help]
+
+
+def test_summary_names_each_failed_image_and_says_why_a_figure_is_na(tmp_path: Path) -> None:
+    from tests.conftest import photo_like, run_cli, write_png
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_png(folder / "good.png", photo_like(40, 48))
+    (folder / "broken.png").write_text("not an image")
+    done = run_cli(
+        "--input", str(folder), "--output", str(tmp_path / "o"), "--no-score", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "2 images: 1 upscaled, 1 failed, 1 without NIQE"
+    assert (
+        lines[1]
+        == "  failed: broken: decode: DecodeError: broken.png: not a recognised image format"
+    )
+    assert "niqe_avg n/a (NIQE off: --no-score)" in done.stdout
+    assert "score: contest n/a (no niqe_avg) (per-image runtime)" in done.stdout

@@ -78,3 +78,17 @@ def test_torchscript_engine_matches_onnx(tmp_path: Path, espcn_onnx: Path) -> No
     assert torch_engine.scale == 4
     batch = np.random.default_rng(0).random((2, 3, 20, 24), dtype=np.float32)
     np.testing.assert_allclose(torch_engine.run(batch), onnx_engine.run(batch), atol=1e-5)
+
+
+def test_onnx_cuda_without_a_cuda_provider_is_an_error(espcn_onnx: Path) -> None:
+    """Asking for CUDA where onnxruntime has none fails, naming what it has; never a
+    silent CPU run under a CUDA label."""
+    import onnxruntime as ort
+
+    from batchsr.engines.onnx import OnnxEngine
+    from batchsr.errors import EngineUnavailableError
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has a CUDA provider")
+    with pytest.raises(EngineUnavailableError, match=r"no CUDA provider.*CPUExecutionProvider"):
+        OnnxEngine(espcn_onnx, device="cuda")

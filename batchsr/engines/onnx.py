@@ -42,7 +42,15 @@ class OnnxEngine:
         # per image for the same wall time).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
-        if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        if device == "cuda":
+            available = ort.get_available_providers()
+            if "CUDAExecutionProvider" not in available:
+                # Silently running on the CPU would give CPU figures under a CUDA label.
+                raise EngineUnavailableError(
+                    f"device cuda was asked for, but this onnxruntime has no CUDA provider "
+                    f"(it has {', '.join(available)}); install onnxruntime-gpu with a "
+                    "working CUDA, or use device cpu"
+                )
             providers.insert(0, "CUDAExecutionProvider")
         try:
             self._session = ort.InferenceSession(str(path), options, providers=providers)
