@@ -135,10 +135,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="PIL sharpening filter after stitching (outside the contest runtime)",
     )
     p.add_argument("--no-score", action="store_true", help="skip NIQE")
-    p.add_argument(
+    again = p.add_mutually_exclusive_group()
+    again.add_argument(
         "--resume",
         action="store_true",
         help="skip images an earlier run of this configuration finished in --output",
+    )
+    again.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the results --output holds, even of another configuration",
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
     return p
@@ -252,12 +258,21 @@ def cmd_run(argv: Sequence[str]) -> int:
     jobs = list_inputs(args.input)
     model = resolve_model(config.model.name, backend=config.model.backend)
     out_dir = config.output.dir or Path("results") / model.name
-    pixel_hash = config.pixel_hash(file_sha256(model.path))
-    plan = plan_resume(jobs, out_dir, pixel_hash=pixel_hash, resume=args.resume)
+    model_sha256 = file_sha256(model.path)
+    pixel_hash = config.pixel_hash(model_sha256)
+    settings = config.pixel_settings(model_sha256)
+    plan = plan_resume(
+        jobs,
+        out_dir,
+        pixel_hash=pixel_hash,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        settings=settings,
+    )
     log_path = args.log or out_dir / "run.jsonl"
     fresh = [p for p in (out_dir, log_path) if not p.exists()]
     sink = configure_logging(log_path, level=args.log_level, append=args.resume)
-    state = RunState(out_dir, pixel_hash=pixel_hash, append=args.resume)
+    state = RunState(out_dir, pixel_hash=pixel_hash, append=args.resume, settings=settings)
     bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty())
     try:
         result = anyio.run(

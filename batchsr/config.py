@@ -181,7 +181,13 @@ class Config:
             model_sha256: digest of the artifact that runs, so new weights under an
                 old name never pass for the old outputs.
         """
-        keyed = {
+        keyed = self.pixel_settings(model_sha256)
+        return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
+
+    def pixel_settings(self, model_sha256: str = "") -> dict[str, Any]:
+        """The settings that decide output pixels, by name (what :meth:`pixel_hash`
+        hashes; a resume that finds other ones names those that differ)."""
+        return {
             "model": self.model.name,
             "model_sha256": model_sha256,
             "backend": self.model.backend,
@@ -191,7 +197,6 @@ class Config:
             "y_only": self.tiling.y_only,
             "filter": self.output.filter,
         }
-        return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
 
 
 EDGES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(QueueConfig))

@@ -6,6 +6,10 @@ the model artifact's digest), its runtime and NIQE. The file is append-only and 
 per line, so it survives an interrupted or killed run; a truncated last line is
 ignored. ``--resume`` skips an image whose state line matches its current input and
 settings and whose output PNG still exists; everything else runs again.
+
+The file opens with one ``settings`` line: the pixel-deciding settings by name, so that
+a folder holding another configuration's results is refused naming what differs
+(replacing them takes ``--overwrite``).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from batchsr.errors import ConfigError
 from batchsr.pipeline.save import output_path
@@ -43,27 +47,60 @@ def _digest(path: Path) -> str | None:
         return None  # decode will report why; nothing to resume for it
 
 
-def _load_state(path: Path) -> dict[str, dict[str, object]]:
+def _load_state(path: Path) -> tuple[dict[str, dict[str, object]], dict[str, dict[str, Any]]]:
+    """``(entries by image name, settings by pixel hash)`` of a state file."""
     entries: dict[str, dict[str, object]] = {}
+    settings: dict[str, dict[str, Any]] = {}
     if not path.is_file():
-        return entries
+        return entries, settings
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             entry = json.loads(line)
         except json.JSONDecodeError:
             continue  # the torn last line of a killed run
-        if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+        if not isinstance(entry, dict):
+            continue
+        if isinstance(entry.get("name"), str):
             entries[entry["name"]] = entry
-    return entries
+        elif isinstance(entry.get("settings"), dict):
+            settings[str(entry.get("pixel_hash"))] = entry["settings"]
+    return entries, settings
 
 
-def plan_resume(jobs: Sequence[Job], out_dir: Path, *, pixel_hash: str, resume: bool) -> ResumePlan:
+def _differences(ours: dict[str, Any] | None, theirs: list[dict[str, Any]]) -> str:
+    """``tile 128 -> 64, mode crop -> blend``: what the folder's runs used, then ours."""
+    if ours is None or not theirs:
+        return "the earlier run's settings are not recorded"
+    changes = []
+    for key in sorted(set(ours).union(*theirs)):
+        before = sorted({json.dumps(t.get(key)) for t in theirs})
+        now = json.dumps(ours.get(key))
+        if before != [now]:
+            changes.append(f"{key} {'/'.join(before)} -> {now}")
+    return ", ".join(changes) or "the earlier run's settings are not recorded"
+
+
+def plan_resume(
+    jobs: Sequence[Job],
+    out_dir: Path,
+    *,
+    pixel_hash: str,
+    resume: bool,
+    overwrite: bool = False,
+    settings: dict[str, Any] | None = None,
+) -> ResumePlan:
     """Decide which jobs run, and attach each job's input digest.
 
+    Args:
+        resume: skip images an earlier run of this configuration finished.
+        overwrite: replace whatever results ``out_dir`` holds (every job runs).
+        settings: this run's pixel-deciding settings, to name what differs.
+
     Raises:
-        ConfigError: an output would overwrite an input; or, without ``resume``,
+        ConfigError: an output would overwrite an input; or, unless ``overwrite``,
             ``out_dir`` already holds outputs of another configuration (or of an
-            unknown one), and mixing them would corrupt the report.
+            unknown one), and mixing them would corrupt the report. The message
+            names the settings that differ.
     """
     inputs = {job.path.resolve() for job in jobs}
     clash = next((j for j in jobs if output_path(out_dir, j.name).resolve() in inputs), None)
@@ -72,16 +109,24 @@ def plan_resume(jobs: Sequence[Job], out_dir: Path, *, pixel_hash: str, resume: 
             f"--output {out_dir} would overwrite the input {clash.path}; "
             "write the results to another folder"
         )
-    state = _load_state(out_dir / STATE_NAME)
+    state, recorded = _load_state(out_dir / STATE_NAME)
     hashed = [dataclasses.replace(job, sha256=_digest(job.path)) for job in jobs]
+    if overwrite:
+        return ResumePlan(todo=tuple(hashed), done=())
+    foreign = {str(e.get("pixel_hash")) for e in state.values()} - {pixel_hash}
+    unknown = not state and out_dir.is_dir() and any(out_dir.glob("*.png"))
+    if foreign or unknown:
+        diff = (
+            "its files are not from batchsr"
+            if unknown
+            else _differences(settings, [recorded[h] for h in sorted(foreign) if h in recorded])
+        )
+        hint = "" if resume else "pass --resume to continue a run of these settings there; "
+        raise ConfigError(
+            f"{out_dir} already holds results of another configuration ({diff}); {hint}"
+            "pass --overwrite to replace them, or choose another --output"
+        )
     if not resume:
-        foreign = {str(e.get("pixel_hash")) for e in state.values()} - {pixel_hash}
-        unknown = not state and out_dir.is_dir() and any(out_dir.glob("*.png"))
-        if foreign or unknown:
-            raise ConfigError(
-                f"{out_dir} already holds results of another configuration; pass --resume "
-                "to continue a run of this configuration there, or choose another --output"
-            )
         return ResumePlan(todo=tuple(hashed), done=())
     todo: list[Job] = []
     done: list[Scored] = []
@@ -115,7 +160,14 @@ def plan_resume(jobs: Sequence[Job], out_dir: Path, *, pixel_hash: str, resume: 
 class RunState:
     """The append-only record of finished images; one per run."""
 
-    def __init__(self, out_dir: Path, *, pixel_hash: str, append: bool) -> None:
+    def __init__(
+        self,
+        out_dir: Path,
+        *,
+        pixel_hash: str,
+        append: bool,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         self._pixel_hash = pixel_hash
         path = out_dir / STATE_NAME
@@ -124,6 +176,9 @@ class RunState:
         if torn:
             # A killed run left half a line: end it, so the next entry stays whole.
             self._file.write("\n")
+        if settings is not None and not (append and pixel_hash in _load_state(path)[1]):
+            self._file.write(json.dumps({"settings": settings, "pixel_hash": pixel_hash}) + "\n")
+            self._file.flush()
 
     def record(self, row: Scored, job: Job) -> None:
         if self._file is None:

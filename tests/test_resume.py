@@ -122,3 +122,29 @@ def test_output_folder_that_would_overwrite_inputs_is_refused(tmp_path: Path) ->
     with pytest.raises(ConfigError, match="would overwrite the input"):
         plan_resume(list_inputs(tmp_path), tmp_path, pixel_hash="h", resume=False)
     assert (tmp_path / "a.png").stat().st_size > 0
+
+
+def test_resume_with_other_settings_names_them_and_overwrite_replaces(
+    tmp_path: Path, espcn_onnx: Path
+) -> None:
+    """--resume into a folder of other settings is refused, naming what differs; the
+    outputs are untouched; --overwrite replaces them."""
+    from tests.conftest import run_cli
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_png(folder / "a.png", photo_like(40, 50))
+    out = tmp_path / "out"
+    base = ["--model", str(espcn_onnx), "--input", str(folder), "--output", str(out), "-q"]
+    assert run_cli(*base, "--tile", "32", "--no-score", cwd=tmp_path).returncode == 0
+    before = (out / "a.png").read_bytes()
+    refused = run_cli(*base, "--tile", "48", "--tile-mode", "blend", "--resume", cwd=tmp_path)
+    assert refused.returncode == 2
+    (line,) = refused.stderr.strip().splitlines()
+    assert 'mode "crop" -> "blend"' in line and "tile 32 -> 48" in line
+    assert "--overwrite" in line and "--resume to continue" not in line
+    assert (out / "a.png").read_bytes() == before
+    done = run_cli(*base, "--tile", "48", "--tile-mode", "blend", "--overwrite", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    again = run_cli(*base, "--tile", "48", "--tile-mode", "blend", "--resume", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
