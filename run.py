@@ -135,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="PIL sharpening filter after stitching (outside the contest runtime)",
     )
     p.add_argument("--no-score", action="store_true", help="skip NIQE")
+    p.add_argument(
+        "--no-warmup",
+        action="store_true",
+        help="no engine call before timing starts (the first image then pays the engine's "
+        "one-off costs)",
+    )
     again = p.add_mutually_exclusive_group()
     again.add_argument(
         "--resume",
@@ -167,6 +173,7 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         "model.devices": args.devices,
         "model.engines_per_device": args.engines_per_device,
         "model.engine_timeout_s": args.engine_timeout,
+        "model.warmup": False if args.no_warmup else None,
         "tiling.tile": args.tile,
         "tiling.tile_pad": args.tile_pad,
         "tiling.batch": args.batch,

@@ -59,6 +59,8 @@ class ModelConfig:
         engine_timeout_s: an engine call taking longer counts as failed and its
             engine is replaced; 0 waits forever; None (unset) takes the backend's
             default (:attr:`call_timeout_s`).
+        warmup: make one engine call before the clock starts, so that the first image's
+            runtime does not carry the engine's one-off costs (off for cmodel).
     """
 
     name: str = "espcn"
@@ -68,6 +70,7 @@ class ModelConfig:
     devices: str = "0"
     engines_per_device: int = 1
     engine_timeout_s: float | None = None
+    warmup: bool = True
 
     @property
     def call_timeout_s(self) -> float | None:

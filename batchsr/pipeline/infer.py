@@ -34,7 +34,7 @@ from batchsr.pipeline.stage import Meter, failed_from
 from batchsr.pipeline.stitch import batch_to_uint8, is_direct
 from batchsr.records import Failed, SRBatch, TileBatch, freeze
 
-__all__ = ["InferPool", "abandoned_calls", "run_infer"]
+__all__ = ["InferPool", "abandoned_calls", "call_engine", "run_infer"]
 
 T = TypeVar("T")
 
@@ -63,6 +63,11 @@ def abandoned_calls() -> int:
     for done in [e for e in _abandoned if e.is_set()]:
         _abandoned.discard(done)
     return len(_abandoned)
+
+
+async def call_engine(func: Callable[..., T], *args: object, timeout_s: float | None) -> T:
+    """``func(*args)`` in a worker thread, abandoned (and raising) after ``timeout_s``."""
+    return await _call(func, *args, timeout_s=timeout_s)
 
 
 async def _call(func: Callable[..., T], *args: object, timeout_s: float | None) -> T:
