@@ -30,7 +30,7 @@ from batchsr.errors import BatchSRError, ConfigError
 from batchsr.logging import configure_logging
 from batchsr.manifest import file_sha256
 from batchsr.metrics.folder import score_folder
-from batchsr.pipeline.decode import list_inputs
+from batchsr.pipeline.decode import list_inputs, unread_subfolders
 from batchsr.pipeline.report import Progress, RunSummary, write_report
 from batchsr.pipeline.run import run_pipeline
 from batchsr.resolve import resolve_model
@@ -74,7 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
         + "\n".join(f"  {name:10} {line}" for name, line in SUBCOMMAND_HELP.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--input", "-i", type=Path, required=True, help="folder of input images")
+    p.add_argument(
+        "--input", "-i", type=Path, required=True, help="an image file, or a folder of images"
+    )
+    p.add_argument(
+        "--recursive",
+        "-r",
+        action="store_true",
+        help="also read the folder's subfolders; their tree is mirrored under --output",
+    )
     p.add_argument(
         "--model", "-m", help="model name (models/NAME), model folder, or .onnx/.pt/.bmodel file"
     )
@@ -134,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["SHARPEN", "DETAIL", "EDGE_ENHANCE", "EDGE_ENHANCE_MORE"],
         help="PIL sharpening filter after stitching (outside the contest runtime)",
     )
+    p.add_argument(
+        "--suffix", help="appended to each output's name (a.png -> a_x4.png for _x4; default none)"
+    )
     p.add_argument("--no-score", action="store_true", help="skip NIQE")
     p.add_argument(
         "--no-warmup",
@@ -174,6 +185,7 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         "model.engines_per_device": args.engines_per_device,
         "model.engine_timeout_s": args.engine_timeout,
         "model.warmup": False if args.no_warmup else None,
+        "output.suffix": args.suffix,
         "tiling.tile": args.tile,
         "tiling.tile_pad": args.tile_pad,
         "tiling.batch": args.batch,
@@ -262,7 +274,14 @@ def format_summary(
 def cmd_run(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
     config = load_config(args.config, overrides_from(args))
-    jobs = list_inputs(args.input)
+    jobs = list_inputs(args.input, recursive=args.recursive)
+    if not args.recursive and (skipped := unread_subfolders(args.input)):
+        shown = ", ".join(d.name for d in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+        print(
+            f"note: {len(skipped)} subfolder(s) of {args.input} with images not read ({shown}); "
+            "pass --recursive to include them",
+            file=sys.stderr,
+        )
     model = resolve_model(config.model.name, backend=config.model.backend)
     out_dir = config.output.dir or Path("results") / model.name
     model_sha256 = file_sha256(model.path)
@@ -275,6 +294,7 @@ def cmd_run(argv: Sequence[str]) -> int:
         resume=args.resume,
         overwrite=args.overwrite,
         settings=settings,
+        suffix=config.output.suffix,
     )
     log_path = args.log or out_dir / "run.jsonl"
     fresh = [p for p in (out_dir, log_path) if not p.exists()]

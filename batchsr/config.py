@@ -154,6 +154,7 @@ class OutputConfig:
             The contest runtime excludes it, as the seed's figures did.
         max_pixels: inputs larger than this are refused before decoding
             (decompression-bomb guard).
+        suffix: appended to each output's name (``a.png`` -> ``a_x4.png`` for ``_x4``).
     """
 
     dir: Path | None = None
@@ -161,6 +162,7 @@ class OutputConfig:
     score: bool = True
     filter: str | None = None
     max_pixels: int = 40_000_000
+    suffix: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,6 +335,9 @@ def _validate(config: Config) -> None:
         )
     if tiling.batch < 1:
         raise ConfigError(f"tiling.batch = {tiling.batch}: must be >= 1")
+    suffix = config.output.suffix
+    if any(sep in suffix for sep in ("/", "\\", "\0")) or suffix in (".", ".."):
+        raise ConfigError(f"output.suffix = {suffix!r}: a suffix cannot hold a path separator")
     if not 0 <= config.output.compress_level <= 9:
         raise ConfigError(f"output.compress_level = {config.output.compress_level}: use 0-9")
     if config.output.filter is not None:

@@ -88,6 +88,7 @@ def plan_resume(
     resume: bool,
     overwrite: bool = False,
     settings: dict[str, Any] | None = None,
+    suffix: str = "",
 ) -> ResumePlan:
     """Decide which jobs run, and attach each job's input digest.
 
@@ -95,6 +96,7 @@ def plan_resume(
         resume: skip images an earlier run of this configuration finished.
         overwrite: replace whatever results ``out_dir`` holds (every job runs).
         settings: this run's pixel-deciding settings, to name what differs.
+        suffix: appended to output names (``output.suffix``).
 
     Raises:
         ConfigError: an output would overwrite an input; or, unless ``overwrite``,
@@ -103,7 +105,9 @@ def plan_resume(
             names the settings that differ.
     """
     inputs = {job.path.resolve() for job in jobs}
-    clash = next((j for j in jobs if output_path(out_dir, j.name).resolve() in inputs), None)
+    clash = next(
+        (j for j in jobs if output_path(out_dir, j.name, suffix).resolve() in inputs), None
+    )
     if clash is not None:
         raise ConfigError(
             f"--output {out_dir} would overwrite the input {clash.path}; "
@@ -132,7 +136,7 @@ def plan_resume(
     done: list[Scored] = []
     for job in hashed:
         entry = state.get(job.name)
-        path = output_path(out_dir, job.name)
+        path = output_path(out_dir, job.name, suffix)
         if (
             entry is not None
             and job.sha256 is not None

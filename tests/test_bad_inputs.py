@@ -167,10 +167,12 @@ def test_good_images_complete_beside_the_bad_ones(bad_run: tuple[Path, dict]) ->
 
 
 def test_output_names_cannot_escape_the_output_folder(tmp_path: Path) -> None:
-    for name in ("..", "../x", "a/b", ""):
+    for name in ("..", "../x", "a/../../b", "/abs", ""):
         with pytest.raises(ValueError, match="cannot be used"):
             output_path(tmp_path, name)
     assert output_path(tmp_path, "x").parent == tmp_path
+    # A recursive input's relative name mirrors its folder, still inside the output.
+    assert output_path(tmp_path, "a/b").parent == tmp_path / "a"
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")

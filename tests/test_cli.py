@@ -179,3 +179,83 @@ def test_summary_names_each_failed_image_and_says_why_a_figure_is_na(tmp_path: P
     )
     assert "niqe_avg n/a (NIQE off: --no-score)" in done.stdout
     assert "score: contest n/a (no niqe_avg) (per-image runtime)" in done.stdout
+
+
+def test_file_input_recursive_tree_suffix_and_exif_orientation(
+    tmp_path: Path, espcn_onnx: Path
+) -> None:
+    """A single file, a mirrored tree with --recursive, --suffix, and a JPEG stored
+    sideways with an EXIF Orientation tag comes out upright."""
+    from PIL import Image
+
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    write_png(tree / "top.png", photo_like(20, 24))
+    write_png(tree / "sub" / "a.png", photo_like(16, 12, seed=1))
+    # Stored 12 wide x 20 high; Orientation 6 ("rotate 90 CW to view"): seen 20 x 12.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(photo_like(20, 12, seed=2)).save(tree / "sub" / "phone.jpg", exif=exif)
+    base = ["--model", str(espcn_onnx), "--no-score", "-q"]
+
+    one = run_cli(
+        *base, "--input", str(tree / "top.png"), "--output", str(tmp_path / "one"), cwd=tmp_path
+    )
+    assert one.returncode == 0, one.stderr
+    assert sorted(p.name for p in (tmp_path / "one").glob("*.png")) == ["top.png"]
+
+    flat = run_cli(*base, "--input", str(tree), "--output", str(tmp_path / "flat"), cwd=tmp_path)
+    assert flat.returncode == 0 and "1 subfolder(s)" in flat.stderr and "--recursive" in flat.stderr
+
+    out = tmp_path / "deep"
+    deep = run_cli(
+        *base,
+        "--input",
+        str(tree),
+        "--recursive",
+        "--suffix",
+        "_x4",
+        "--output",
+        str(out),
+        cwd=tmp_path,
+    )
+    assert deep.returncode == 0, deep.stderr
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert written == ["sub/a_x4.png", "sub/phone_x4.png", "top_x4.png"]
+    names = [r["img_name"] for r in json.loads((out / "report.json").read_text())["A"][0]["images"]]
+    assert names == ["sub/a", "sub/phone", "top"]
+    with Image.open(out / "sub" / "phone_x4.png") as im:
+        assert im.size == (4 * 20, 4 * 12)  # upright: width 20 x 4
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--recursive"], "--recursive needs a folder"),
+        ([], "is not an image file"),
+        (["--suffix", "a/b"], "cannot hold a path separator"),
+    ],
+)
+def test_bad_new_input_options_exit_2_and_write_nothing(
+    tmp_path: Path, espcn_onnx: Path, args: list[str], message: str
+) -> None:
+    target = tmp_path / ("x.png" if args else "notes.txt")
+    if args:
+        write_png(target, photo_like(16, 16))
+    else:
+        target.write_text("not an image")
+    out = tmp_path / "out"
+    done = run_cli(
+        "--model",
+        str(espcn_onnx),
+        "--input",
+        str(target),
+        "--output",
+        str(out),
+        *args,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: ") and message in line
+    assert not out.exists()

@@ -90,5 +90,30 @@ def test_list_inputs_sorts_keeps_bad_entries_and_disambiguates_stems(tmp_path: P
     jobs = list_inputs(tmp_path)
     assert [j.name for j in jobs] == ["a.jpg", "a.png", "b", "dir"]
     assert [j.id for j in jobs] == [0, 1, 2, 3]
-    with pytest.raises(InputError, match="not a folder"):
-        list_inputs(tmp_path / "b.png")
+    # One image file is a job of its own; a file that is not image-named is refused.
+    (single,) = list_inputs(tmp_path / "b.png")
+    assert (single.name, single.path) == ("b", tmp_path / "b.png")
+    with pytest.raises(InputError, match="is not an image file"):
+        list_inputs(tmp_path / "notes.txt")
+    with pytest.raises(InputError, match="--recursive needs a folder"):
+        list_inputs(tmp_path / "b.png", recursive=True)
+    with pytest.raises(InputError, match="is not a folder or an image file"):
+        list_inputs(tmp_path / "missing")
+
+
+def test_recursive_input_mirrors_the_tree_and_skips_hidden_folders(tmp_path: Path) -> None:
+    from batchsr.pipeline.decode import unread_subfolders
+    from batchsr.pipeline.save import output_path
+
+    for rel in ("top.png", "sub/a.png", "sub/deeper/b.jpg", "sub/a.jpg", ".cache/x.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    assert [j.name for j in list_inputs(tmp_path)] == ["top"]
+    assert [d.name for d in unread_subfolders(tmp_path)] == ["sub"]
+    jobs = list_inputs(tmp_path, recursive=True)
+    assert [j.name for j in jobs] == ["sub/a.jpg", "sub/a.png", "sub/deeper/b", "top"]
+    out = tmp_path / "out"
+    assert output_path(out, "sub/deeper/b", "_x4") == out / "sub" / "deeper" / "b_x4.png"
+    for bad in ("../x", "sub//x", "sub/../../x", ""):
+        with pytest.raises(ValueError, match="cannot be used"):
+            output_path(out, bad)

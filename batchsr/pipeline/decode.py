@@ -1,7 +1,8 @@
 """Decode stage: input files to RGB uint8 images.
 
-Colour handling (the README repeats it): grey, palette and CMYK images are converted
-to RGB; alpha is dropped (the colour channels are kept as stored); 16-bit images are
+EXIF orientation is applied (a rotated phone photo comes out upright). Colour handling
+(the README repeats it): grey, palette and CMYK images are converted to RGB; alpha is
+dropped (the colour channels are kept as stored); 16-bit images are
 scaled to 8 bits with rounding. Bit depth comes from the PIL mode, never from pixel
 values. An image with more than ``max_pixels`` pixels is refused from its header,
 before any pixel is decoded.
@@ -18,43 +19,81 @@ import anyio
 import numpy as np
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from numpy.typing import NDArray
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from batchsr.errors import DecodeError, InputError
 from batchsr.pipeline.stage import Meter, failed_from
 from batchsr.records import Decoded, Failed, Job, freeze
 
-__all__ = ["IMAGE_SUFFIXES", "decode_image", "list_inputs", "run_decode"]
+__all__ = ["IMAGE_SUFFIXES", "decode_image", "list_inputs", "run_decode", "unread_subfolders"]
 
 IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 )
+_EXIF_ORIENTATION = 0x0112
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 
 
-def list_inputs(folder: Path) -> list[Job]:
-    """The jobs for every image-named entry of ``folder``, sorted by name.
+def list_inputs(path: Path, *, recursive: bool = False) -> list[Job]:
+    """The jobs for ``path``: one image file, or every image-named entry of a folder
+    (of its whole tree with ``recursive``), sorted by (relative) name.
 
     Entries are chosen by suffix only, so a broken file or a folder named ``x.png``
-    still becomes a job and then one error row, instead of vanishing unreported.
+    still becomes a job and then one error row, instead of vanishing unreported. A job
+    from a subfolder is named by its relative path (``sub/a``), which its output mirrors.
 
     Raises:
-        InputError: ``folder`` is not a folder, or holds no image-named entries.
+        InputError: ``path`` does not exist, is a file without an image suffix, is a
+            file given with ``recursive``, or is a folder holding no image-named entries.
     """
-    if not folder.is_dir():
-        raise InputError(f"--input {folder} is not a folder; pass a folder of images")
+    suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+    if path.is_file():
+        if recursive:
+            raise InputError(f"--recursive needs a folder, and --input {path} is a file")
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            raise InputError(f"--input {path} is not an image file (looked for {suffixes})")
+        return [Job(id=0, name=path.stem, path=path)]
+    if not path.is_dir():
+        raise InputError(f"--input {path} is not a folder or an image file: it does not exist")
+    found = path.rglob("*") if recursive else path.iterdir()
     entries = sorted(
-        (p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
-        key=lambda p: os.fsencode(p.name),
+        (p for p in found if p.suffix.lower() in IMAGE_SUFFIXES and _kept(p, path)),
+        key=lambda p: os.fsencode(p.relative_to(path).as_posix()),
     )
     if not entries:
-        raise InputError(
-            f"--input {folder} holds no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
-        )
-    stems = [p.stem for p in entries]
+        where = "its tree" if recursive else path
+        raise InputError(f"--input {path}: {where} holds no images (looked for {suffixes})")
+    stems = [p.relative_to(path).with_suffix("").as_posix() for p in entries]
     # Two inputs with one stem (a.png, a.jpg) would write one output: keep the suffix.
-    names = [p.name if stems.count(p.stem) > 1 else p.stem for p in entries]
+    names = [
+        p.relative_to(path).as_posix() if stems.count(stem) > 1 else stem
+        for p, stem in zip(entries, stems, strict=True)
+    ]
     return [Job(id=i, name=n, path=p) for i, (n, p) in enumerate(zip(names, entries, strict=True))]
+
+
+def _kept(entry: Path, root: Path) -> bool:
+    """Not inside a hidden folder of the tree (``.git``, an earlier run's temp files),
+    and not a folder named like an image inside a subfolder (reported at the top level
+    only, where the user named the folder)."""
+    rel = entry.relative_to(root).parts
+    if any(part.startswith(".") for part in rel[:-1]):
+        return False
+    return len(rel) == 1 or not entry.is_dir()
+
+
+def unread_subfolders(folder: Path) -> list[Path]:
+    """Subfolders of ``folder`` holding image-named files, which a run without
+    ``recursive`` does not read (the CLI says so rather than skip them silently)."""
+    if not folder.is_dir():
+        return []
+    return sorted(
+        d
+        for d in folder.iterdir()
+        if d.is_dir()
+        and not d.name.startswith(".")
+        and any(p.suffix.lower() in IMAGE_SUFFIXES for p in d.rglob("*"))
+    )
 
 
 def decode_image(path: Path, *, max_pixels: int) -> tuple[NDArray[np.uint8], str]:
@@ -79,7 +118,13 @@ def decode_image(path: Path, *, max_pixels: int) -> tuple[NDArray[np.uint8], str
                         "limit (output.max_pixels); refused before decoding"
                     )
                 img.load()
-                return _to_rgb(img), img.mode
+                mode = img.mode
+                # A phone's JPEG is stored sideways with an EXIF Orientation tag that
+                # viewers apply; apply it too, or the output comes out rotated.
+                upright: Image.Image = img
+                if img.getexif().get(_EXIF_ORIENTATION, 1) != 1:
+                    upright = ImageOps.exif_transpose(img)
+                return _to_rgb(upright), mode
     except DecodeError:
         raise
     except IsADirectoryError as err:

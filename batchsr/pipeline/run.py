@@ -393,6 +393,7 @@ async def _run_stages(
                     out_dir=out_dir,
                     compress_level=config.output.compress_level,
                     filter_name=config.output.filter,
+                    suffix=config.output.suffix,
                     worker=i,
                 )
             )

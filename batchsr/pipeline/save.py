@@ -22,18 +22,27 @@ from batchsr.records import Failed, Saved, Stitched, freeze
 __all__ = ["output_path", "run_save", "save_png"]
 
 
-def output_path(out_dir: Path, name: str) -> Path:
-    """Where the image named ``name`` is written; never outside ``out_dir``."""
-    # Names come from file stems, which hold no separator; refuse anything that would
-    # still resolve elsewhere (``..``), so a crafted name cannot escape out_dir.
-    if not name or name in (".", "..") or os.sep in name or (os.altsep and os.altsep in name):
+def output_path(out_dir: Path, name: str, suffix: str = "") -> Path:
+    """Where the image named ``name`` is written; never outside ``out_dir``.
+
+    ``name`` is a file stem, or for a recursive input a ``/``-separated relative path
+    (``sub/a``), which the output mirrors; ``suffix`` is appended to the file name.
+    """
+    # Refuse any part that would resolve elsewhere (``..``, empty, a separator of
+    # another kind), so a crafted name cannot escape out_dir.
+    parts = name.split("/")
+    if any(
+        not part or part in (".", "..") or os.sep in part or (os.altsep and os.altsep in part)
+        for part in parts
+    ):
         raise ValueError(f"image name {name!r} cannot be used as an output file name")
-    return out_dir / f"{name}.png"
+    return out_dir.joinpath(*parts[:-1], f"{parts[-1]}{suffix}.png")
 
 
 def save_png(rgb: NDArray[np.uint8], path: Path, *, compress_level: int) -> int:
     """Write ``rgb`` (HxWx3 uint8) to ``path`` as PNG, atomically; return the byte size."""
     tmp = path.with_name(f".{path.name}.partial")
+    path.parent.mkdir(parents=True, exist_ok=True)  # a recursive input's subfolder
     try:
         tmp.write_bytes(encode_png(rgb, level=compress_level))
         os.replace(tmp, path)
@@ -57,6 +66,7 @@ async def run_save(
     out_dir: Path,
     compress_level: int,
     filter_name: str | None = None,
+    suffix: str = "",
     worker: int = 0,
 ) -> None:
     """Write each image in a worker thread, after the optional sharpening filter;
@@ -71,7 +81,7 @@ async def run_save(
             out: Saved | Failed
             size = 0
             try:
-                path = output_path(out_dir, item.name)
+                path = output_path(out_dir, item.name, suffix)
                 rgb, size = await anyio.to_thread.run_sync(
                     _postprocess_and_save, item.rgb, path, compress_level, filter_name
                 )
