@@ -284,6 +284,11 @@ def cmd_run(argv: Sequence[str]) -> int:
         )
     model = resolve_model(config.model.name, backend=config.model.backend)
     out_dir = config.output.dir or Path("results") / model.name
+    if args.recursive and out_dir.resolve().is_relative_to(args.input.resolve()):
+        raise ConfigError(
+            f"--output {out_dir} is inside the --recursive input {args.input}: the next "
+            "run would read its outputs as inputs; write the results outside that tree"
+        )
     model_sha256 = file_sha256(model.path)
     pixel_hash = config.pixel_hash(model_sha256)
     settings = config.pixel_settings(model_sha256)

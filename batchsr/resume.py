@@ -117,8 +117,11 @@ def plan_resume(
     hashed = [dataclasses.replace(job, sha256=_digest(job.path)) for job in jobs]
     if overwrite:
         return ResumePlan(todo=tuple(hashed), done=())
-    foreign = {str(e.get("pixel_hash")) for e in state.values()} - {pixel_hash}
-    unknown = not state and out_dir.is_dir() and any(out_dir.glob("*.png"))
+    made = {str(e.get("pixel_hash")) for e in state.values()} | set(recorded)
+    foreign = made - {pixel_hash}
+    # PNGs with no record at all are not batchsr's (a run that stopped before its first
+    # image still leaves its settings line); rglob: a recursive run's outputs nest.
+    unknown = not made and out_dir.is_dir() and any(out_dir.rglob("*.png"))
     if foreign or unknown:
         diff = (
             "its files are not from batchsr"

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import structlog
 
+from batchsr.bmodel_info import read_bmodel_info
 from batchsr.errors import ConfigError, ModelError
 from batchsr.manifest import (
     MANIFEST_NAME,
@@ -311,7 +312,9 @@ def compile_model(
         kept = [built.pop(a.path, a) for a in previous.artifacts]
         artifacts = [*kept, *built.values()]
         tools = {**dict(previous.tools), **tools}
-        notes = previous.notes or notes
+        # Provenance (training notes) stays; a "bmodel pending" note is now out of date.
+        if previous.notes and not previous.notes.startswith("bmodel pending"):
+            notes = previous.notes
     manifest = manifest_for(
         name, info, tuple(artifacts), postprocess=filter_name, tools=tools, notes=notes
     )
@@ -335,6 +338,14 @@ def register_bmodel(
     if not path.is_file():
         raise ModelError(f"{path} does not exist; run {out / 'build_bmodel.sh'} first")
     kept = tuple(a for a in manifest.artifacts if a.path != path.name)
+    if tpu_mlir is not None:
+        # The bmodel must hold exactly the stages being registered.
+        held = sorted(s for _, s in read_bmodel_info(path, tpu_mlir).stage_shapes())
+        if held != sorted(shapes):
+            raise ModelError(
+                f"{path} holds stages {[shape_tag(s) for s in held]}, not the "
+                f"--shape values given ({[shape_tag(s) for s in shapes]})"
+            )
     plan = make_plan(
         model_name=manifest.name,
         onnx=f"{manifest.name}_tpu.onnx",

@@ -131,6 +131,10 @@ def run_plan(plan: CompilePlan, folder: Path, tpu: TpuMlir) -> tuple[Path, tuple
         if exe is None:
             raise ToolNotFoundError(f"{step.tool} is not in the tpu-mlir found ({tpu.source})")
         log.info("tpu_mlir.start", tool=step.tool, argv=shlex.join(step.argv))
+        if step.profile is not None:
+            # A reused work folder holds the last build's figures under this name.
+            (work / step.profile).unlink(missing_ok=True)
+            (work / DEPLOY_PROFILE).unlink(missing_ok=True)
         lines = _run_step([exe, *step.argv[1:]], step.tool, work, tpu)
         missing = [o for o in step.outputs if not (work / o).is_file()]
         if missing:

@@ -259,3 +259,24 @@ def test_bad_new_input_options_exit_2_and_write_nothing(
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("error: ") and message in line
     assert not out.exists()
+
+
+def test_recursive_output_inside_its_input_tree_is_refused(
+    tmp_path: Path, espcn_onnx: Path
+) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    write_png(tree / "a.png", photo_like(16, 16))
+    out = tree / "sr"
+    done = run_cli(
+        "--model",
+        str(espcn_onnx),
+        "--input",
+        str(tree),
+        "--recursive",
+        "--output",
+        str(out),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2
+    assert "inside the --recursive input" in done.stderr and not out.exists()

@@ -148,3 +148,19 @@ def test_resume_with_other_settings_names_them_and_overwrite_replaces(
     assert done.returncode == 0, done.stderr
     again = run_cli(*base, "--tile", "48", "--tile-mode", "blend", "--resume", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
+
+
+def test_a_run_stopped_before_its_first_image_can_still_be_resumed(tmp_path: Path) -> None:
+    """Its state file holds only the settings line: --resume knows the folder as ours."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_png(folder / "a.png", photo_like(20, 20))
+    out = tmp_path / "out"
+    out.mkdir()
+    write_png(out / "stale.png", photo_like(8, 8))  # e.g. an earlier run's output
+    settings = {"tile": 32}
+    RunState(out, pixel_hash="h1", append=False, settings=settings).close()
+    plan = plan_resume(list_inputs(folder), out, pixel_hash="h1", resume=True, settings=settings)
+    assert [j.name for j in plan.todo] == ["a"]
+    with pytest.raises(ConfigError, match="tile 32 -> 48"):
+        plan_resume(list_inputs(folder), out, pixel_hash="h2", resume=True, settings={"tile": 48})

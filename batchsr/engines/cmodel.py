@@ -131,7 +131,8 @@ class CmodelEngine:
         check_batch(batch, self._shapes)
         shape = (int(batch.shape[0]), int(batch.shape[1]), int(batch.shape[2]), int(batch.shape[3]))
         net, out_shape = self._stages[shape]
-        if self._proc is None or self._proc.poll() is not None:
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
             raise EngineError(f"{self._where()}: the emulator worker is not running{self._why()}")
         data = np.ascontiguousarray(batch, dtype=np.float32).tobytes()
         header, payload = self._call({"op": "run", "net": net, "shape": list(shape)}, data)
@@ -220,10 +221,12 @@ class CmodelEngine:
             if proc is None:
                 raise EngineError(f"{self._where()}: the engine is closed")
             self._busy = True
+        failed = False
         try:
             self._send(proc, header, payload)
             return self._receive(timeout_s=self._timeout_s)
         except (EngineError, OSError) as err:
+            failed = True
             self._kill()
             if isinstance(err, EngineError):
                 raise
@@ -232,7 +235,13 @@ class CmodelEngine:
             with self._lock:
                 self._busy = False
                 closed = self._proc is None
-            if closed:  # close() ran meanwhile and left the pipes to us
+                if failed:
+                    # A dead worker is not restarted here (the pipeline opens a new
+                    # engine): free its pipes now, even if nobody calls close().
+                    self._proc = None
+            if closed or failed:
+                if proc.poll() is None:
+                    proc.kill()
                 proc.wait()
                 self._release()
 
@@ -241,16 +250,19 @@ class CmodelEngine:
         try:
             _write_all(self._to_worker, struct.pack(">I", len(raw)) + raw + payload)
         except BrokenPipeError as err:
-            proc.wait(_CLOSE_WAIT_S)
+            self._reap()
             raise EngineError(f"{self._where()}: the emulator worker died{self._why()}") from err
 
     def _receive(self, *, timeout_s: float | None) -> tuple[dict[str, Any], bytes]:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        (size,) = struct.unpack(">I", self._read(4, deadline))
-        header: dict[str, Any] = json.loads(self._read(size, deadline))
-        return header, self._read(int(header.get("nbytes", 0)), deadline)
+        (size,) = struct.unpack(">I", self._read(4, deadline, timeout_s))
+        try:
+            header: dict[str, Any] = json.loads(self._read(size, deadline, timeout_s))
+        except ValueError as err:
+            raise EngineError(f"{self._where()}: garbled answer from the worker: {err}") from err
+        return header, self._read(int(header.get("nbytes", 0)), deadline, timeout_s)
 
-    def _read(self, n: int, deadline: float | None) -> bytes:
+    def _read(self, n: int, deadline: float | None, timeout_s: float | None) -> bytes:
         parts: list[bytes] = []
         while n:
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -258,14 +270,12 @@ class CmodelEngine:
             if not ready:
                 self._kill()
                 raise EngineError(
-                    f"{self._where()}: no answer from the emulator after {self._timeout_s:g} s "
+                    f"{self._where()}: no answer from the emulator after {timeout_s:g} s "
                     "(--engine-timeout); worker killed"
                 )
             chunk = os.read(self._from_worker, min(n, 1 << 20))
             if not chunk:
-                proc = self._proc
-                if proc is not None:
-                    proc.wait(_CLOSE_WAIT_S)
+                self._reap()
                 raise EngineError(f"{self._where()}: the emulator worker died{self._why()}")
             parts.append(chunk)
             n -= len(chunk)
@@ -274,6 +284,17 @@ class CmodelEngine:
     def _kill(self) -> None:
         proc = self._proc
         if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    def _reap(self) -> None:
+        """Collect a worker that closed its pipe (it is exiting); kill it if it lingers."""
+        proc = self._proc
+        if proc is None:
+            return
+        try:
+            proc.wait(_CLOSE_WAIT_S)
+        except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
 

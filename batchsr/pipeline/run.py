@@ -84,7 +84,8 @@ def default_scorer() -> Scorer:
 # The emulator engine bounds its own calls and kills a hung worker (which a thread
 # timeout could only abandon); the pipeline's limit then only backs it up, a little
 # later, and keeps its calls abandonable when a signal stops the run.
-_CMODEL_BACKSTOP_S = 60.0
+# Longer than the engine's own start allowance (120 s), so a slow start is not abandoned.
+_CMODEL_BACKSTOP_S = 180.0
 
 
 def _pipeline_timeout(config: Config) -> float | None:

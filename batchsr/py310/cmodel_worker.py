@@ -141,6 +141,10 @@ def run(net, shape, x):
 
 def main():
     path, rfd, wfd = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    # Children the runtime may start must not hold our pipe ends: a crash would then
+    # leave the engine waiting for an EOF that never comes.
+    os.set_inheritable(rfd, False)
+    os.set_inheritable(wfd, False)
     try:
         model, nets = open_model(path)
         facts = [
