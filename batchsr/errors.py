@@ -74,7 +74,7 @@ class CompileError(BatchSRError):
 
 
 class ToolNotFoundError(CompileError):
-    """An external compiler tool (tpu-mlir) is not on PATH."""
+    """An external compiler tool (tpu-mlir) or its environment cannot be found or used."""
 
 
 class ReportError(BatchSRError):

@@ -68,7 +68,7 @@ class CompileResult:
         manifest: its manifest.
         plan: the tpu-mlir plan.
         bmodel: the built bmodel, or None when only the script was written.
-        script: ``build_bmodel.sh`` when tpu-mlir was not on PATH, else None.
+        script: ``build_bmodel.sh`` when no tpu-mlir environment was found, else None.
     """
 
     folder: Path
