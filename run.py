@@ -25,7 +25,7 @@ import anyio
 
 from batchsr.allocator import limit_malloc_arenas
 from batchsr.analysis import STAGES, RunAnalysis, analyze_run, read_runs
-from batchsr.config import EDGES, WORKER_STAGES, Backend, Config, load_config
+from batchsr.config import EDGES, OUTPUT_EXTS, WORKER_STAGES, Backend, Config, load_config
 from batchsr.errors import BatchSRError, ConfigError
 from batchsr.logging import configure_logging
 from batchsr.manifest import file_sha256
@@ -145,6 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--suffix", help="appended to each output's name (a.png -> a_x4.png for _x4; default none)"
     )
+    p.add_argument(
+        "--ext",
+        choices=OUTPUT_EXTS,
+        help="output format: png (lossless, default, the contest's), jpg or webp (lossy: "
+        "NIQE scores the pixels written, and the report says so)",
+    )
+    p.add_argument("--quality", type=int, help="jpg/webp quality 1-100 (default 95)")
     p.add_argument("--no-score", action="store_true", help="skip NIQE")
     p.add_argument(
         "--no-warmup",
@@ -186,6 +193,8 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         "model.engine_timeout_s": args.engine_timeout,
         "model.warmup": False if args.no_warmup else None,
         "output.suffix": args.suffix,
+        "output.ext": args.ext,
+        "output.quality": args.quality,
         "tiling.tile": args.tile,
         "tiling.tile_pad": args.tile_pad,
         "tiling.batch": args.batch,
@@ -300,6 +309,7 @@ def cmd_run(argv: Sequence[str]) -> int:
         overwrite=args.overwrite,
         settings=settings,
         suffix=config.output.suffix,
+        ext=config.output.ext,
     )
     log_path = args.log or out_dir / "run.jsonl"
     fresh = [p for p in (out_dir, log_path) if not p.exists()]
@@ -340,6 +350,11 @@ def cmd_run(argv: Sequence[str]) -> int:
         summary = format_summary(
             result.summary, result.report_path, log_path, rows, score=config.output.score
         )
+        if config.output.ext != "png":
+            summary += (
+                f"\noutputs {config.output.ext.upper()} at quality {config.output.quality}: "
+                "lossy, so NIQE scores the compressed pixels (the report says so)"
+            )
         print(summary)
     code = 0 if result.interrupted is None else 128 + result.interrupted
     if result.engines_lost and code == 0:

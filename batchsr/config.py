@@ -37,6 +37,7 @@ __all__ = [
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[1] / "configs" / "default.toml"
 
 Backend = Literal["onnx", "torch", "sail", "cmodel"]
+OUTPUT_EXTS: tuple[str, ...] = ("png", "jpg", "webp")
 # Engine call limits when the config sets none: the BM1684X emulator (cmodel) takes
 # seconds to minutes per call on the CPU (tpu-reference 0), the others well under one.
 DEFAULT_ENGINE_TIMEOUT_S = 60.0
@@ -155,6 +156,9 @@ class OutputConfig:
         max_pixels: inputs larger than this are refused before decoding
             (decompression-bomb guard).
         suffix: appended to each output's name (``a.png`` -> ``a_x4.png`` for ``_x4``).
+        ext: output format: ``png`` (lossless, the contest's), ``jpg`` or ``webp``
+            (lossy: NIQE is scored on the pixels written, read back from the file).
+        quality: JPEG/WebP quality, 1-100 (ignored for PNG).
     """
 
     dir: Path | None = None
@@ -163,6 +167,8 @@ class OutputConfig:
     filter: str | None = None
     max_pixels: int = 40_000_000
     suffix: str = ""
+    ext: Literal["png", "jpg", "webp"] = "png"
+    quality: int = 95
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +207,8 @@ class Config:
             "mode": self.tiling.mode,
             "y_only": self.tiling.y_only,
             "filter": self.output.filter,
+            "ext": self.output.ext,
+            "quality": self.output.quality if self.output.ext != "png" else None,
         }
 
 
@@ -335,6 +343,12 @@ def _validate(config: Config) -> None:
         )
     if tiling.batch < 1:
         raise ConfigError(f"tiling.batch = {tiling.batch}: must be >= 1")
+    if config.output.ext not in OUTPUT_EXTS:
+        raise ConfigError(
+            f"output.ext = {config.output.ext!r}: use one of {', '.join(OUTPUT_EXTS)}"
+        )
+    if not 1 <= config.output.quality <= 100:
+        raise ConfigError(f"output.quality = {config.output.quality}: use 1-100")
     suffix = config.output.suffix
     if any(sep in suffix for sep in ("/", "\\", "\0")) or suffix in (".", ".."):
         raise ConfigError(f"output.suffix = {suffix!r}: a suffix cannot hold a path separator")

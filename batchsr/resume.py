@@ -89,6 +89,7 @@ def plan_resume(
     overwrite: bool = False,
     settings: dict[str, Any] | None = None,
     suffix: str = "",
+    ext: str = "png",
 ) -> ResumePlan:
     """Decide which jobs run, and attach each job's input digest.
 
@@ -97,6 +98,7 @@ def plan_resume(
         overwrite: replace whatever results ``out_dir`` holds (every job runs).
         settings: this run's pixel-deciding settings, to name what differs.
         suffix: appended to output names (``output.suffix``).
+        ext: the outputs' format (``output.ext``).
 
     Raises:
         ConfigError: an output would overwrite an input; or, unless ``overwrite``,
@@ -106,7 +108,7 @@ def plan_resume(
     """
     inputs = {job.path.resolve() for job in jobs}
     clash = next(
-        (j for j in jobs if output_path(out_dir, j.name, suffix).resolve() in inputs), None
+        (j for j in jobs if output_path(out_dir, j.name, suffix, ext).resolve() in inputs), None
     )
     if clash is not None:
         raise ConfigError(
@@ -121,7 +123,11 @@ def plan_resume(
     foreign = made - {pixel_hash}
     # PNGs with no record at all are not batchsr's (a run that stopped before its first
     # image still leaves its settings line); rglob: a recursive run's outputs nest.
-    unknown = not made and out_dir.is_dir() and any(out_dir.rglob("*.png"))
+    unknown = (
+        not made
+        and out_dir.is_dir()
+        and any(p.suffix in (".png", ".jpg", ".webp") for p in out_dir.rglob("*"))
+    )
     if foreign or unknown:
         diff = (
             "its files are not from batchsr"
@@ -139,7 +145,7 @@ def plan_resume(
     done: list[Scored] = []
     for job in hashed:
         entry = state.get(job.name)
-        path = output_path(out_dir, job.name, suffix)
+        path = output_path(out_dir, job.name, suffix, ext)
         if (
             entry is not None
             and job.sha256 is not None

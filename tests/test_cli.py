@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import REPO, photo_like, run_cli, write_png
@@ -280,3 +281,42 @@ def test_recursive_output_inside_its_input_tree_is_refused(
     )
     assert done.returncode == 2
     assert "inside the --recursive input" in done.stderr and not out.exists()
+
+
+def test_lossy_outputs_are_scored_as_written_and_the_report_says_so(
+    tmp_path: Path, espcn_onnx: Path
+) -> None:
+    """--ext jpg --quality Q: .jpg outputs, NIQE of the pixels the file decodes to,
+    and a lossy_output entry beside the contest's keys."""
+    from PIL import Image
+
+    from batchsr.metrics.niqe import niqe
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_png(folder / "a.png", photo_like(60, 70))
+    out = tmp_path / "out"
+    done = run_cli("--model", str(espcn_onnx), "--input", str(folder), "--output", str(out),
+                   "--ext", "jpg", "--quality", "60", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "outputs JPG at quality 60: lossy" in done.stdout
+    entry = json.loads((out / "report.json").read_text())["A"][0]
+    assert entry["lossy_output"] == {"format": "jpg", "quality": 60}
+    (row,) = entry["images"]
+    with Image.open(out / "a.jpg") as im:
+        assert im.format == "JPEG"
+        written = np.asarray(im.convert("RGB"))
+    assert abs(float(row["niqe"]) - niqe(written)) < 1e-3
+
+
+@pytest.mark.parametrize(("args", "message"), [(["--quality", "0"], "use 1-100")])
+def test_bad_quality_is_one_line(
+    tmp_path: Path, espcn_onnx: Path, args: list[str], message: str
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_png(folder / "a.png", photo_like(16, 16))
+    done = run_cli("--model", str(espcn_onnx), "--input", str(folder), "--output",
+                   str(tmp_path / "o"), "--ext", "jpg", *args, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 2 and message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "o").exists()

@@ -39,6 +39,7 @@ EXPORTED: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
+@pytest.mark.slow  # every architecture through torch.export twice: ~30 s in all
 @pytest.mark.parametrize(
     ("arch_id", "hp"),
     EXPORTED,

@@ -131,20 +131,29 @@ def _row(row: Row) -> dict[str, Any]:
 
 
 def build_report(
-    rows: Sequence[Row], summary: RunSummary, *, model_size: int, ranklist: str = "A"
+    rows: Sequence[Row],
+    summary: RunSummary,
+    *,
+    model_size: int,
+    ranklist: str = "A",
+    lossy_output: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The contest report for ``rows`` (any order; written in input order)."""
-    return {
-        ranklist: [
-            {
-                "model_size": model_size,
-                "time_all": summary.wall_s,
-                "runtime_avg": _fmt(summary.runtime_avg_s),
-                "niqe_avg": _fmt(summary.niqe_avg),
-                "images": [_row(r) for r in sorted(rows, key=lambda r: r.id)],
-            }
-        ]
+    """The contest report for ``rows`` (any order; written in input order).
+
+    ``lossy_output`` (``{"format": "jpg", "quality": 90}``) is recorded as
+    ``lossy_output`` beside the contest's keys when the outputs were not PNG: their NIQE
+    is that of the compressed pixels, which the contest's PNG outputs would not have.
+    """
+    entry: dict[str, Any] = {
+        "model_size": model_size,
+        "time_all": summary.wall_s,
+        "runtime_avg": _fmt(summary.runtime_avg_s),
+        "niqe_avg": _fmt(summary.niqe_avg),
     }
+    if lossy_output is not None:
+        entry["lossy_output"] = lossy_output
+    entry["images"] = [_row(r) for r in sorted(rows, key=lambda r: r.id)]
+    return {ranklist: [entry]}
 
 
 def write_report(path: Path, report: dict[str, Any]) -> None:

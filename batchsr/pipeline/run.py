@@ -264,7 +264,15 @@ async def run_pipeline(
 
     def checkpoint() -> RunSummary:
         summary = summarize(rows, wall_s=time.perf_counter() - t0, resumed=len(carried))
-        write_report(report_path, build_report(rows, summary, model_size=model.size_bytes))
+        lossy = (
+            None
+            if config.output.ext == "png"
+            else {"format": config.output.ext, "quality": config.output.quality}
+        )
+        write_report(
+            report_path,
+            build_report(rows, summary, model_size=model.size_bytes, lossy_output=lossy),
+        )
         return summary
 
     pool = InferPool(alive=1)  # replaced by the stages' pool once they run
@@ -395,6 +403,8 @@ async def _run_stages(
                     compress_level=config.output.compress_level,
                     filter_name=config.output.filter,
                     suffix=config.output.suffix,
+                    ext=config.output.ext,
+                    quality=config.output.quality,
                     worker=i,
                 )
             )
