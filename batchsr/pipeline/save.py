@@ -7,6 +7,7 @@ disk is always whole, even if the run is killed mid-write.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -40,15 +41,20 @@ def output_path(out_dir: Path, name: str, suffix: str = "", ext: str = "png") ->
     return out_dir.joinpath(*parts[:-1], f"{parts[-1]}{suffix}.{ext}")
 
 
-def save_png(rgb: NDArray[np.uint8], path: Path, *, compress_level: int) -> int:
-    """Write ``rgb`` (HxWx3 uint8) to ``path`` as PNG, atomically; return the byte size."""
+def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """``write(tmp)`` to a temporary file beside ``path``, then rename it over ``path``."""
     tmp = path.with_name(f".{path.name}.partial")
     path.parent.mkdir(parents=True, exist_ok=True)  # a recursive input's subfolder
     try:
-        tmp.write_bytes(encode_png(rgb, level=compress_level))
+        write(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def save_png(rgb: NDArray[np.uint8], path: Path, *, compress_level: int) -> int:
+    """Write ``rgb`` (HxWx3 uint8) to ``path`` as PNG, atomically; return the byte size."""
+    _atomic_write(path, lambda tmp: tmp.write_bytes(encode_png(rgb, level=compress_level)))
     return path.stat().st_size
 
 
@@ -58,13 +64,8 @@ _PIL_FORMATS = {"jpg": "JPEG", "webp": "WEBP"}
 def save_lossy(rgb: NDArray[np.uint8], path: Path, *, ext: str, quality: int) -> NDArray[np.uint8]:
     """Write ``rgb`` as JPEG or WebP, atomically; return the pixels the file decodes to
     (what a viewer, or the contest's scorer, reads back; NIQE is scored on those)."""
-    tmp = path.with_name(f".{path.name}.partial")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        Image.fromarray(rgb).save(tmp, format=_PIL_FORMATS[ext], quality=quality)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    fmt = _PIL_FORMATS[ext]
+    _atomic_write(path, lambda tmp: Image.fromarray(rgb).save(tmp, format=fmt, quality=quality))
     with Image.open(path) as im:
         return freeze(np.asarray(im.convert("RGB")))
 
