@@ -152,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
         "NIQE scores the pixels written, and the report says so)",
     )
     p.add_argument("--quality", type=int, help="jpg/webp quality 1-100 (default 95)")
+    p.add_argument(
+        "--rgb",
+        action="store_true",
+        default=None,
+        help="write grey inputs' outputs as RGB (by default grey stays grey: one channel)",
+    )
     p.add_argument("--no-score", action="store_true", help="skip NIQE")
     p.add_argument(
         "--no-warmup",
@@ -195,6 +201,7 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         "output.suffix": args.suffix,
         "output.ext": args.ext,
         "output.quality": args.quality,
+        "output.rgb": args.rgb,
         "tiling.tile": args.tile,
         "tiling.tile_pad": args.tile_pad,
         "tiling.batch": args.batch,

@@ -16,8 +16,10 @@ from numpy.typing import NDArray
 from PIL import Image
 
 __all__ = [
+    "GREY_MODES",
     "MATLAB_Y",
     "chroma_planes",
+    "luma_u8",
     "merge_y",
     "rgb_to_ycbcr",
     "upscale_chroma",
@@ -147,3 +149,15 @@ def upscale_image(
     x = np.ascontiguousarray((rgb.astype(np.float32) / np.float32(255.0)).transpose(2, 0, 1)[None])
     sr = run(x)[0].transpose(1, 2, 0)
     return np.rint(np.clip(sr, 0.0, 1.0) * np.float32(255.0)).astype(np.uint8)
+
+
+# PIL modes of grey images (1-bit, 8-bit with or without alpha, 16/32-bit integer, float):
+# their outputs are written grey, one channel, unless RGB is asked for.
+GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+
+
+def luma_u8(rgb: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """HxW uint8 luma of HxWx3 RGB with PIL's ``convert("L")`` weights (ITU-R 601-2),
+    for writing a grey input's output grey."""
+    y = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    return np.clip(np.rint(y), 0, 255).astype(np.uint8)

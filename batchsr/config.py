@@ -159,6 +159,8 @@ class OutputConfig:
         ext: output format: ``png`` (lossless, the contest's), ``jpg`` or ``webp``
             (lossy: NIQE is scored on the pixels written, read back from the file).
         quality: JPEG/WebP quality, 1-100 (ignored for PNG).
+        rgb: write grey inputs' outputs as RGB too (by default they stay grey: one
+            channel, luma of the SR image).
     """
 
     dir: Path | None = None
@@ -169,6 +171,7 @@ class OutputConfig:
     suffix: str = ""
     ext: Literal["png", "jpg", "webp"] = "png"
     quality: int = 95
+    rgb: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +212,7 @@ class Config:
             "filter": self.output.filter,
             "ext": self.output.ext,
             "quality": self.output.quality if self.output.ext != "png" else None,
+            "rgb": self.output.rgb,
         }
 
 

@@ -33,7 +33,7 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 
 
 def encode_png(rgb: NDArray[np.uint8], *, level: int = 1) -> bytes:
-    """Encode an HxWx3 uint8 RGB image as PNG.
+    """Encode an HxWx3 uint8 RGB (or HxW grey) image as PNG.
 
     Args:
         rgb: the image; any memory layout.
@@ -42,21 +42,23 @@ def encode_png(rgb: NDArray[np.uint8], *, level: int = 1) -> bytes:
             that level on the filtered rows.
 
     Raises:
-        ValueError: ``rgb`` is not HxWx3 uint8, or ``level`` is outside 0-9.
+        ValueError: ``rgb`` is not HxWx3 or HxW uint8, or ``level`` is outside 0-9.
     """
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise ValueError(f"expected HxWx3 uint8 RGB, got {rgb.dtype}{list(rgb.shape)}")
+    grey = rgb.ndim == 2
+    if not (grey or (rgb.ndim == 3 and rgb.shape[2] == 3)) or rgb.dtype != np.uint8:
+        raise ValueError(f"expected HxWx3 or HxW uint8, got {rgb.dtype}{list(rgb.shape)}")
     if not 0 <= level <= 9:
         raise ValueError(f"PNG level {level} is outside 0-9")
     height, width = rgb.shape[:2]
-    flat = rgb.reshape(height, width * 3)
+    channels = 1 if grey else 3
+    flat = rgb.reshape(height, width * channels)
     strategy = zlib.Z_HUFFMAN_ONLY if level == 1 else zlib.Z_DEFAULT_STRATEGY
     compressor = zlib.compressobj(level, zlib.DEFLATED, 15, 8, strategy)
     # Bands of rows: the filtered copy of a whole SR image (10 MB for 2040x1632) was
     # the save stage's largest transient; a band stays in cache and the output is the
     # only thing that grows.
-    band = max(1, _BAND_BYTES // (width * 3 + 1))
-    rows = np.empty((min(band, height), width * 3 + 1), np.uint8)
+    band = max(1, _BAND_BYTES // (width * channels + 1))
+    rows = np.empty((min(band, height), width * channels + 1), np.uint8)
     parts = []
     for r0 in range(0, height, band):
         r1 = min(height, r0 + band)
@@ -76,7 +78,8 @@ def encode_png(rgb: NDArray[np.uint8], *, level: int = 1) -> bytes:
             np.subtract(flat[r0 + first : r1], flat[r0 + first - 1 : r1 - 1], out=out[first:, 1:])
         parts.append(compressor.compress(out.data))
     parts.append(compressor.flush())
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    colour_type = 0 if grey else 2  # 8-bit grey or 8-bit RGB
+    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
     # The IDAT chunk is written around the compressed parts, its CRC chained over
     # them, so the image's bytes are joined once.
     crc = zlib.crc32(b"IDAT")

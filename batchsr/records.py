@@ -107,6 +107,8 @@ class ImagePlan:
         offset_y, offset_x: where the image starts in the padded frame of the windows.
         mode: the tiling mode, which decides how the stitcher combines tiles.
         pad: the context margin (``blend`` ramps over twice this).
+        grey: the input was a grey image (its output is written grey unless asked for
+            RGB).
         chroma: in Y-only mode, the input's Cb/Cr planes, 2xHxW float32 in [0, 1],
             read-only; the stitcher upscales the part under each SR tile's core as it
             merges it (so an image in flight holds no upscaled chroma); None otherwise.
@@ -124,6 +126,7 @@ class ImagePlan:
     mode: str = "crop"
     pad: int = 0
     chroma: NDArray[np.float32] | None = None
+    grey: bool = False
 
     def __structlog__(self) -> str:
         return f"ImagePlan(id={self.id}, name={self.name!r}, tiles={len(self.tiles)})"
@@ -185,6 +188,7 @@ class Stitched:
     Attributes:
         rgb: (H*scale)x(W*scale)x3 uint8 RGB, read-only.
         runtime_s: contest runtime: from the start of tiling to this image.
+        grey: the input was grey (see :class:`ImagePlan`).
     """
 
     id: int
@@ -192,6 +196,7 @@ class Stitched:
     rgb: NDArray[np.uint8]
     runtime_s: float
     tiles: int
+    grey: bool = False
 
 
 @dataclass(frozen=True, slots=True)

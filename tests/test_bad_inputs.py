@@ -145,7 +145,8 @@ def test_each_bad_or_odd_input_is_one_row(bad_run: tuple[Path, dict], name: str)
     if expected.startswith("ok"):
         assert row["runtime"] is not None, row
         with Image.open(out / f"{Path(name).stem}.png") as img:
-            assert img.mode == "RGB"
+            # Grey inputs stay grey (one channel); everything else is written RGB.
+            assert img.mode == ("L" if name.startswith("grey") else "RGB")
         if expected == "ok+niqe_error":
             assert row["niqe"] is None and "NIQEError" in row["error"]
         else:

@@ -320,3 +320,22 @@ def test_bad_quality_is_one_line(
                    str(tmp_path / "o"), "--ext", "jpg", *args, cwd=tmp_path)  # fmt: skip
     assert done.returncode == 2 and message in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+
+
+def test_grey_input_stays_grey_unless_rgb_is_asked(tmp_path: Path, espcn_onnx: Path) -> None:
+    """A grey PNG's output is one-channel luma; --rgb writes it as RGB; NIQE is scored on
+    the written pixels either way."""
+    from PIL import Image
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(photo_like(40, 48)[..., 0]).save(folder / "g.png")
+    for flag, mode in (([], "L"), (["--rgb"], "RGB")):
+        out = tmp_path / f"out{mode}"
+        done = run_cli("--model", str(espcn_onnx), "--input", str(folder), "--output", str(out),
+                       "-q", *flag, cwd=tmp_path)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        with Image.open(out / "g.png") as im:
+            assert im.mode == mode and im.size == (4 * 48, 4 * 40)
+        (row,) = json.loads((out / "report.json").read_text())["A"][0]["images"]
+        assert float(row["niqe"]) > 0

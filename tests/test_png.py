@@ -48,10 +48,18 @@ def test_images_encoded_in_several_bands_read_back_exactly(level: int) -> None:
         assert np.array_equal(np.asarray(img), rgb)
 
 
+@pytest.mark.parametrize("level", [0, 1, 9])
+def test_grey_images_read_back_exactly_as_one_channel(level: int) -> None:
+    rng = np.random.default_rng(level)
+    grey = np.cumsum(rng.integers(0, 3, (301, 900)), axis=0).astype(np.uint8)
+    with Image.open(io.BytesIO(encode_png(grey, level=level))) as img:
+        assert img.mode == "L" and np.array_equal(np.asarray(img), grey)
+
+
 @pytest.mark.parametrize(
     ("array", "level"),
     [
-        (np.zeros((4, 4), np.uint8), 1),
+        (np.zeros((4, 4, 4), np.uint8), 1),
         (np.zeros((4, 4, 3), np.uint16), 1),
         (np.zeros((4, 4, 3), np.uint8), 10),
     ],

@@ -405,6 +405,7 @@ async def _run_stages(
                     suffix=config.output.suffix,
                     ext=config.output.ext,
                     quality=config.output.quality,
+                    keep_grey=not config.output.rgb,
                     worker=i,
                 )
             )

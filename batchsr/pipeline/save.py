@@ -16,6 +16,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from numpy.typing import NDArray
 from PIL import Image
 
+from batchsr.color import luma_u8
 from batchsr.filters import apply_filter
 from batchsr.pipeline.stage import Meter, failed_from
 from batchsr.png import encode_png
@@ -53,7 +54,8 @@ def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
 
 
 def save_png(rgb: NDArray[np.uint8], path: Path, *, compress_level: int) -> int:
-    """Write ``rgb`` (HxWx3 uint8) to ``path`` as PNG, atomically; return the byte size."""
+    """Write ``rgb`` (HxWx3, or HxW grey, uint8) to ``path`` as PNG, atomically; return
+    the byte size."""
     _atomic_write(path, lambda tmp: tmp.write_bytes(encode_png(rgb, level=compress_level)))
     return path.stat().st_size
 
@@ -77,12 +79,18 @@ def _postprocess_and_save(
     filter_name: str | None,
     ext: str = "png",
     quality: int = 95,
+    grey: bool = False,
 ) -> tuple[NDArray[np.uint8], int]:
+    """Filter, write, and return ``(the written pixels as RGB, bytes)``: a grey output
+    is scored as the contest's reader sees it, three equal channels."""
     if filter_name is not None:
         rgb = freeze(apply_filter(rgb, filter_name))
+    image = luma_u8(rgb) if grey else rgb
     if ext == "png":
-        return rgb, save_png(rgb, path, compress_level=compress_level)
-    written = save_lossy(rgb, path, ext=ext, quality=quality)
+        size = save_png(image, path, compress_level=compress_level)
+        written = freeze(np.repeat(image[:, :, None], 3, axis=2)) if grey else rgb
+        return written, size
+    written = save_lossy(image, path, ext=ext, quality=quality)
     return written, path.stat().st_size
 
 
@@ -96,6 +104,7 @@ async def run_save(
     suffix: str = "",
     ext: str = "png",
     quality: int = 95,
+    keep_grey: bool = True,
     worker: int = 0,
 ) -> None:
     """Write each image in a worker thread, after the optional sharpening filter;
@@ -112,7 +121,14 @@ async def run_save(
             try:
                 path = output_path(out_dir, item.name, suffix, ext)
                 rgb, size = await anyio.to_thread.run_sync(
-                    _postprocess_and_save, item.rgb, path, compress_level, filter_name, ext, quality
+                    _postprocess_and_save,
+                    item.rgb,
+                    path,
+                    compress_level,
+                    filter_name,
+                    ext,
+                    quality,
+                    keep_grey and item.grey,
                 )
                 out = Saved(
                     id=item.id, name=item.name, rgb=rgb, path=path, runtime_s=item.runtime_s

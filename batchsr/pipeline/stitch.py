@@ -209,6 +209,7 @@ class Assembler:
                         rgb=freeze(rgb),
                         runtime_s=runtime_s,
                         tiles=len(plan.tiles),
+                        grey=plan.grey,
                     )
                 )
         return done

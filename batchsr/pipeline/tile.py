@@ -42,7 +42,7 @@ import numpy as np
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from numpy.typing import NDArray
 
-from batchsr.color import chroma_planes, rgb_to_ycbcr
+from batchsr.color import GREY_MODES, chroma_planes, rgb_to_ycbcr
 from batchsr.pipeline.stage import Meter, failed_from
 from batchsr.records import Decoded, Failed, ImagePlan, Slot, TileBatch, TileSpec, freeze
 
@@ -338,6 +338,8 @@ async def run_tile(
                 )
                 if chroma is not None:
                     plan = dataclasses.replace(plan, chroma=freeze(chroma))
+                if item.mode in GREY_MODES:
+                    plan = dataclasses.replace(plan, grey=True)
             except Exception as err:
                 await meter.send(
                     send,
