@@ -1,4 +1,4 @@
-# Quick start: `make demo` (set up, upscale examples/) and `make tpu-env test` (set up both
+# Quick start: `make demo` (set up, upscale examples/) and `make tpu-env && make test` (set up both
 # environments, run every test, the real tpu-mlir and emulator ones included).
 PYTHON ?= python3.11
 VENV := .venv
