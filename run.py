@@ -25,6 +25,7 @@ import anyio
 
 from batchsr.allocator import limit_malloc_arenas
 from batchsr.analysis import STAGES, RunAnalysis, analyze_run, read_runs
+from batchsr.border import BORDER_MODES
 from batchsr.config import EDGES, OUTPUT_EXTS, WORKER_STAGES, Backend, Config, load_config
 from batchsr.errors import BatchSRError, ConfigError
 from batchsr.logging import configure_logging
@@ -134,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="how tiles are cut and combined (default crop)",
     )
     p.add_argument(
+        "--border",
+        choices=list(BORDER_MODES),
+        help="how the image is extended past its edges so border pixels have context "
+        "(default replicate; zero is the network's own padding, a visible frame)",
+    )
+    p.add_argument(
         "--y-only", action="store_true", default=None, help="run the model on the Y channel only"
     )
     p.add_argument("--compress-level", type=int, help="PNG compression level 0-9")
@@ -206,6 +213,7 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         "tiling.tile_pad": args.tile_pad,
         "tiling.batch": args.batch,
         "tiling.mode": args.tile_mode,
+        "tiling.border": args.border,
         "tiling.y_only": args.y_only,
         "output.compress_level": args.compress_level,
         "output.dir": args.output,

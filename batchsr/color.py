@@ -15,6 +15,8 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from batchsr.border import DEFAULT_BORDER, BorderMode, extend
+
 __all__ = [
     "GREY_MODES",
     "MATLAB_Y",
@@ -130,6 +132,8 @@ def upscale_image(
     rgb: NDArray[np.uint8],
     *,
     channels: int,
+    border: int = 0,
+    border_mode: BorderMode = DEFAULT_BORDER,
 ) -> NDArray[np.uint8]:
     """Upscale a whole HxWx3 uint8 RGB image with a model, coloured as the pipeline does.
 
@@ -138,16 +142,26 @@ def upscale_image(
         rgb: the image.
         channels: the model's input channels: 3 takes RGB; 1 takes MATLAB's Y and the
             image's Cb and Cr are upscaled bicubically (:func:`merge_y`).
+        border: input pixels the model's input is extended by on every side (as
+            ``border_mode`` says, see ``batchsr.border``) and cropped off its output;
+            the pipeline uses the model's margin, 0 leaves the network's zero padding.
 
     Returns:
         The SR image, HxWx3 uint8, clipped and rounded to nearest.
     """
+    pads = ((border, border), (border, border))
     if channels == 1:
         ycc = rgb_to_ycbcr(rgb)
-        y = run(np.ascontiguousarray(ycc[None, None, :, :, 0]))
-        return merge_y(y[0, 0], chroma_planes(ycc), y.shape[2] // rgb.shape[0])
-    x = np.ascontiguousarray((rgb.astype(np.float32) / np.float32(255.0)).transpose(2, 0, 1)[None])
-    sr = run(x)[0].transpose(1, 2, 0)
+        y_plane = extend(np.ascontiguousarray(ycc[None, :, :, 0]), pads, border_mode)
+        y = run(y_plane[None])[0, 0]
+        scale = y.shape[0] // y_plane.shape[1]
+        c = border * scale
+        y = y[c : y.shape[0] - c, c : y.shape[1] - c]
+        return merge_y(np.ascontiguousarray(y), chroma_planes(ycc), scale)
+    x = extend((rgb.astype(np.float32) / np.float32(255.0)).transpose(2, 0, 1), pads, border_mode)
+    sr = run(np.ascontiguousarray(x[None]))[0]
+    c = border * (sr.shape[1] // x.shape[1])
+    sr = sr[:, c : sr.shape[1] - c, c : sr.shape[2] - c].transpose(1, 2, 0)
     return np.rint(np.clip(sr, 0.0, 1.0) * np.float32(255.0)).astype(np.uint8)
 
 

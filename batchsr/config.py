@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from batchsr.border import BORDER_MODES, DEFAULT_BORDER, BorderMode
 from batchsr.errors import ConfigError
 
 __all__ = [
@@ -99,8 +100,10 @@ class TilingConfig:
         batch: tiles per engine call for models with a dynamic batch axis (a static
             batch size in the model wins).
         mode: ``crop`` (margins cropped at stitching), ``plain`` (the seed's abutting
-            tiles, zero-padded), ``average`` or ``blend`` (overlaps averaged, or
-            weighted by ramps).
+            tiles), ``average`` or ``blend`` (overlaps averaged, or weighted by ramps).
+        border: how the image is extended past its edges by the margin, so border
+            pixels have context: ``replicate`` (default), ``reflect``, or ``zero``
+            (the network's own zero padding: a dark/bright frame); see batchsr.border.
         y_only: run the model on MATLAB's Y channel and upscale Cb/Cr bicubically
             (one-channel models such as ESPCN-PyTorch's; automatic for them).
     """
@@ -109,6 +112,7 @@ class TilingConfig:
     tile_pad: int | None = None
     batch: int = 4
     mode: Literal["crop", "plain", "average", "blend"] = "crop"
+    border: BorderMode = DEFAULT_BORDER
     y_only: bool = False
 
 
@@ -208,6 +212,7 @@ class Config:
             "tile": self.tiling.tile,
             "tile_pad": self.tiling.tile_pad,
             "mode": self.tiling.mode,
+            "border": self.tiling.border,
             "y_only": self.tiling.y_only,
             "filter": self.output.filter,
             "ext": self.output.ext,
@@ -347,6 +352,12 @@ def _validate(config: Config) -> None:
         )
     if tiling.batch < 1:
         raise ConfigError(f"tiling.batch = {tiling.batch}: must be >= 1")
+    if tiling.mode not in ("crop", "plain", "average", "blend"):
+        raise ConfigError(f"tiling.mode = {tiling.mode!r}: use crop, plain, average or blend")
+    if tiling.border not in BORDER_MODES:
+        raise ConfigError(
+            f"tiling.border = {tiling.border!r}: use one of {', '.join(BORDER_MODES)}"
+        )
     if config.output.ext not in OUTPUT_EXTS:
         raise ConfigError(
             f"output.ext = {config.output.ext!r}: use one of {', '.join(OUTPUT_EXTS)}"

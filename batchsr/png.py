@@ -32,7 +32,14 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
 
 
-def encode_png(rgb: NDArray[np.uint8], *, level: int = 1) -> bytes:
+def _iccp(profile: bytes) -> bytes:
+    """An ``iCCP`` chunk: profile name, NUL, compression method 0, zlib data."""
+    return _chunk(b"iCCP", b"ICC Profile\0\0" + zlib.compress(profile))
+
+
+def encode_png(
+    rgb: NDArray[np.uint8], *, level: int = 1, icc_profile: bytes | None = None
+) -> bytes:
     """Encode an HxWx3 uint8 RGB (or HxW grey) image as PNG.
 
     Args:
@@ -40,6 +47,7 @@ def encode_png(rgb: NDArray[np.uint8], *, level: int = 1) -> bytes:
         level: 0 stores the rows uncompressed (fastest, largest); 1 filters and
             Huffman-codes them (fast, the default); 2-9 use zlib's full compression at
             that level on the filtered rows.
+        icc_profile: an ICC profile to embed (an ``iCCP`` chunk), or None.
 
     Raises:
         ValueError: ``rgb`` is not HxWx3 or HxW uint8, or ``level`` is outside 0-9.
@@ -90,6 +98,7 @@ def encode_png(rgb: NDArray[np.uint8], *, level: int = 1) -> bytes:
         [
             _SIGNATURE,
             _chunk(b"IHDR", header),
+            *([_iccp(icc_profile)] if icc_profile else []),
             idat_length,
             b"IDAT",
             *parts,

@@ -55,18 +55,39 @@ class Job:
 
 
 @dataclass(frozen=True, slots=True)
+class Carried:
+    """What an output keeps of its input's look, beyond the pixels.
+
+    Attributes:
+        grey: the input was a grey image: its output is written grey (one channel)
+            unless RGB is asked for.
+        icc_profile: the input's embedded ICC colour profile, written into the output
+            so colour-managed viewers show it as they showed the input; None if none.
+    """
+
+    grey: bool = False
+    icc_profile: bytes | None = None
+
+    def __structlog__(self) -> str:
+        icc = f"{len(self.icc_profile)} B" if self.icc_profile else None
+        return f"Carried(grey={self.grey}, icc_profile={icc})"
+
+
+@dataclass(frozen=True, slots=True)
 class Decoded:
     """A decoded input image.
 
     Attributes:
         rgb: HxWx3 uint8 RGB, read-only.
         mode: the file's PIL mode before conversion (``L``, ``RGBA``, ``I;16``, ...).
+        icc_profile: the file's embedded ICC profile, or None.
     """
 
     id: int
     name: str
     rgb: NDArray[np.uint8]
     mode: str
+    icc_profile: bytes | None = None
 
     def __structlog__(self) -> str:
         return f"Decoded(id={self.id}, name={self.name!r}, shape={self.rgb.shape})"
@@ -106,9 +127,10 @@ class ImagePlan:
             contest runtime (the official harness times from tiling to the stitched image).
         offset_y, offset_x: where the image starts in the padded frame of the windows.
         mode: the tiling mode, which decides how the stitcher combines tiles.
-        pad: the context margin (``blend`` ramps over twice this).
-        grey: the input was a grey image (its output is written grey unless asked for
-            RGB).
+        pad: the context margin (``blend`` ramps over the overlap of neighbours).
+        rim: input pixels along each window's edge that ``average`` and ``blend``
+            give no weight: computed without their full receptive field.
+        carried: what the output keeps of the input's look (grey, colour profile).
         chroma: in Y-only mode, the input's Cb/Cr planes, 2xHxW float32 in [0, 1],
             read-only; the stitcher upscales the part under each SR tile's core as it
             merges it (so an image in flight holds no upscaled chroma); None otherwise.
@@ -125,8 +147,9 @@ class ImagePlan:
     offset_x: int = 0
     mode: str = "crop"
     pad: int = 0
+    rim: int = 0
     chroma: NDArray[np.float32] | None = None
-    grey: bool = False
+    carried: Carried = Carried()
 
     def __structlog__(self) -> str:
         return f"ImagePlan(id={self.id}, name={self.name!r}, tiles={len(self.tiles)})"
@@ -188,7 +211,7 @@ class Stitched:
     Attributes:
         rgb: (H*scale)x(W*scale)x3 uint8 RGB, read-only.
         runtime_s: contest runtime: from the start of tiling to this image.
-        grey: the input was grey (see :class:`ImagePlan`).
+        carried: what the output keeps of the input's look (see :class:`Carried`).
     """
 
     id: int
@@ -196,7 +219,7 @@ class Stitched:
     rgb: NDArray[np.uint8]
     runtime_s: float
     tiles: int
-    grey: bool = False
+    carried: Carried = Carried()
 
 
 @dataclass(frozen=True, slots=True)

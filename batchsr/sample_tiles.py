@@ -41,7 +41,7 @@ def iter_tiles(
     max_pixels = OutputConfig().max_pixels
     for i, path in enumerate(images):
         try:
-            rgb, _mode = decode_image(path, max_pixels=max_pixels)
+            rgb, _mode, _icc = decode_image(path, max_pixels=max_pixels)
         except DecodeError as err:
             raise ConfigError(f"image {path} cannot be used: {err}") from err
         plan = plan_image(i, path.name, rgb.shape[0], rgb.shape[1], geometry, t_start_ns=0)

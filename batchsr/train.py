@@ -108,6 +108,27 @@ class NiqePhase:
 
 
 @dataclass(frozen=True, slots=True)
+class LatticeTerm:
+    """A penalty against the pixel-shuffle lattice, added in every phase.
+
+    Each step also runs the network on ``batch`` smooth LR patches
+    (``batchsr.lattice_loss.LatticeProbe``) and adds ``weight`` x the RMS, in grey
+    levels, of the periodic part of its error there (``lattice_rms``).
+
+    Attributes:
+        weight: loss per grey level of lattice RMS.
+        batch: smooth patches per step.
+        lr_patch: their LR side in pixels.
+        noise: the largest LR noise sigma of a patch, grey levels.
+    """
+
+    weight: float
+    batch: int = 8
+    lr_patch: int = 32
+    noise: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
 class TrainConfig:
     """A training run, as read from a TOML config (see configs/train-espcn.toml).
 
@@ -141,6 +162,7 @@ class TrainConfig:
         postprocess: a ``batchsr.filters`` name embedded into the ONNX export as a fixed
             conv (the model's default postprocess), or None.
         niqe: the NIQE fine-tuning phase run after the L1 steps, or None.
+        lattice: the lattice penalty added in both phases, or None.
         source: the config file's text, recorded beside the weights.
     """
 
@@ -167,6 +189,7 @@ class TrainConfig:
     check_shapes: tuple[tuple[int, int, int, int], ...] = ((1, 3, 64, 80),)
     postprocess: str | None = None
     niqe: NiqePhase | None = None
+    lattice: LatticeTerm | None = None
     source: str = field(default="", repr=False)
 
     @property
@@ -176,7 +199,7 @@ class TrainConfig:
 
 
 _SECTIONS: dict[str, set[str]] = {
-    "": {"name", "seed", "threads", "model", "data", "optim", "export", "niqe"},
+    "": {"name", "seed", "threads", "model", "data", "optim", "export", "niqe", "lattice"},
     "data": {
         "train",
         "valid",
@@ -190,6 +213,7 @@ _SECTIONS: dict[str, set[str]] = {
     "optim": {"loss", "steps", "lr", "lr_final", "log_every"},
     "export": {"opset", "example_shape", "check_shapes", "postprocess"},
     "niqe": {"weight", "steps", "lr", "lr_final", "lr_patch", "batch", "consistency", "blend"},
+    "lattice": {"weight", "batch", "lr_patch", "noise"},
 }
 
 
@@ -231,6 +255,15 @@ def load_train_config(path: Path) -> TrainConfig:
                 consistency=float(niqe.get("consistency", 0.0)),
                 blend=float(niqe.get("blend", 1.0)),
             )
+        lat = raw.get("lattice")
+        lattice = None
+        if lat is not None:
+            lattice = LatticeTerm(
+                weight=float(lat["weight"]),
+                batch=int(lat.get("batch", 8)),
+                lr_patch=int(lat.get("lr_patch", 32)),
+                noise=float(lat.get("noise", 1.0)),
+            )
         cfg = TrainConfig(
             name=str(raw["name"]),
             seed=int(raw["seed"]),
@@ -255,6 +288,7 @@ def load_train_config(path: Path) -> TrainConfig:
             check_shapes=tuple(_nchw(s) for s in export.get("check_shapes", ((1, 3, 64, 80),))),
             postprocess=export.get("postprocess"),
             niqe=phase,
+            lattice=lattice,
             source=text,
         )
     except KeyError as err:
@@ -299,6 +333,11 @@ def _validate(cfg: TrainConfig, path: Path) -> None:
         raise ConfigError(f"{path}: niqe.weight must be > 0, niqe.steps and niqe.batch >= 1")
     if phase is not None and (phase.consistency < 0.0 or not 0.0 < phase.blend <= 1.0):
         raise ConfigError(f"{path}: niqe.consistency must be >= 0 and niqe.blend in (0, 1]")
+    lat = cfg.lattice
+    if lat is not None and (lat.weight <= 0.0 or lat.batch < 1 or lat.noise < 0.0):
+        raise ConfigError(f"{path}: lattice.weight must be > 0, batch >= 1 and noise >= 0")
+    if lat is not None and lat.lr_patch < 16:
+        raise ConfigError(f"{path}: lattice.lr_patch must be >= 16 (a rim is cropped)")
 
 
 def skimage_data_dir() -> Path:
@@ -464,6 +503,32 @@ def _unsharp(hr: torch.Tensor, *, amount: float, sigma: float) -> torch.Tensor:
     return (hr + amount * (hr - blur)).clamp(0.0, 1.0)
 
 
+class _LatticePenalty:
+    """``weight`` x the lattice RMS of the network on a fresh batch of smooth patches."""
+
+    def __init__(self, term: LatticeTerm, model: SRModel, seed: int) -> None:
+        from batchsr.lattice_loss import LatticeProbe
+
+        info = model.info
+        self._term, self._scale = term, info.scale
+        self._crop = min(info.margin, term.lr_patch // 4)
+        self._probe = LatticeProbe(
+            scale=info.scale,
+            patch=term.lr_patch,
+            channels=info.in_channels,
+            noise=term.noise,
+            seed=seed,
+        )
+
+    def __call__(self, net: torch.nn.Module) -> tuple[torch.Tensor, float]:
+        """(weighted penalty, the lattice RMS in grey levels)."""
+        from batchsr.lattice_loss import lattice_rms
+
+        lr, hr = self._probe.batch(self._term.batch)
+        rms = lattice_rms(net(self._probe.model_input(lr)), hr, scale=self._scale, crop=self._crop)
+        return self._term.weight * rms, float(rms.detach().item())
+
+
 def validate(model: SRModel, names: tuple[str, ...]) -> tuple[ValidFigure, ...]:
     """PSNR-Y (border = scale) of the model and of PIL BICUBIC on held-out images."""
     scale = model.info.scale
@@ -506,6 +571,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     )
     losses: list[float] = []
     window = 0.0
+    lattice = _LatticePenalty(cfg.lattice, model, cfg.seed + 2) if cfg.lattice else None
+    lattice_acc = 0.0
     bound = log.bind(model=cfg.name, steps=cfg.steps)
     t0 = time.perf_counter()
     for step in range(1, cfg.steps + 1):
@@ -513,6 +580,10 @@ def train(cfg: TrainConfig) -> TrainResult:
         if cfg.target_sharpen > 0.0:
             hr_batch = _unsharp(hr_batch, amount=cfg.target_sharpen, sigma=cfg.target_sigma)
         loss = torch.nn.functional.l1_loss(net(lr_batch), hr_batch)
+        if lattice is not None:
+            penalty, rms = lattice(net)
+            loss = loss + penalty
+            lattice_acc += rms
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -525,14 +596,17 @@ def train(cfg: TrainConfig) -> TrainResult:
                 "train_progress",
                 step=step,
                 loss=round(window / n, 6),
+                lattice_rms=round(lattice_acc / n, 4) if lattice else None,
                 elapsed_s=round(time.perf_counter() - t0, 1),
             )
-            window = 0.0
+            window = lattice_acc = 0.0
     niqe_losses: tuple[tuple[float, float], ...] = ()
     niqe_wall_s = 0.0
     if cfg.niqe is not None:
         t1 = time.perf_counter()
-        niqe_losses = _niqe_phase(net, cfg, cfg.niqe, scale, bound, channels=channels)
+        niqe_losses = _niqe_phase(
+            net, cfg, cfg.niqe, scale, bound, channels=channels, lattice=lattice
+        )
         niqe_wall_s = time.perf_counter() - t1
     wall_s = time.perf_counter() - t0
     net.eval()
@@ -562,6 +636,7 @@ def _niqe_phase(
     bound: structlog.typing.FilteringBoundLogger,
     *,
     channels: int = 3,
+    lattice: _LatticePenalty | None = None,
 ) -> tuple[tuple[float, float], ...]:
     """Fine-tune ``net`` in place on L1 + ``phase.weight`` x NIQE; the window means."""
     from batchsr.niqe_loss import niqe_per_image
@@ -575,7 +650,7 @@ def _niqe_phase(
         optimizer, T_max=phase.steps, eta_min=phase.lr_final
     )
     windows: list[tuple[float, float]] = []
-    acc = np.zeros(2)
+    acc = np.zeros(3)
     t0 = time.perf_counter()
     for step in range(1, phase.steps + 1):
         lr_batch, hr_batch = (_as_model_input(t, channels) for t in sampler.batch(phase.batch))
@@ -588,11 +663,15 @@ def _niqe_phase(
             l1 = l1 + phase.consistency * torch.nn.functional.l1_loss(down, lr_batch)
         score = niqe_per_image(sr).mean()
         loss = l1 + phase.weight * score
+        rms = 0.0
+        if lattice is not None:
+            penalty, rms = lattice(net)
+            loss = loss + penalty
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
-        acc += (l1.detach().item(), score.detach().item())
+        acc += (l1.detach().item(), score.detach().item(), rms)
         if step % cfg.log_every == 0 or step == phase.steps:
             n = step % cfg.log_every or cfg.log_every
             windows.append((float(acc[0] / n), float(acc[1] / n)))
@@ -601,6 +680,7 @@ def _niqe_phase(
                 step=step,
                 l1=round(windows[-1][0], 6),
                 niqe=round(windows[-1][1], 4),
+                lattice_rms=round(float(acc[2] / n), 4) if lattice else None,
                 elapsed_s=round(time.perf_counter() - t0, 1),
             )
             acc[:] = 0.0

@@ -339,3 +339,29 @@ def test_grey_input_stays_grey_unless_rgb_is_asked(tmp_path: Path, espcn_onnx: P
             assert im.mode == mode and im.size == (4 * 48, 4 * 40)
         (row,) = json.loads((out / "report.json").read_text())["A"][0]["images"]
         assert float(row["niqe"]) > 0
+
+
+def test_icc_profile_is_carried_to_outputs_that_can_hold_it(
+    tmp_path: Path, espcn_onnx: Path
+) -> None:
+    """An input's embedded colour profile is written into its PNG and JPEG outputs; an
+    RGB profile is dropped from a grey output (it cannot describe one channel)."""
+    from PIL import Image, ImageCms
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(photo_like(40, 48)).save(folder / "c.png", icc_profile=srgb)
+    Image.fromarray(photo_like(40, 48)[..., 0]).save(folder / "g.png", icc_profile=srgb)
+    Image.fromarray(photo_like(40, 48)).save(folder / "plain.png")
+    for ext in ("png", "jpg"):
+        out = tmp_path / ext
+        done = run_cli("--model", str(espcn_onnx), "--input", str(folder), "--output", str(out),
+                       "-q", "--ext", ext, cwd=tmp_path)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        with Image.open(out / f"c.{ext}") as im:
+            assert im.info.get("icc_profile") == srgb
+        with Image.open(out / f"g.{ext}") as im:
+            assert im.mode == "L" and not im.info.get("icc_profile")
+        with Image.open(out / f"plain.{ext}") as im:
+            assert not im.info.get("icc_profile")

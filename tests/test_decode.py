@@ -19,7 +19,7 @@ def _save(img: Image.Image, path: Path, **kw: object) -> Path:
 
 def test_grey_is_replicated_to_three_channels(tmp_path: Path) -> None:
     grey = np.arange(60, dtype=np.uint8).reshape(6, 10)
-    rgb, mode = decode_image(_save(Image.fromarray(grey), tmp_path / "g.png"), max_pixels=10**6)
+    rgb, mode, _ = decode_image(_save(Image.fromarray(grey), tmp_path / "g.png"), max_pixels=10**6)
     assert mode == "L" and rgb.shape == (6, 10, 3) and rgb.dtype == np.uint8
     assert all(np.array_equal(rgb[:, :, c], grey) for c in range(3))
 
@@ -27,7 +27,7 @@ def test_grey_is_replicated_to_three_channels(tmp_path: Path) -> None:
 def test_alpha_is_dropped_keeping_stored_colour(tmp_path: Path) -> None:
     rgba = np.zeros((4, 5, 4), np.uint8)
     rgba[..., 0], rgba[..., 3] = 200, 0  # fully transparent red
-    rgb, mode = decode_image(_save(Image.fromarray(rgba), tmp_path / "a.png"), max_pixels=10**6)
+    rgb, mode, _ = decode_image(_save(Image.fromarray(rgba), tmp_path / "a.png"), max_pixels=10**6)
     assert mode == "RGBA" and rgb.shape == (4, 5, 3) and (rgb[..., 0] == 200).all()
 
 
@@ -35,7 +35,7 @@ def test_sixteen_bit_grey_is_scaled_by_bit_depth_not_by_value(tmp_path: Path) ->
     # A dark 16-bit image (all values < 256) must stay dark, not be mistaken for 8-bit.
     values = np.array([[0, 257, 65535, 200]], dtype=np.uint16)
     img = Image.fromarray(values)
-    rgb, mode = decode_image(_save(img, tmp_path / "s.png"), max_pixels=10**6)
+    rgb, mode, _ = decode_image(_save(img, tmp_path / "s.png"), max_pixels=10**6)
     assert mode.startswith("I")
     assert rgb[0, :, 0].tolist() == [0, 1, 255, 1]
 
@@ -43,10 +43,10 @@ def test_sixteen_bit_grey_is_scaled_by_bit_depth_not_by_value(tmp_path: Path) ->
 def test_palette_with_transparency_and_cmyk_convert_to_rgb(tmp_path: Path) -> None:
     pal = Image.fromarray(np.arange(16, dtype=np.uint8).reshape(4, 4)).convert("P")
     pal.info["transparency"] = 0
-    rgb, _ = decode_image(_save(pal, tmp_path / "p.png", transparency=0), max_pixels=10**6)
+    rgb, _, _ = decode_image(_save(pal, tmp_path / "p.png", transparency=0), max_pixels=10**6)
     assert rgb.shape == (4, 4, 3)
     cmyk = Image.new("CMYK", (3, 2), (0, 255, 255, 0))  # red in CMYK
-    rgb, mode = decode_image(_save(cmyk, tmp_path / "c.jpg"), max_pixels=10**6)
+    rgb, mode, _ = decode_image(_save(cmyk, tmp_path / "c.jpg"), max_pixels=10**6)
     assert mode == "CMYK" and rgb.shape == (2, 3, 3) and rgb[0, 0, 0] > 200 and rgb[0, 0, 1] < 60
 
 

@@ -43,7 +43,8 @@ def test_geometry_takes_static_dims_from_the_model(
         geometry_for(OnnxEngine(espcn_onnx_static), TilingConfig(tile=0), static)
     dynamic = ResolvedModel("d", espcn_onnx, "onnx", margin=None)
     g = geometry_for(OnnxEngine(espcn_onnx), TilingConfig(tile=0, batch=8), dynamic)
-    assert (g.tile_h, g.batch, g.pad) == (0, 1, 0)
+    # whole images are still extended by a margin (the default 8 when none is known)
+    assert (g.tile_h, g.batch, g.pad) == (0, 1, 8)
 
 
 def test_torchscript_engine_matches_onnx(tmp_path: Path, espcn_onnx: Path) -> None:

@@ -38,18 +38,20 @@ def test_plan_axis_cores_partition_and_keep_context(length: int, tile: int, pad:
     assert plan[0][1] == 0 and plan[-1][2] == length
     for (_, _, end), (_, start, _) in itertools.pairwise(plan):
         assert end == start  # cores are contiguous and disjoint
+    frame = length + 2 * pad  # the image extended by the margin on both sides
     for win, c0, c1 in plan:
         assert c0 < c1
-        win_end = win + min(tile, max(length, tile))
-        assert win >= 0 and (win_end <= length or length <= tile)
-        # context margin on each side, unless the window meets the image edge
-        assert c0 - win >= pad or win == 0
-        assert win_end - c1 >= pad or win_end >= length
+        win_end = win + tile if tile else frame
+        assert win >= 0 and (win_end <= frame or win == 0)
+        # a full context margin on both sides of every core, the outermost included
+        # (the core sits at c0 + pad in the frame)
+        assert c0 + pad - win >= pad
+        assert win_end - (c1 + pad) >= pad
 
 
 def test_plan_axis_uses_fewest_windows_for_a_contest_width() -> None:
     # 510 px with 128-px tiles and a 4-px margin: 5 windows, as 4 cannot cover it
-    # (two edge cores of 124 and two middle cores of 120 reach only 488).
+    # (a core is at most 128 - 2 x 4 = 120 px, so 4 reach only 480).
     assert len(plan_axis(510, 128, 4)) == 5
 
 
@@ -94,16 +96,33 @@ def _nearest2(batch: np.ndarray) -> np.ndarray:
     batch=st.integers(1, 5),
     mode=st.sampled_from(TILE_MODES),
     dynamic=st.booleans(),
+    rim=st.booleans(),
 )
 def test_tiling_then_stitching_is_exact_for_a_pixelwise_model(
-    height: int, width: int, tile: int, pad: int, batch: int, mode: TileMode, dynamic: bool
+    height: int,
+    width: int,
+    tile: int,
+    pad: int,
+    batch: int,
+    mode: TileMode,
+    dynamic: bool,
+    rim: bool,
 ) -> None:
     """With a pixel-wise model (nearest x2), every mode must reproduce it exactly, for
-    static-shape models (small images padded up) and dynamic ones (taken as they are)."""
+    static-shape models (small images padded up) and dynamic ones (taken as they are),
+    with or without a rim of zero weight in the overlapping modes."""
     if tile <= 2 * pad:
         return
     geometry = TileGeometry(
-        tile, tile, pad, batch, static_batch=not dynamic, scale=2, mode=mode, dynamic_hw=dynamic
+        tile,
+        tile,
+        pad,
+        batch,
+        static_batch=not dynamic,
+        scale=2,
+        mode=mode,
+        dynamic_hw=dynamic,
+        rim=pad // 2 if rim else 0,
     )
     rgb = photo_like(height, width, seed=height * 131 + width)
     done, padded = _run_model(rgb, geometry, _nearest2)
@@ -111,9 +130,12 @@ def test_tiling_then_stitching_is_exact_for_a_pixelwise_model(
     np.testing.assert_array_equal(done[0].rgb, rgb.repeat(2, axis=0).repeat(2, axis=1))
 
 
-def _whole(engine: OnnxEngine, rgb: np.ndarray) -> np.ndarray:
-    chw, _ = prepare_image(rgb, TileGeometry(0, 0, 0, 1, False, 4))
-    return engine.run(chw[None])[0]
+def _whole(engine: OnnxEngine, rgb: np.ndarray, border: int = 0) -> np.ndarray:
+    """Whole-image inference of the image extended by ``border`` px, cropped back."""
+    chw, _ = prepare_image(rgb, TileGeometry(0, 0, border, 1, False, 4))
+    out = engine.run(chw[None])[0]
+    c = 4 * border
+    return out[:, c : out.shape[1] - c, c : out.shape[2] - c]
 
 
 def _tiled_float(engine: OnnxEngine, rgb: np.ndarray, geometry: TileGeometry) -> np.ndarray:
@@ -126,7 +148,9 @@ def _tiled_float(engine: OnnxEngine, rgb: np.ndarray, geometry: TileGeometry) ->
     for spec in plan.tiles:
         window = chw[None, :, spec.y : spec.y + spec.h, spec.x : spec.x + spec.w]
         out = engine.run(np.ascontiguousarray(window))[0]
-        oy, ox = (spec.core_y0 - spec.y) * s, (spec.core_x0 - spec.x) * s
+        # the image sits at (pad, pad) in the frame the windows are cut from
+        oy = (spec.core_y0 + geometry.pad - spec.y) * s
+        ox = (spec.core_x0 + geometry.pad - spec.x) * s
         h, w = (spec.core_y1 - spec.core_y0) * s, (spec.core_x1 - spec.core_x0) * s
         canvas[:, spec.core_y0 * s : spec.core_y1 * s, spec.core_x0 * s : spec.core_x1 * s] = out[
             :, oy : oy + h, ox : ox + w
@@ -137,7 +161,7 @@ def _tiled_float(engine: OnnxEngine, rgb: np.ndarray, geometry: TileGeometry) ->
 def test_crop_tiling_with_receptive_field_margin_equals_whole_image(espcn_onnx: Path) -> None:
     engine = OnnxEngine(espcn_onnx)
     rgb = photo_like(150, 173, seed=3)
-    whole = _whole(engine, rgb)
+    whole = _whole(engine, rgb, border=4)
     # ESPCN's receptive field: 5x5, 3x3, 3x3 convolutions -> 4 px of context.
     geometry = TileGeometry(tile_h=48, tile_w=48, pad=4, batch=1, static_batch=False, scale=4)
     tiled = _tiled_float(engine, rgb, geometry)
@@ -225,7 +249,7 @@ def test_crop_tiling_equals_whole_image_for_fsrcnn(tmp_path: Path) -> None:
     path = export_onnx(model.module, tmp_path / "fsrcnn.onnx", shape=(1, 3, 32, 32), dynamic=True)
     engine = OnnxEngine(path)
     rgb = photo_like(90, 110, seed=4)
-    whole = _whole(engine, rgb)
+    whole = _whole(engine, rgb, border=model.info.margin)
     geometry = TileGeometry(40, 40, model.info.margin, 1, False, 4)
     assert np.abs(_tiled_float(engine, rgb, geometry) - whole).max() <= 1e-5
 

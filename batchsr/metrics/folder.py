@@ -46,7 +46,7 @@ def decode_rgb8(path: Path) -> NDArray[np.uint8]:
     Raises:
         DecodeError: the file cannot be read as an image.
     """
-    rgb, _mode = decode_image(path, max_pixels=OutputConfig().max_pixels)
+    rgb, _mode, _icc = decode_image(path, max_pixels=OutputConfig().max_pixels)
     return rgb
 
 

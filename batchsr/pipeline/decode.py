@@ -96,11 +96,13 @@ def unread_subfolders(folder: Path) -> list[Path]:
     )
 
 
-def decode_image(path: Path, *, max_pixels: int) -> tuple[NDArray[np.uint8], str]:
+def decode_image(path: Path, *, max_pixels: int) -> tuple[NDArray[np.uint8], str, bytes | None]:
     """Read one image file as RGB.
 
     Returns:
-        (HxWx3 uint8 RGB array, the file's PIL mode).
+        (HxWx3 uint8 RGB array, the file's PIL mode, its embedded ICC profile or None).
+        The pixels are the file's values, not converted to sRGB: the profile goes with
+        them to the output, so colour management stays the viewer's, as for the input.
 
     Raises:
         DecodeError: unreadable, not an image, truncated, or too large.
@@ -124,7 +126,8 @@ def decode_image(path: Path, *, max_pixels: int) -> tuple[NDArray[np.uint8], str
                 upright: Image.Image = img
                 if img.getexif().get(_EXIF_ORIENTATION, 1) != 1:
                     upright = ImageOps.exif_transpose(img)
-                return _to_rgb(upright), mode
+                icc = img.info.get("icc_profile") or None
+                return _to_rgb(upright), mode, icc
     except DecodeError:
         raise
     except IsADirectoryError as err:
@@ -166,10 +169,10 @@ async def run_decode(
         while (job := await meter.receive(receive)) is not None:
             out: Decoded | Failed
             try:
-                rgb, mode = await anyio.to_thread.run_sync(
+                rgb, mode, icc = await anyio.to_thread.run_sync(
                     functools.partial(decode_image, job.path, max_pixels=max_pixels)
                 )
-                out = Decoded(id=job.id, name=job.name, rgb=freeze(rgb), mode=mode)
+                out = Decoded(id=job.id, name=job.name, rgb=freeze(rgb), mode=mode, icc_profile=icc)
             except Exception as err:
                 out = failed_from(
                     err, image_id=job.id, name=job.name, stage="decode", log=meter.log

@@ -116,7 +116,18 @@ def geometry_for(engine: Engine, tiling: TilingConfig, model: ResolvedModel) -> 
         )
     tile_h = h if h is not None else tiling.tile
     tile_w = w if w is not None else tiling.tile
-    pad = tiling.tile_pad if tiling.tile_pad is not None else (model.margin or DEFAULT_TILE_PAD)
+    margin = model.margin or DEFAULT_TILE_PAD
+    context = tiling.tile_pad if tiling.tile_pad is not None else margin
+    overlapping = tiling.mode in ("average", "blend") and bool(tile_h)
+    pad, rim = context, 0
+    if overlapping:
+        # Averaging and blending give no weight to each window's rim of ``context``
+        # pixels (computed without full context), so the windows overlap twice as far
+        # beyond it to have something to average or blend; a small static tile without
+        # room for that blends within the margin instead.
+        pad, rim = (
+            (2 * context, context) if min(tile_h, tile_w) > 4 * context else (context, context // 2)
+        )
     if tile_h and min(tile_h, tile_w) <= 2 * pad:
         raise ConfigError(
             f"tile {tile_h}x{tile_w} leaves no core inside a margin of {pad} px; "
@@ -148,12 +159,14 @@ def geometry_for(engine: Engine, tiling: TilingConfig, model: ResolvedModel) -> 
         tile_h=tile_h,
         tile_w=tile_w,
         alt_tiles=alt_tiles,
-        pad=pad if tile_h else 0,
+        pad=pad,
+        rim=rim,
         batch=batch,
         static_batch=n is not None,
         dynamic_hw=h is None and w is None,
         scale=engine.scale,
         mode=tiling.mode,
+        border=tiling.border,
         y_only=y_only,
         tail_batches=tuple(t for t in tails if t < batch) if n is not None else (),
     )

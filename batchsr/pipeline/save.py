@@ -53,21 +53,48 @@ def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def save_png(rgb: NDArray[np.uint8], path: Path, *, compress_level: int) -> int:
-    """Write ``rgb`` (HxWx3, or HxW grey, uint8) to ``path`` as PNG, atomically; return
-    the byte size."""
-    _atomic_write(path, lambda tmp: tmp.write_bytes(encode_png(rgb, level=compress_level)))
+def save_png(
+    rgb: NDArray[np.uint8], path: Path, *, compress_level: int, icc_profile: bytes | None = None
+) -> int:
+    """Write ``rgb`` (HxWx3, or HxW grey, uint8) to ``path`` as PNG, atomically, with
+    ``icc_profile`` embedded if given; return the byte size."""
+    data = encode_png(rgb, level=compress_level, icc_profile=icc_profile)
+    _atomic_write(path, lambda tmp: tmp.write_bytes(data))
     return path.stat().st_size
+
+
+def profile_for(icc_profile: bytes | None, *, grey: bool) -> bytes | None:
+    """The input's ICC profile if it fits the output's colour space, else None.
+
+    A profile's header names its colour space (bytes 16-19): an RGB profile cannot
+    describe a grey output (an input written grey) nor a grey one an RGB output
+    (``--rgb``); such a profile is dropped rather than written wrong.
+    """
+    if not icc_profile or len(icc_profile) < 128:
+        return None
+    space = icc_profile[16:20]
+    return icc_profile if space == (b"GRAY" if grey else b"RGB ") else None
 
 
 _PIL_FORMATS = {"jpg": "JPEG", "webp": "WEBP"}
 
 
-def save_lossy(rgb: NDArray[np.uint8], path: Path, *, ext: str, quality: int) -> NDArray[np.uint8]:
-    """Write ``rgb`` as JPEG or WebP, atomically; return the pixels the file decodes to
-    (what a viewer, or the contest's scorer, reads back; NIQE is scored on those)."""
+def save_lossy(
+    rgb: NDArray[np.uint8],
+    path: Path,
+    *,
+    ext: str,
+    quality: int,
+    icc_profile: bytes | None = None,
+) -> NDArray[np.uint8]:
+    """Write ``rgb`` as JPEG or WebP, atomically (``icc_profile`` embedded if given);
+    return the pixels the file decodes to (what a viewer, or the contest's scorer,
+    reads back; NIQE is scored on those)."""
     fmt = _PIL_FORMATS[ext]
-    _atomic_write(path, lambda tmp: Image.fromarray(rgb).save(tmp, format=fmt, quality=quality))
+    extra = {"icc_profile": icc_profile} if icc_profile else {}
+    _atomic_write(
+        path, lambda tmp: Image.fromarray(rgb).save(tmp, format=fmt, quality=quality, **extra)
+    )
     with Image.open(path) as im:
         return freeze(np.asarray(im.convert("RGB")))
 
@@ -80,17 +107,19 @@ def _postprocess_and_save(
     ext: str = "png",
     quality: int = 95,
     grey: bool = False,
+    icc_profile: bytes | None = None,
 ) -> tuple[NDArray[np.uint8], int]:
     """Filter, write, and return ``(the written pixels as RGB, bytes)``: a grey output
     is scored as the contest's reader sees it, three equal channels."""
     if filter_name is not None:
         rgb = freeze(apply_filter(rgb, filter_name))
     image = luma_u8(rgb) if grey else rgb
+    icc = profile_for(icc_profile, grey=grey)
     if ext == "png":
-        size = save_png(image, path, compress_level=compress_level)
+        size = save_png(image, path, compress_level=compress_level, icc_profile=icc)
         written = freeze(np.repeat(image[:, :, None], 3, axis=2)) if grey else rgb
         return written, size
-    written = save_lossy(image, path, ext=ext, quality=quality)
+    written = save_lossy(image, path, ext=ext, quality=quality, icc_profile=icc)
     return written, path.stat().st_size
 
 
@@ -128,7 +157,8 @@ async def run_save(
                     filter_name,
                     ext,
                     quality,
-                    keep_grey and item.grey,
+                    keep_grey and item.carried.grey,
+                    item.carried.icc_profile,
                 )
                 out = Saved(
                     id=item.id, name=item.name, rgb=rgb, path=path, runtime_s=item.runtime_s

@@ -2,12 +2,12 @@
 
 ``crop`` and ``plain`` tiles contribute only their cores, converted to uint8 as they
 are pasted, so no float canvas of the whole image is held. ``average`` and ``blend``
-tiles contribute their whole window, weighted (1, or a linear ramp over the overlap),
-into a float canvas normalised when the image completes. In Y-only mode each SR Y
-core is merged with the bicubic upscale of the chroma under it as it arrives
-(``crop``, ``plain``), or the whole Y canvas when the image completes (overlapping
-modes). An image's contest runtime ends when
-it is complete.
+tiles contribute their whole window (less a rim without context), weighted (1, or a
+linear ramp over the overlap), into a float canvas normalised when the image
+completes. In Y-only mode each SR Y core is merged with the bicubic upscale of the
+chroma under it as it arrives (``crop``, ``plain``), or the whole Y canvas when the
+image completes (overlapping modes). An image's contest runtime ends when it is
+complete.
 """
 
 from __future__ import annotations
@@ -77,14 +77,15 @@ def paste_tile(
         canvas[cy, cx] = to_uint8(sr_tile[:, ty, tx].astype(np.float32, copy=False))
 
 
-def _ramp(n: int, ramp: int, *, start: bool, end: bool) -> NDArray[np.float32]:
+def _ramp(n: int, rim: int, ramp: int) -> NDArray[np.float32]:
+    """Weights along one window side of ``n`` SR pixels: 0 over the ``rim`` at both
+    ends, then rising linearly over ``ramp`` pixels to 1 (1 after the rim when
+    ``ramp`` is 0)."""
     pos = np.arange(n, dtype=np.float32) + np.float32(0.5)
-    w = np.ones(n, np.float32)
-    if ramp > 0 and start:
-        w = np.minimum(w, pos / ramp)
-    if ramp > 0 and end:
-        w = np.minimum(w, (n - pos) / ramp)
-    return w
+    dist = np.minimum(pos, n - pos) - np.float32(rim)
+    if ramp <= 0:
+        return (dist > 0).astype(np.float32)
+    return np.clip(dist / np.float32(ramp), 0.0, 1.0)
 
 
 def blend_weights(
@@ -94,8 +95,11 @@ def blend_weights(
 
     Returns:
         (canvas rows, canvas cols, tile rows, tile cols, weights HxW or None for 1).
-        ``blend`` ramps linearly over twice the margin on every window side that lies
-        inside the image, so neighbouring tiles fade into each other.
+        A window's rim (``plan.rim`` input pixels along every side) gets weight 0: its
+        pixels were computed without their whole receptive field. ``blend`` then ramps
+        linearly over the rest of the overlap with the neighbours (twice the context
+        margin, less both rims), so tiles fade into each other; ``average`` weighs the
+        rest 1. A single window (the whole image) needs no weights.
     """
     s = plan.scale
     y0 = max(spec.y - plan.offset_y, 0)
@@ -105,10 +109,11 @@ def blend_weights(
     ty, tx = (y0 + plan.offset_y - spec.y) * s, (x0 + plan.offset_x - spec.x) * s
     h, w = (y1 - y0) * s, (x1 - x0) * s
     weights = None
-    if plan.mode == "blend":
-        ramp = 2 * plan.pad * s
-        wy = _ramp(h, ramp, start=y0 > 0, end=y1 < plan.height)
-        wx = _ramp(w, ramp, start=x0 > 0, end=x1 < plan.width)
+    if len(plan.tiles) > 1:
+        rim = plan.rim * s
+        ramp = 2 * (plan.pad - plan.rim) * s if plan.mode == "blend" else 0
+        wy = _ramp(spec.h * s, rim, ramp)[ty : ty + h]
+        wx = _ramp(spec.w * s, rim, ramp)[tx : tx + w]
         weights = wy[:, None] * wx[None, :]
     return (
         slice(y0 * s, y1 * s),
@@ -209,7 +214,7 @@ class Assembler:
                         rgb=freeze(rgb),
                         runtime_s=runtime_s,
                         tiles=len(plan.tiles),
-                        grey=plan.grey,
+                        carried=plan.carried,
                     )
                 )
         return done

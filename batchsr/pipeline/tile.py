@@ -6,13 +6,23 @@ Four tiling modes (``--tile-mode``), each a pure plan over the image:
   ``pad`` pixels of context around its core and stitching keeps only the core. When
   ``pad`` covers the model's receptive field, the stitched image equals whole-image
   inference.
-- ``plain``: the seed's tiling. Non-overlapping tiles over the image zero-padded to a
+- ``plain``: the seed's tiling. Non-overlapping tiles over the image padded to a
   whole number of tiles, the padding split evenly on both sides. Cheapest, but tile
   borders show as seams because no tile sees its neighbours.
-- ``average``: the ``crop`` windows, with every output pixel the mean of all tiles
-  that cover it.
-- ``blend``: the ``crop`` windows, with overlaps weighted by linear ramps (the
-  official demo blended overlaps), so tiles fade into each other.
+
+- ``average``: overlapping windows, with every output pixel the mean of the tiles
+  that cover it with context: each window's rim of ``--tile-pad`` pixels (default the
+  model's margin) was computed without its full receptive field, so it gets no
+  weight, and windows overlap by twice as much again so that there is something to
+  average.
+- ``blend``: the same windows, with weights rising linearly from the rim over the
+  rest of the overlap (the official demo blended overlaps), so tiles fade into each
+  other. With a model whose receptive field fits in the margin, both equal
+  whole-image inference; with a wider one, blending hides what differs.
+
+Every mode extends the image past its edges (``border``, see ``batchsr.border``) so
+border pixels are computed with context too: by the context margin (the image frame
+that ``crop`` tiles and whole-image inference read), or to whole tiles (``plain``).
 
 Windows are always the engine's tile size (static-shape models need exact shapes); an
 image smaller than a tile is padded up to it. In Y-only mode the model sees MATLAB's
@@ -42,9 +52,10 @@ import numpy as np
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from numpy.typing import NDArray
 
+from batchsr.border import DEFAULT_BORDER, BorderMode, extend
 from batchsr.color import GREY_MODES, chroma_planes, rgb_to_ycbcr
 from batchsr.pipeline.stage import Meter, failed_from
-from batchsr.records import Decoded, Failed, ImagePlan, Slot, TileBatch, TileSpec, freeze
+from batchsr.records import Carried, Decoded, Failed, ImagePlan, Slot, TileBatch, TileSpec, freeze
 
 __all__ = [
     "TILE_MODES",
@@ -69,7 +80,9 @@ class TileGeometry:
     Attributes:
         tile_h, tile_w: window size in input pixels; 0 means the whole image.
         pad: context margin on each side of a core (input pixels); in ``average`` and
-            ``blend`` modes neighbouring windows overlap by twice this.
+            ``blend`` modes neighbouring windows overlap by twice this. The image is
+            extended by as much on every side (``border``), so its edge pixels get the
+            same context.
         batch: tiles per engine call.
         static_batch: the batch size is fixed by the model: partial batches are padded
             with zeros, and only at the end of the run.
@@ -85,6 +98,10 @@ class TileGeometry:
             tile (a combined bmodel, e.g. batch 4 and batch 1). The run's last, partial
             batch goes out in the smallest of these (or ``batch``) that fits it, so the
             device computes less padding. Full batches always use ``batch``.
+        border: how the image is extended past its edges (``batchsr.border``);
+            ``plain`` fills its padding to whole tiles the same way.
+        rim: input pixels along each window's edge that ``average`` and ``blend``
+            give no weight (at most ``pad // 2``, so every pixel keeps some weight).
     """
 
     tile_h: int
@@ -98,6 +115,8 @@ class TileGeometry:
     tail_batches: tuple[int, ...] = ()
     dynamic_hw: bool = False
     alt_tiles: tuple[tuple[int, int], ...] = ()
+    border: BorderMode = DEFAULT_BORDER
+    rim: int = 0
 
     @property
     def channels(self) -> int:
@@ -112,25 +131,24 @@ class TileGeometry:
 def plan_axis(length: int, tile: int, pad: int) -> list[tuple[int, int, int]]:
     """Cut one axis into windows of ``tile`` whose cores partition ``[0, length)``.
 
-    Each core keeps ``pad`` pixels of context inside its window on both sides, except
-    where the window meets the image edge (there the model sees the same zero padding
-    as in whole-image inference). Uses the fewest windows that allow this.
+    The axis is read in its bordered frame: the image extended by ``pad`` pixels on
+    both sides (:func:`prepare_image` fills them from the image, see ``BorderMode``),
+    so every core, the outermost included, has ``pad`` pixels of context on both sides.
+    Uses the fewest windows that allow this.
 
     Returns:
-        ``(window_start, core_start, core_end)`` per window, in order.
+        ``(window_start, core_start, core_end)`` per window, in order: window starts in
+        the frame (the image starts at ``pad`` there), cores in image coordinates.
     """
-    if tile == 0 or length <= tile:
+    frame = length + 2 * pad
+    if tile == 0 or frame <= tile:
         return [(0, 0, length)]
     step = tile - 2 * pad
-    edge = tile - pad  # an edge window's core can reach its far context margin
-    n = 2 + max(0, -(-(length - 2 * edge) // step))
-    if n == 2:
-        bounds = [0, length // 2, length]
-    else:
-        inner = length - 2 * edge
-        cuts = [edge + (inner * i) // (n - 2) for i in range(n - 1)]
-        bounds = [0, *cuts, length]
-    return [(min(max(c0 - pad, 0), length - tile), c0, c1) for c0, c1 in itertools.pairwise(bounds)]
+    n = -(-length // step)
+    bounds = [(length * i) // n for i in range(n + 1)]
+    # A core starting at c sits at c + pad in the frame: its window starts at c, except
+    # the last, which may not reach past the frame and so takes more context before.
+    return [(min(c0, frame - tile), c0, c1) for c0, c1 in itertools.pairwise(bounds)]
 
 
 def plan_axis_plain(length: int, tile: int) -> tuple[int, list[tuple[int, int, int]]]:
@@ -179,15 +197,18 @@ def plan_image(
     if geometry.mode == "plain":
         off_y, rows = plan_axis_plain(height, geometry.tile_h)
         off_x, cols = plan_axis_plain(width, geometry.tile_w)
+        win_h, win_w = geometry.tile_h or height, geometry.tile_w or width
     else:
-        off_y, rows = 0, plan_axis(height, geometry.tile_h, geometry.pad)
-        off_x, cols = 0, plan_axis(width, geometry.tile_w, geometry.pad)
-    # Windows are exactly the tile size; prepare_image pads a smaller image up to it.
-    win_h = geometry.tile_h or height
-    win_w = geometry.tile_w or width
-    if geometry.dynamic_hw and geometry.mode != "plain":
-        # A model with free height and width takes a smaller image as it is.
-        win_h, win_w = min(win_h, height), min(win_w, width)
+        off_y = off_x = geometry.pad
+        rows = plan_axis(height, geometry.tile_h, geometry.pad)
+        cols = plan_axis(width, geometry.tile_w, geometry.pad)
+        frame_h, frame_w = height + 2 * geometry.pad, width + 2 * geometry.pad
+        # Windows are exactly the tile size (prepare_image extends a smaller frame up to
+        # it), except that a model with free height and width takes a smaller frame as
+        # it is.
+        win_h, win_w = geometry.tile_h or frame_h, geometry.tile_w or frame_w
+        if geometry.dynamic_hw:
+            win_h, win_w = min(win_h, frame_h), min(win_w, frame_w)
     tiles = tuple(
         TileSpec(
             index=r * len(cols) + c,
@@ -215,6 +236,7 @@ def plan_image(
         offset_x=off_x,
         mode=geometry.mode,
         pad=geometry.pad,
+        rim=geometry.rim,
     )
 
 
@@ -225,9 +247,10 @@ def prepare_image(
 
     Returns:
         ``(chw, chroma)``: CxH'xW' float32 in [0, 1] (RGB, or Y in Y-only mode),
-        padded to whole tiles (``plain``: zeros, centred) or up to one tile where the
-        image is smaller (other modes: reflected at the bottom and right); and in
-        Y-only mode the input's Cb/Cr planes, 2xHxW, else None.
+        extended past the image's edges as ``geometry.border`` says: to whole tiles,
+        centred (``plain``), or by ``pad`` on every side and then, where that frame is
+        smaller than a tile, up to one tile at the bottom and right (other modes); and
+        in Y-only mode the input's Cb/Cr planes, 2xHxW, else None.
     """
     geometry = tile_for(rgb.shape[0], rgb.shape[1], geometry)
     chroma = None
@@ -246,17 +269,16 @@ def prepare_image(
         )
         full_h = len(rows) * geometry.tile_h if geometry.tile_h else height
         full_w = len(cols) * geometry.tile_w if geometry.tile_w else width
-        pads = ((0, 0), (oy, full_h - height - oy), (ox, full_w - width - ox))
-        if any(p for pair in pads for p in pair):
-            chw = np.pad(chw, pads, mode="constant")
-        return chw, chroma
-    if geometry.dynamic_hw:
-        return chw, chroma
-    pad_h = max(0, geometry.tile_h - height) if geometry.tile_h else 0
-    pad_w = max(0, geometry.tile_w - width) if geometry.tile_w else 0
-    if pad_h or pad_w:
-        chw = np.pad(chw, ((0, 0), (0, pad_h), (0, pad_w)), mode="reflect")
-    return chw, chroma
+        pads = ((oy, full_h - height - oy), (ox, full_w - width - ox))
+    else:
+        b = geometry.pad
+        frame_h, frame_w = height + 2 * b, width + 2 * b
+        extra_h = extra_w = 0
+        if not geometry.dynamic_hw:
+            extra_h = max(0, geometry.tile_h - frame_h) if geometry.tile_h else 0
+            extra_w = max(0, geometry.tile_w - frame_w) if geometry.tile_w else 0
+        pads = ((b, b + extra_h), (b, b + extra_w))
+    return extend(chw, pads, geometry.border), chroma
 
 
 class _Batcher:
@@ -338,8 +360,9 @@ async def run_tile(
                 )
                 if chroma is not None:
                     plan = dataclasses.replace(plan, chroma=freeze(chroma))
-                if item.mode in GREY_MODES:
-                    plan = dataclasses.replace(plan, grey=True)
+                carried = Carried(grey=item.mode in GREY_MODES, icc_profile=item.icc_profile)
+                if carried != plan.carried:
+                    plan = dataclasses.replace(plan, carried=carried)
             except Exception as err:
                 await meter.send(
                     send,
