@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from batchsr.border import BORDER_MODES, DEFAULT_BORDER, BorderMode
 from batchsr.errors import ConfigError
+from batchsr.paths import data_folder
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -35,7 +36,7 @@ __all__ = [
     "load_config",
 ]
 
-DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[1] / "configs" / "default.toml"
+DEFAULT_CONFIG_PATH = data_folder("configs") / "default.toml"
 
 Backend = Literal["onnx", "torch", "sail", "cmodel"]
 OUTPUT_EXTS: tuple[str, ...] = ("png", "jpg", "webp")

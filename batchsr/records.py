@@ -131,6 +131,7 @@ class ImagePlan:
         rim: input pixels along each window's edge that ``average`` and ``blend``
             give no weight: computed without their full receptive field.
         carried: what the output keeps of the input's look (grey, colour profile).
+        tile_s: seconds the tile stage spent preparing this image's input planes.
         chroma: in Y-only mode, the input's Cb/Cr planes, 2xHxW float32 in [0, 1],
             read-only; the stitcher upscales the part under each SR tile's core as it
             merges it (so an image in flight holds no upscaled chroma); None otherwise.
@@ -150,6 +151,7 @@ class ImagePlan:
     rim: int = 0
     chroma: NDArray[np.float32] | None = None
     carried: Carried = Carried()
+    tile_s: float = 0.0
 
     def __structlog__(self) -> str:
         return f"ImagePlan(id={self.id}, name={self.name!r}, tiles={len(self.tiles)})"
@@ -196,12 +198,16 @@ class SRBatch:
             (the infer workers convert in their threads, in parallel, so the one
             stitch task only copies pixels), or float32 NCHW in [0, 1].
         worker: the engine worker that produced it.
+        engine_s: seconds of the engine call that computed the batch (shared by its
+            tiles in each image's service time). The uint8 conversion after it runs
+            while the engine computes the next batch, so it is not counted.
     """
 
     batch_id: int
     data: NDArray[np.uint8] | NDArray[np.float32]
     slots: tuple[Slot, ...]
     worker: str
+    engine_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +216,11 @@ class Stitched:
 
     Attributes:
         rgb: (H*scale)x(W*scale)x3 uint8 RGB, read-only.
-        runtime_s: contest runtime: from the start of tiling to this image.
+        runtime_s: contest runtime: from the start of tiling to this image. In a
+            pipeline it includes waiting behind other images' tiles.
+        service_s: the work done for this image alone between those points: its tile
+            preparation, its share of each engine call its tiles were in, and its
+            stitching; no waiting.
         carried: what the output keeps of the input's look (see :class:`Carried`).
     """
 
@@ -220,6 +230,7 @@ class Stitched:
     runtime_s: float
     tiles: int
     carried: Carried = Carried()
+    service_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,11 +242,13 @@ class Saved:
     rgb: NDArray[np.uint8]
     path: Path
     runtime_s: float
+    service_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Scored:
-    """A finished image: its output, runtime and NIQE (or why NIQE is undefined)."""
+    """A finished image: its output, runtime and NIQE (or why NIQE is undefined), and
+    its service time (see :class:`Stitched`; None when a resumed run did not record it)."""
 
     id: int
     name: str
@@ -243,6 +256,7 @@ class Scored:
     runtime_s: float
     niqe: float | None
     niqe_error: str | None = None
+    service_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,10 +21,11 @@ from batchsr.manifest import (
     file_sha256,
     load_manifest,
 )
+from batchsr.paths import data_folder
 
 __all__ = ["MODELS_DIR", "ResolvedModel", "available_models", "resolve_model"]
 
-MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+MODELS_DIR = data_folder("models")
 
 _BACKEND_FORMATS: dict[str, tuple[ArtifactFormat, ...]] = {
     "onnx": ("onnx",),

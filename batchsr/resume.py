@@ -163,11 +163,16 @@ def plan_resume(
                     runtime_s=float(entry.get("runtime_s", 0.0)),  # type: ignore[arg-type]
                     niqe=None if niqe is None else float(niqe),  # type: ignore[arg-type]
                     niqe_error=None if error is None else str(error),
+                    service_s=_float_or_none(entry.get("service_s")),
                 )
             )
         else:
             todo.append(job)
     return ResumePlan(todo=tuple(todo), done=tuple(done))
+
+
+def _float_or_none(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
 
 
 class RunState:
@@ -201,6 +206,7 @@ class RunState:
             "input_sha256": job.sha256,
             "pixel_hash": self._pixel_hash,
             "runtime_s": row.runtime_s,
+            "service_s": row.service_s,
             "niqe": row.niqe,
             "niqe_error": row.niqe_error,
         }

@@ -435,6 +435,9 @@ class TrainResult:
         wall_s: training wall time in seconds, both phases (validation excluded).
         niqe_losses: for the NIQE phase, mean (L1, NIQE) of each ``log_every`` window.
         niqe_wall_s: wall time of the NIQE phase (part of ``wall_s``).
+        endpoints: the NIQE phase's two ends, (L1 weights, tuned weights), which the
+            final weights blend (``niqe.blend``); empty without a NIQE phase. Kept so
+            that other blends can be measured without training again.
     """
 
     model: SRModel
@@ -443,6 +446,7 @@ class TrainResult:
     wall_s: float
     niqe_losses: tuple[tuple[float, float], ...] = ()
     niqe_wall_s: float = 0.0
+    endpoints: tuple[dict[str, torch.Tensor], ...] = ()
 
 
 class _PatchSampler:
@@ -602,11 +606,18 @@ def train(cfg: TrainConfig) -> TrainResult:
             window = lattice_acc = 0.0
     niqe_losses: tuple[tuple[float, float], ...] = ()
     niqe_wall_s = 0.0
+    endpoints: tuple[dict[str, torch.Tensor], ...] = ()
     if cfg.niqe is not None:
         t1 = time.perf_counter()
+        start = {k: v.detach().clone() for k, v in net.state_dict().items()}
         niqe_losses = _niqe_phase(
             net, cfg, cfg.niqe, scale, bound, channels=channels, lattice=lattice
         )
+        tuned = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        blend = cfg.niqe.blend
+        if blend < 1.0:
+            net.load_state_dict({k: start[k] + blend * (tuned[k] - start[k]) for k in start})
+        endpoints = (start, tuned)
         niqe_wall_s = time.perf_counter() - t1
     wall_s = time.perf_counter() - t0
     net.eval()
@@ -625,6 +636,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         wall_s=wall_s,
         niqe_losses=niqe_losses,
         niqe_wall_s=niqe_wall_s,
+        endpoints=endpoints,
     )
 
 
@@ -644,7 +656,6 @@ def _niqe_phase(
     # Patches big enough to hold several NIQE blocks each, drawn from a stream of their
     # own so that the L1 phase's patches do not depend on whether this phase runs.
     sampler = _PatchSampler(cfg, scale, patch=phase.lr_patch, seed=cfg.seed + 1)
-    start = {k: v.detach().clone() for k, v in net.state_dict().items()}
     optimizer = torch.optim.Adam(net.parameters(), lr=phase.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, T_max=phase.steps, eta_min=phase.lr_final
@@ -684,9 +695,6 @@ def _niqe_phase(
                 elapsed_s=round(time.perf_counter() - t0, 1),
             )
             acc[:] = 0.0
-    if phase.blend < 1.0:
-        tuned = net.state_dict()
-        net.load_state_dict({k: start[k] + phase.blend * (tuned[k] - start[k]) for k in start})
     return tuple(windows)
 
 
@@ -849,6 +857,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="model folder (default: models/<name>)")
     parser.add_argument("--steps", type=int, help="override optim.steps (for quick trials)")
     parser.add_argument("--no-export", action="store_true", help="train and validate only")
+    parser.add_argument(
+        "--save-endpoints",
+        type=Path,
+        metavar="DIR",
+        help="also write the NIQE phase's L1 and tuned weights (l1.safetensors, "
+        "tuned.safetensors) to DIR, to measure other blends without training again",
+    )
     args = parser.parse_args(argv)
     cfg = load_train_config(args.config)
     if args.steps is not None:
@@ -861,6 +876,14 @@ def main(argv: list[str] | None = None) -> int:
             f.image: [round(f.psnr_y_model, 3), round(f.psnr_y_bicubic, 3)] for f in result.valid
         },
     }
+    if args.save_endpoints is not None and result.endpoints:
+        from safetensors.torch import save_file
+
+        args.save_endpoints.mkdir(parents=True, exist_ok=True)
+        for label, state in zip(("l1", "tuned"), result.endpoints, strict=True):
+            weights = {k: v.contiguous() for k, v in state.items()}
+            meta = {"architecture": result.model.info.architecture, "config_sha256": cfg.sha256}
+            save_file(weights, str(args.save_endpoints / f"{label}.safetensors"), metadata=meta)
     if not args.no_export:
         out = args.out or Path("models", cfg.name)
         summary["manifest"] = str(build_model_folder(result, cfg, out))

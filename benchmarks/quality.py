@@ -12,10 +12,21 @@
   ``unzip -j scikit_learn-*.whl 'sklearn/datasets/images/*.jpg' -d .cache/holdout``
   (and ``'matplotlib/mpl-data/sample_data/grace_hopper.jpg'`` from matplotlib's wheel).
 
+* border: the mean border-band energy ratio of the contest outputs
+  (``batchsr.metrics.artifacts.border_energy_ratio``: high-frequency energy of the
+  outer 8 output pixels over the next 8; a frame reads well above 1).
+* lattice: the period-4 grain (``lattice_ratio``: power at 1/4 and 1/2 cycles per
+  pixel over the median of the neighbouring frequencies, on the model's output before
+  8-bit rounding): the worst of three smooth noisy gradients, and the median over the
+  flat regions of the bundled example photos and the contest inputs. No lattice
+  reads below 2.
+
 The model runs whole-image through onnxruntime from the folder's ONNX artifact, the
-file ``--model NAME`` deploys (a margin-wide tile context gives the same pixels).
-``default`` applies the postprocess the pipeline applies by default: the filter
-embedded in the artifact (``manifest.postprocess``) and no CPU filter.
+file ``--model NAME`` deploys, on the image extended by the model's margin as the
+pipeline does (``--border``, default replicate; ``zero`` is the network's own
+padding); a margin-wide tile context gives the same pixels. ``default`` applies the
+postprocess the pipeline applies by default: the filter embedded in the artifact
+(``manifest.postprocess``) and no CPU filter.
 """
 
 from __future__ import annotations
@@ -35,9 +46,11 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from batchsr.color import upscale_image  # noqa: E402
+from batchsr.border import BORDER_MODES, DEFAULT_BORDER, BorderMode, extend  # noqa: E402
+from batchsr.color import rgb_to_ycbcr, upscale_image  # noqa: E402
 from batchsr.filters import FILTER_NAMES, apply_filter  # noqa: E402
 from batchsr.manifest import load_manifest  # noqa: E402
+from batchsr.metrics.artifacts import border_energy_ratio, flat_boxes, lattice_ratio  # noqa: E402
 from batchsr.train import psnr_y  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
@@ -74,13 +87,21 @@ def bicubic_up(lr: NDArray[np.uint8]) -> NDArray[np.uint8]:
     return np.asarray(Image.fromarray(lr).resize((w * SCALE, h * SCALE), Image.Resampling.BICUBIC))
 
 
+def bicubic_luma(lr: NDArray[np.uint8]) -> NDArray[np.float64]:
+    """PIL BICUBIC x4 of the input's MATLAB Y, in float grey levels (no rounding)."""
+    y = (rgb_to_ycbcr(lr)[:, :, 0] * 255.0).astype(np.float32)
+    size = (y.shape[1] * SCALE, y.shape[0] * SCALE)
+    return np.asarray(Image.fromarray(y).resize(size, Image.BICUBIC)).astype(np.float64)
+
+
 class OnnxUpscaler:
     """Runs a model folder's ONNX artifact on a whole image."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, border: BorderMode = DEFAULT_BORDER) -> None:
         import onnxruntime as ort
 
         self._folder = folder
+        self._border = border
         self.manifest = load_manifest(folder)
         art = self.manifest.artifact("onnx")
         if art is None:
@@ -112,11 +133,59 @@ class OnnxUpscaler:
                 times.append((time.perf_counter() - t0) * 1000.0)
         return float(np.median(times))
 
-    def __call__(self, lr: NDArray[np.uint8]) -> NDArray[np.uint8]:
-        def run(x: NDArray[np.float32]) -> NDArray[np.float32]:
-            return self._session.run(["output"], {"input": x})[0]
+    def _run(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
+        out: NDArray[np.float32] = self._session.run(["output"], {"input": x})[0]
+        return out
 
-        return upscale_image(run, lr, channels=self.manifest.in_channels)
+    @property
+    def _pad(self) -> int:
+        return 0 if self._border == "zero" else self.manifest.margin
+
+    def __call__(self, lr: NDArray[np.uint8]) -> NDArray[np.uint8]:
+        return upscale_image(
+            self._run,
+            lr,
+            channels=self.manifest.in_channels,
+            border=self._pad,
+            border_mode=self._border,
+        )
+
+    def luma(self, lr: NDArray[np.uint8]) -> NDArray[np.float64]:
+        """The model's output luma before 8-bit rounding, grey levels: its Y for a
+        Y-only model, BT.601 luma of its RGB otherwise."""
+        b = self._pad
+        pads = ((b, b), (b, b))
+        if self.manifest.in_channels == 1:
+            x = extend(np.ascontiguousarray(rgb_to_ycbcr(lr)[None, :, :, 0]), pads, self._border)
+        else:
+            x = extend((lr.astype(np.float32) / 255.0).transpose(2, 0, 1), pads, self._border)
+        out = self._run(np.ascontiguousarray(x[None]))[0].astype(np.float64) * 255.0
+        c = b * SCALE
+        out = out[:, c : out.shape[1] - c, c : out.shape[2] - c]
+        return out[0] if out.shape[0] == 1 else np.tensordot([0.299, 0.587, 0.114], out, 1)
+
+
+def smooth_gradients() -> list[NDArray[np.uint8]]:
+    """Three 96x96 grey gradients with sigma-1 noise (seeded), as RGB: smooth content."""
+    yy, xx = np.mgrid[0:96, 0:96].astype(np.float64)
+    out = []
+    for seed in range(3):
+        g = 40 + 1.37 * xx + 0.91 * yy + np.random.default_rng(seed).normal(0, 1, xx.shape)
+        grey = np.clip(np.rint(g), 0, 255).astype(np.uint8)
+        out.append(np.stack([grey] * 3, axis=2))
+    return out
+
+
+def lattice_figures(luma: Any, photos: list[NDArray[np.uint8]]) -> tuple[float, float | None]:
+    """(worst lattice ratio over the smooth gradients, median over the photos' flat
+    regions) of an upscaler's float luma."""
+    grads = [lattice_ratio(luma(g)[32:-32, 32:-32]) for g in smooth_gradients()]
+    flats = []
+    for lr in photos:
+        sr = luma(lr)
+        for y, x in flat_boxes(lr, 16, max_std=2.0, limit=4):
+            flats.append(lattice_ratio(sr[4 * y : 4 * y + 64, 4 * x : 4 * x + 64]))
+    return max(grads), (float(np.median(flats)) if flats else None)
 
 
 def anchor_upscaler(path: Path):  # type: ignore[no-untyped-def]
@@ -152,6 +221,12 @@ def main(argv: list[str] | None = None) -> int:
         help=f"CPU postprocess variants to score: default, none, {', '.join(FILTER_NAMES)}",
     )
     parser.add_argument("--holdout", type=Path, default=ROOT / ".cache" / "holdout")
+    parser.add_argument(
+        "--border",
+        choices=BORDER_MODES,
+        default=DEFAULT_BORDER,
+        help="how the image is extended past its edges (default: the pipeline's)",
+    )
     parser.add_argument("--anchor", action="store_true", help="also score the seed's espcn_ex")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
@@ -162,8 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     costs: dict[str, tuple[int, float]] = {}
     variants: list[tuple[str, str, str | None]] = [("bicubic", "bicubic", None)]
     for folder in args.model:
-        model = OnnxUpscaler(folder)
+        model = OnnxUpscaler(folder, args.border)
         name = model.manifest.name
+        if name in upscalers:  # two folders of one model name (a retrained copy)
+            name = f"{name} ({folder})"
         upscalers[name] = model
         costs[name] = (model.parameters(), model.tile_ms())
         for f in args.filter:
@@ -181,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
 
     contest = [SHARED / "contest" / n for n in CONTEST_INPUTS if (SHARED / "contest" / n).is_file()]
     held = holdout_paths(args.holdout)
+    photo_paths = sorted((ROOT / "examples").glob("*.png")) + contest
+    photos = [read_rgb(p) for p in photo_paths]
     results: dict[str, dict[str, object]] = {}
     t0 = time.perf_counter()
     for label, up_name, cpu_filter in variants:
@@ -189,7 +268,11 @@ def main(argv: list[str] | None = None) -> int:
         def post(img: NDArray[np.uint8], flt: str | None = cpu_filter) -> NDArray[np.uint8]:
             return img if flt is None else apply_filter(img, flt)
 
-        niqes = {p.name: niqe(post(up(read_rgb(p)))) for p in contest}
+        outputs = {p.name: post(up(read_rgb(p))) for p in contest}
+        niqes = {name: niqe(img) for name, img in outputs.items()}
+        borders = [border_energy_ratio(img) for img in outputs.values()]
+        luma = bicubic_luma if up_name == "bicubic" else getattr(up, "luma", None)
+        lattice = lattice_figures(luma, photos) if luma is not None and cpu_filter is None else None
         psnrs = {}
         for name, path in held.items():
             hr = read_rgb(path)
@@ -202,18 +285,29 @@ def main(argv: list[str] | None = None) -> int:
             "psnr_y_avg": float(np.mean(list(psnrs.values()))) if psnrs else None,
             "niqe": niqes,
             "psnr_y": psnrs,
+            "border": float(np.mean(borders)) if borders else None,
+            "lattice_gradient": None if lattice is None else lattice[0],
+            "lattice_flat": None if lattice is None else lattice[1],
             "parameters": costs.get(up_name, (None, None))[0],
             "ms_per_tile_128": costs.get(up_name, (None, None))[1],
         }
-    print(f"contest inputs: {len(contest)}; held-out photos: {sorted(held)}")
-    print(f"{'variant':44s} {'NIQE avg':>9s} {'PSNR-Y avg':>11s} {'params':>8s} {'ms/tile':>8s}")
+    print(f"contest inputs: {len(contest)}; held-out photos: {sorted(held)}; border {args.border}")
+    cols = ("NIQE avg", "PSNR-Y avg", "border", "lattice", "flat", "params", "ms/tile")
+    print(f"{'variant':44s} " + " ".join(f"{c:>10s}" for c in cols))
     for label, r in results.items():
-        n, p, k, ms = r["niqe_avg"], r["psnr_y_avg"], r["parameters"], r["ms_per_tile_128"]
-        n_s = "-" if n is None else f"{n:.4f}"
-        p_s = "-" if p is None else f"{p:.3f}"
-        k_s = "-" if k is None else f"{k}"
-        ms_s = "-" if ms is None else f"{ms:.2f}"
-        print(f"{label:44s} {n_s:>9s} {p_s:>11s} {k_s:>8s} {ms_s:>8s}")
+        cells = [
+            (r["niqe_avg"], ".4f"),
+            (r["psnr_y_avg"], ".3f"),
+            (r["border"], ".2f"),
+            (r["lattice_gradient"], ".1f"),
+            (r["lattice_flat"], ".1f"),
+            (r["parameters"], "d"),
+            (r["ms_per_tile_128"], ".2f"),
+        ]
+        print(
+            f"{label:44s} "
+            + " ".join(f"{'-' if v is None else format(v, f):>10s}" for v, f in cells)
+        )
     print("ms/tile: median onnxruntime CPU time (2 threads) of one 1xCx128x128 call")
     print(f"({time.perf_counter() - t0:.0f} s)")
     if args.json:

@@ -138,7 +138,9 @@ async def run_infer(
                 )
         meter.done(batch_id=batch.batch_id, failed=True, error=str(named))
 
-    async def finish(batch: TileBatch, out: NDArray[np.float32], pending: anyio.Semaphore) -> None:
+    async def finish(
+        batch: TileBatch, out: NDArray[np.float32], pending: anyio.Semaphore, call_s: float
+    ) -> None:
         # The uint8 conversion overlaps this worker's next engine call; ``pending``
         # (held until the batch is sent) bounds it to one batch per worker.
         try:
@@ -147,7 +149,13 @@ async def run_infer(
             direct = all(is_direct(slot.plan) for slot in batch.slots)
             data = await anyio.to_thread.run_sync(batch_to_uint8, out) if direct else out
             await send.send(
-                SRBatch(batch_id=batch.batch_id, data=freeze(data), slots=batch.slots, worker=name)
+                SRBatch(
+                    batch_id=batch.batch_id,
+                    data=freeze(data),
+                    slots=batch.slots,
+                    worker=name,
+                    engine_s=call_s,
+                )
             )
         finally:
             pending.release()
@@ -169,6 +177,7 @@ async def run_infer(
                     await meter.send(send, batch)
                     meter.done(image_id=batch.id, failed=True)
                     continue
+                t_call = time.perf_counter()
                 try:
                     out = await _call(_infer, eng, batch.data, timeout_s=timeout_s)
                 except Exception as err:
@@ -193,12 +202,13 @@ async def run_infer(
                     recovering = True
                     continue
                 recovering = False
+                call_s = time.perf_counter() - t_call
                 t_wait = time.perf_counter()
                 try:  # the previous batch's conversion and send are done
                     pending.acquire_nowait()
                 except anyio.WouldBlock:
                     await pending.acquire()
-                post.start_soon(finish, batch, out, pending)
+                post.start_soon(finish, batch, out, pending, call_s)
                 meter.done(
                     wait_post_s=time.perf_counter() - t_wait,
                     batch_id=batch.batch_id,

@@ -57,7 +57,11 @@ class RunSummary:
             (``--resume``); throughput and the amortized score count only the others.
         scored: images with a NIQE; ``unscored`` have an output but no NIQE.
         wall_s: the run's wall time, first decode to last report row.
-        runtime_avg_s: mean contest runtime (tiling start to stitched image).
+        runtime_avg_s: mean contest runtime (tiling start to stitched image). In a
+            pipeline this includes queueing behind other images' tiles.
+        service_avg_s: mean per-image service time: the work done for each image
+            between those points (its tiling, its share of the engine calls, its
+            stitching), without the queueing; None if no row recorded one.
         images_per_s: ``ok / wall_s``.
         score_contest: the contest's score, sqrt(7 - niqe_avg) / runtime_avg * 200.
         score_amortized: the same with wall / ok in place of runtime_avg: what a
@@ -73,6 +77,7 @@ class RunSummary:
     wall_s: float
     runtime_avg_s: float | None
     niqe_avg: float | None
+    service_avg_s: float | None
     images_per_s: float
     score_contest: float | None
     score_amortized: float | None
@@ -89,6 +94,8 @@ def summarize(rows: Sequence[Row], *, wall_s: float, resumed: int = 0) -> RunSum
     ok = [r for r in rows if isinstance(r, Scored)]
     scored = [r.niqe for r in ok if r.niqe is not None]
     runtime_avg = sum(r.runtime_s for r in ok) / len(ok) if ok else None
+    services = [r.service_s for r in ok if r.service_s is not None]
+    service_avg = sum(services) / len(services) if services else None
     niqe_avg = sum(scored) / len(scored) if scored else None
     fresh = len(ok) - resumed
     amortized = wall_s / fresh if fresh > 0 else None
@@ -102,6 +109,7 @@ def summarize(rows: Sequence[Row], *, wall_s: float, resumed: int = 0) -> RunSum
         wall_s=wall_s,
         runtime_avg_s=runtime_avg,
         niqe_avg=niqe_avg,
+        service_avg_s=service_avg,
         images_per_s=fresh / wall_s if wall_s > 0 else 0.0,
         score_contest=contest_score(niqe_avg, runtime_avg),
         score_amortized=contest_score(niqe_avg, amortized),

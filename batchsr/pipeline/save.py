@@ -161,7 +161,12 @@ async def run_save(
                     item.carried.icc_profile,
                 )
                 out = Saved(
-                    id=item.id, name=item.name, rgb=rgb, path=path, runtime_s=item.runtime_s
+                    id=item.id,
+                    name=item.name,
+                    rgb=rgb,
+                    path=path,
+                    runtime_s=item.runtime_s,
+                    service_s=item.service_s,
                 )
             except Exception as err:
                 out = failed_from(

@@ -58,6 +58,7 @@ async def run_score(
                     runtime_s=item.runtime_s,
                     niqe=value,
                     niqe_error=error,
+                    service_s=item.service_s,
                 ),
             )
             meter.done(image_id=item.id, niqe=value)

@@ -130,6 +130,7 @@ class _Image:
     def __init__(self, plan: ImagePlan, channels: int) -> None:
         self.plan = plan
         self.remaining = len(plan.tiles)
+        self.service_s = plan.tile_s
         hs, ws = plan.height * plan.scale, plan.width * plan.scale
         # uint8 cores are enough unless tiles overlap (average/blend); Y-only cores are
         # merged with their chroma on arrival.
@@ -202,10 +203,15 @@ class Assembler:
             if image is None:
                 axis = 3 if batch.data.dtype == np.uint8 else 1  # NHWC uint8 or NCHW float
                 image = self._images[plan.id] = _Image(plan, int(batch.data.shape[axis]))
+            t0 = time.perf_counter()
             image.add(batch.data[row], slot.tile)
+            # The image's share of the engine call: one tile's worth of it.
+            image.service_s += batch.engine_s / len(batch.slots) + time.perf_counter() - t0
             if image.remaining == 0:
                 del self._images[plan.id]
+                t1 = time.perf_counter()
                 rgb = image.finish()
+                image.service_s += time.perf_counter() - t1
                 runtime_s = (time.perf_counter_ns() - plan.t_start_ns) / 1e9
                 done.append(
                     Stitched(
@@ -215,6 +221,7 @@ class Assembler:
                         runtime_s=runtime_s,
                         tiles=len(plan.tiles),
                         carried=plan.carried,
+                        service_s=image.service_s,
                     )
                 )
         return done

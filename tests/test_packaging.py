@@ -1,0 +1,62 @@
+"""A regular (non-editable) install works away from the checkout: the `batchsr`
+command runs the default model on an image, with the shipped models and configs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import REPO, photo_like
+
+pytestmark = pytest.mark.slow
+
+
+def _run(*cmd: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(c) for c in cmd], cwd=cwd, capture_output=True, text=True, timeout=240, check=False
+    )
+
+
+def test_pip_install_gives_a_working_batchsr_command(tmp_path: Path) -> None:
+    # Built from a copy: setuptools writes build/ and egg-info into the source tree.
+    source = tmp_path / "src"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv*", "results", ".cache", "tpu-mlir", "build", "*.egg-info", "__pycache__",
+    ))  # fmt: skip
+    built = _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                 "-q", "-w", tmp_path / "dist", source, cwd=tmp_path)  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    (wheel,) = (tmp_path / "dist").glob("batchsr-*.whl")
+    venv = tmp_path / "venv"
+    made = _run(sys.executable, "-m", "venv", "--without-pip", venv, cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    site = Path(sysconfig.get_path("purelib", vars={"base": str(venv), "platbase": str(venv)}))
+    # The dependencies come from this test's environment (no network, no reinstall).
+    (site / "deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    installed = _run(sys.executable, "-m", "pip", "--python", venv / "bin" / "python",
+                     "install", "-q", "--no-deps", wheel, cwd=tmp_path)  # fmt: skip
+    assert installed.returncode == 0, installed.stderr
+    command = venv / "bin" / "batchsr"
+    away = tmp_path / "elsewhere"  # nowhere near the checkout
+    (away / "in").mkdir(parents=True)
+    Image.fromarray(photo_like(40, 56)).save(away / "in" / "a.png")
+    helped = _run(command, "--help", cwd=away)
+    assert helped.returncode == 0 and "selfcheck" in helped.stdout
+    done = _run(command, "--model", "espcn", "--input", "in", "--output", "out", "-q", cwd=away)
+    assert done.returncode == 0, done.stderr
+    with Image.open(away / "out" / "a.png") as img:
+        assert img.size == (4 * 56, 4 * 40) and np.asarray(img).std() > 0
+    (row,) = json.loads((away / "out" / "report.json").read_text())["A"][0]["images"]
+    assert float(row["niqe"]) > 0
+    # the installed copy's models, not the checkout's
+    assert str(REPO) not in _run(venv / "bin" / "python", "-c",
+                                 "import batchsr.resolve as r; print(r.MODELS_DIR)",
+                                 cwd=away).stdout  # fmt: skip
