@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, NoReturn, get_args
 
 import anyio
 
@@ -66,8 +66,16 @@ SUBCOMMAND_HELP = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: a bad flag prints what was wrong and where help
+    is, not the whole usage block (the message is what the user needs to read)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="run.py",
         description="Upscale a folder x4 with a super-resolution model, score it with the "
         "contest's NIQE and write the contest report.",
@@ -509,7 +517,7 @@ def format_comparison(runs: Sequence[RunAnalysis]) -> str:
 
 
 def cmd_analyze(argv: Sequence[str]) -> int:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="run.py analyze",
         description="Per-stage figures, the bottleneck stage and a suggestion, from run logs.",
     )
@@ -577,7 +585,7 @@ def format_trial(t: Trial) -> str:
 
 
 def cmd_tune(argv: Sequence[str]) -> int:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="run.py tune",
         description="Trial runs on a sample of the input over buffer sizes and worker "
         "counts; prints the best config and writes it as TOML for --config.",
@@ -702,7 +710,7 @@ def _exit_if_engine_calls_hang(code: int) -> None:
 
 def cmd_score(argv: Sequence[str]) -> int:
     """``run.py score DIR``: NIQE of already-upscaled images, as the contest scored them."""
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="run.py score",
         description="Score a folder of SR images with the contest's NIQE (BasicSR 1.4.2).",
     )
@@ -778,7 +786,7 @@ def cmd_selfcheck(argv: Sequence[str]) -> int:
     from batchsr.selfcheck import MIN_PSNR_DB, run_selfcheck
 
     thresholds = ", ".join(f"{q} {v:g}" for q, v in MIN_PSNR_DB.items())
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="run.py selfcheck",
         description="Run random and real tiles (cut by the pipeline's tiler) through a bmodel "
         "(sail on one TPU, or tpu-mlir's BM1684X emulator with --emulate) and an ONNX "

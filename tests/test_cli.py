@@ -309,8 +309,17 @@ def test_lossy_outputs_are_scored_as_written_and_the_report_says_so(
     assert abs(float(row["niqe"]) - niqe(written)) < 1e-3
 
 
-@pytest.mark.parametrize(("args", "message"), [(["--quality", "0"], "use 1-100")])
-def test_bad_quality_is_one_line(
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--quality", "0"], "use 1-100"),
+        (["--ext", "gif"], "invalid choice: 'gif'"),
+        (["--border", "wrap"], "invalid choice: 'wrap'"),
+        (["--tile-mode", "mosaic"], "invalid choice: 'mosaic'"),
+        (["--tile", "many"], "invalid int value: 'many'"),
+    ],
+)
+def test_a_bad_flag_value_is_one_line(
     tmp_path: Path, espcn_onnx: Path, args: list[str], message: str
 ) -> None:
     folder = tmp_path / "in"
