@@ -117,6 +117,8 @@ class LatticeTerm:
 
     Attributes:
         weight: loss per grey level of lattice RMS.
+        l1_weight: the same in the L1 phase (None: ``weight``). The L1 phase alone
+            leaves little lattice, and a strong penalty there costs fidelity.
         batch: smooth patches per step.
         lr_patch: their LR side in pixels.
         noise: the largest LR noise sigma of a patch, grey levels.
@@ -126,6 +128,7 @@ class LatticeTerm:
     batch: int = 8
     lr_patch: int = 32
     noise: float = 1.0
+    l1_weight: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +216,7 @@ _SECTIONS: dict[str, set[str]] = {
     "optim": {"loss", "steps", "lr", "lr_final", "log_every"},
     "export": {"opset", "example_shape", "check_shapes", "postprocess"},
     "niqe": {"weight", "steps", "lr", "lr_final", "lr_patch", "batch", "consistency", "blend"},
-    "lattice": {"weight", "batch", "lr_patch", "noise"},
+    "lattice": {"weight", "l1_weight", "batch", "lr_patch", "noise"},
 }
 
 
@@ -263,6 +266,7 @@ def load_train_config(path: Path) -> TrainConfig:
                 batch=int(lat.get("batch", 8)),
                 lr_patch=int(lat.get("lr_patch", 32)),
                 noise=float(lat.get("noise", 1.0)),
+                l1_weight=None if "l1_weight" not in lat else float(lat["l1_weight"]),
             )
         cfg = TrainConfig(
             name=str(raw["name"]),
@@ -336,6 +340,8 @@ def _validate(cfg: TrainConfig, path: Path) -> None:
     lat = cfg.lattice
     if lat is not None and (lat.weight <= 0.0 or lat.batch < 1 or lat.noise < 0.0):
         raise ConfigError(f"{path}: lattice.weight must be > 0, batch >= 1 and noise >= 0")
+    if lat is not None and lat.l1_weight is not None and lat.l1_weight < 0.0:
+        raise ConfigError(f"{path}: lattice.l1_weight must be >= 0")
     if lat is not None and lat.lr_patch < 16:
         raise ConfigError(f"{path}: lattice.lr_patch must be >= 16 (a rim is cropped)")
 
@@ -438,6 +444,8 @@ class TrainResult:
         endpoints: the NIQE phase's two ends, (L1 weights, tuned weights), which the
             final weights blend (``niqe.blend``); empty without a NIQE phase. Kept so
             that other blends can be measured without training again.
+        trained_config_sha256: when the weights were blended from saved endpoints
+            (:func:`from_endpoints`), the digest of the config that trained them.
     """
 
     model: SRModel
@@ -447,6 +455,7 @@ class TrainResult:
     niqe_losses: tuple[tuple[float, float], ...] = ()
     niqe_wall_s: float = 0.0
     endpoints: tuple[dict[str, torch.Tensor], ...] = ()
+    trained_config_sha256: str | None = None
 
 
 class _PatchSampler:
@@ -510,11 +519,14 @@ def _unsharp(hr: torch.Tensor, *, amount: float, sigma: float) -> torch.Tensor:
 class _LatticePenalty:
     """``weight`` x the lattice RMS of the network on a fresh batch of smooth patches."""
 
-    def __init__(self, term: LatticeTerm, model: SRModel, seed: int) -> None:
+    def __init__(
+        self, term: LatticeTerm, model: SRModel, seed: int, weight: float | None = None
+    ) -> None:
         from batchsr.lattice_loss import LatticeProbe
 
         info = model.info
         self._term, self._scale = term, info.scale
+        self.weight = term.weight if weight is None else weight
         self._crop = min(info.margin, term.lr_patch // 4)
         self._probe = LatticeProbe(
             scale=info.scale,
@@ -530,7 +542,7 @@ class _LatticePenalty:
 
         lr, hr = self._probe.batch(self._term.batch)
         rms = lattice_rms(net(self._probe.model_input(lr)), hr, scale=self._scale, crop=self._crop)
-        return self._term.weight * rms, float(rms.detach().item())
+        return self.weight * rms, float(rms.detach().item())
 
 
 def validate(model: SRModel, names: tuple[str, ...]) -> tuple[ValidFigure, ...]:
@@ -575,7 +587,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     )
     losses: list[float] = []
     window = 0.0
-    lattice = _LatticePenalty(cfg.lattice, model, cfg.seed + 2) if cfg.lattice else None
+    lattice = None
+    if cfg.lattice is not None:
+        lattice = _LatticePenalty(cfg.lattice, model, cfg.seed + 2, cfg.lattice.l1_weight)
     lattice_acc = 0.0
     bound = log.bind(model=cfg.name, steps=cfg.steps)
     t0 = time.perf_counter()
@@ -610,6 +624,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     if cfg.niqe is not None:
         t1 = time.perf_counter()
         start = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        if lattice is not None and cfg.lattice is not None:
+            lattice.weight = cfg.lattice.weight
         niqe_losses = _niqe_phase(
             net, cfg, cfg.niqe, scale, bound, channels=channels, lattice=lattice
         )
@@ -696,6 +712,42 @@ def _niqe_phase(
             )
             acc[:] = 0.0
     return tuple(windows)
+
+
+def from_endpoints(cfg: TrainConfig, folder: Path) -> TrainResult:
+    """The result of a training run of ``cfg`` rebuilt from its saved endpoints: the L1
+    and NIQE-tuned weights blended by ``cfg.niqe.blend``, then validated. Training is
+    seeded, so this is the run's result for that blend, without training again.
+
+    Raises:
+        ConfigError: the folder lacks the endpoints or the run's figures, or ``cfg``
+            has no NIQE phase.
+    """
+    from safetensors.torch import load_file
+
+    if cfg.niqe is None:
+        raise ConfigError("--from-endpoints needs a config with a [niqe] phase to blend")
+    try:
+        l1 = load_file(str(folder / "l1.safetensors"))
+        tuned = load_file(str(folder / "tuned.safetensors"))
+        run = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ConfigError(
+            f"{folder}: no saved endpoints ({err}); train with --save-endpoints"
+        ) from err
+    model = get_arch(cfg.architecture).create(**dict(cfg.hyperparameters))
+    blend = cfg.niqe.blend
+    model.module.load_state_dict({k: l1[k] + blend * (tuned[k] - l1[k]) for k in l1})
+    model.module.eval()
+    return TrainResult(
+        model=model,
+        losses=tuple(run["losses"]),
+        valid=validate(model, cfg.valid),
+        wall_s=float(run["wall_s"]),
+        niqe_losses=tuple((float(a), float(b)) for a, b in run["niqe_losses"]),
+        niqe_wall_s=float(run["niqe_wall_s"]),
+        trained_config_sha256=str(run["config_sha256"]),
+    )
 
 
 def build_model_folder(result: TrainResult, cfg: TrainConfig, out: Path) -> Path:
@@ -792,11 +844,21 @@ def _training_md(result: TrainResult, cfg: TrainConfig, max_diff: float) -> str:
         f"(sigma {cfg.target_sigma:g} px), loss {cfg.loss}, Adam lr {cfg.lr:g} -> {cfg.lr_final:g} "
         "(cosine)",
         *_niqe_md(cfg.niqe, result),
+        *_lattice_md(cfg.lattice),
         f"- training wall time: {result.wall_s:.0f} s (torch {torch.__version__})",
         f"- ONNX export (opset {cfg.opset}, dynamic N/H/W): max |onnxruntime - torch| = "
         f"{max_diff:.2e} on {list(cfg.check_shapes)}",
         f"- default postprocess embedded in the ONNX export: {cfg.postprocess or 'none'}",
         f"- config sha256: {cfg.sha256}",
+        *(
+            [
+                f"- weights blended by `--from-endpoints` from the endpoints a run of config "
+                f"sha256 {result.trained_config_sha256} saved (the same config but for "
+                "niqe.blend; training is seeded)"
+            ]
+            if result.trained_config_sha256 and result.trained_config_sha256 != cfg.sha256
+            else []
+        ),
         "",
         "## Data",
         "",
@@ -850,6 +912,18 @@ def _niqe_md(phase: NiqePhase | None, result: TrainResult) -> list[str]:
     ]
 
 
+def _lattice_md(term: LatticeTerm | None) -> list[str]:
+    if term is None:
+        return []
+    l1 = term.weight if term.l1_weight is None else term.l1_weight
+    return [
+        f"- in both phases, a lattice penalty (batchsr.lattice_loss): {term.weight:g} per grey "
+        f"level of periodic-error RMS in the NIQE phase, {l1:g} in the L1 phase, on "
+        f"{term.batch} smooth {term.lr_patch} px LR patches per step (LR noise up to "
+        f"{term.noise:g} grey levels)",
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: train, and write the model folder unless ``--no-export`` is given."""
     parser = argparse.ArgumentParser(prog="python -m batchsr.train", description=__doc__)
@@ -862,13 +936,21 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         metavar="DIR",
         help="also write the NIQE phase's L1 and tuned weights (l1.safetensors, "
-        "tuned.safetensors) to DIR, to measure other blends without training again",
+        "tuned.safetensors) and the run's figures (run.json) to DIR, to measure other "
+        "blends without training again",
+    )
+    parser.add_argument(
+        "--from-endpoints",
+        type=Path,
+        metavar="DIR",
+        help="do not train: blend the endpoints a run of this config saved in DIR "
+        "(--save-endpoints) by the config's niqe.blend, validate and write the folder",
     )
     args = parser.parse_args(argv)
     cfg = load_train_config(args.config)
     if args.steps is not None:
         cfg = replace(cfg, steps=args.steps)
-    result = train(cfg)
+    result = train(cfg) if args.from_endpoints is None else from_endpoints(cfg, args.from_endpoints)
     summary: dict[str, Any] = {
         "wall_s": round(result.wall_s, 1),
         "final_loss": round(result.losses[-1], 5),
@@ -884,6 +966,14 @@ def main(argv: list[str] | None = None) -> int:
             weights = {k: v.contiguous() for k, v in state.items()}
             meta = {"architecture": result.model.info.architecture, "config_sha256": cfg.sha256}
             save_file(weights, str(args.save_endpoints / f"{label}.safetensors"), metadata=meta)
+        figures = {
+            "config_sha256": cfg.sha256,
+            "losses": result.losses,
+            "niqe_losses": result.niqe_losses,
+            "wall_s": result.wall_s,
+            "niqe_wall_s": result.niqe_wall_s,
+        }
+        (args.save_endpoints / "run.json").write_text(json.dumps(figures, indent=1) + "\n")
     if not args.no_export:
         out = args.out or Path("models", cfg.name)
         summary["manifest"] = str(build_model_folder(result, cfg, out))
