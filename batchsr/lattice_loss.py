@@ -29,12 +29,23 @@ class LatticeProbe:
             as the pipeline's Y mode feeds it; 3: grey RGB in [0, 1]).
         noise: the largest LR noise sigma in grey levels; each patch draws its own.
         seed: seeds the patch stream.
+        dark: the share of patches that are near-black and nearly flat (Y 16 to 40,
+            span under 4 grey levels): night skies and shadows, where a network's
+            behaviour differs (its input is centred, so black is far from 0).
     """
 
     def __init__(
-        self, *, scale: int, patch: int, channels: int, noise: float = 1.0, seed: int = 0
+        self,
+        *,
+        scale: int,
+        patch: int,
+        channels: int,
+        noise: float = 1.0,
+        seed: int = 0,
+        dark: float = 0.0,
     ) -> None:
         self.scale, self.patch, self.channels, self.noise = scale, patch, channels, noise
+        self.dark = dark
         self._gen = torch.Generator().manual_seed(seed)
 
     def _uniform(self, n: int, lo: float, hi: float) -> torch.Tensor:
@@ -65,6 +76,10 @@ class LatticeProbe:
         span_f = (lo_f.amax(dim=(1, 2), keepdim=True) - lo).clamp_min(1e-6)
         span = self._uniform(n, 0.0, 120.0) * (torch.rand(n, 1, 1, generator=self._gen) > 0.1)
         base = 16.0 + self._uniform(n, 0.0, 1.0) * (219.0 - span)
+        if self.dark > 0.0:
+            dark = torch.rand(n, 1, 1, generator=self._gen) < self.dark
+            span = torch.where(dark, self._uniform(n, 0.0, 4.0), span)
+            base = torch.where(dark, self._uniform(n, 16.0, 36.0), base)
         lr = base + (lo_f - lo) / span_f * span
         hr = base + (hi_f - lo) / span_f * span
         sigma = self._uniform(n, 0.0, self.noise)

@@ -108,6 +108,30 @@ class NiqePhase:
 
 
 @dataclass(frozen=True, slots=True)
+class PolishPhase:
+    """A last phase after the blend: remove what lattice the blend brought back.
+
+    Network interpolation is not linear in what a network does: two endpoints that are
+    free of the pixel-shuffle lattice can blend into weights that show one (on near-black
+    flats, here). This phase trains the blended network to match its own outputs (a
+    frozen copy's) on real patches, which keeps its detail and NIQE, while the lattice
+    penalty, with near-black flat patches in its probe, removes the periodic part.
+
+    Attributes:
+        steps: optimiser steps (Adam at ``lr``, constant).
+        lattice_weight: loss per grey level of lattice RMS.
+        dark: share of near-black flat patches in the probe (``LatticeProbe.dark``).
+        batch: real patches per step; the probe takes 8.
+    """
+
+    steps: int
+    lr: float = 1e-4
+    lattice_weight: float = 0.3
+    dark: float = 0.3
+    batch: int = 16
+
+
+@dataclass(frozen=True, slots=True)
 class LatticeTerm:
     """A penalty against the pixel-shuffle lattice, added in every phase.
 
@@ -166,6 +190,7 @@ class TrainConfig:
             conv (the model's default postprocess), or None.
         niqe: the NIQE fine-tuning phase run after the L1 steps, or None.
         lattice: the lattice penalty added in both phases, or None.
+        polish: the phase after the blend that removes a lattice the blend made, or None.
         source: the config file's text, recorded beside the weights.
     """
 
@@ -193,6 +218,7 @@ class TrainConfig:
     postprocess: str | None = None
     niqe: NiqePhase | None = None
     lattice: LatticeTerm | None = None
+    polish: PolishPhase | None = None
     source: str = field(default="", repr=False)
 
     @property
@@ -202,7 +228,18 @@ class TrainConfig:
 
 
 _SECTIONS: dict[str, set[str]] = {
-    "": {"name", "seed", "threads", "model", "data", "optim", "export", "niqe", "lattice"},
+    "": {
+        "name",
+        "seed",
+        "threads",
+        "model",
+        "data",
+        "optim",
+        "export",
+        "niqe",
+        "lattice",
+        "polish",
+    },
     "data": {
         "train",
         "valid",
@@ -217,6 +254,7 @@ _SECTIONS: dict[str, set[str]] = {
     "export": {"opset", "example_shape", "check_shapes", "postprocess"},
     "niqe": {"weight", "steps", "lr", "lr_final", "lr_patch", "batch", "consistency", "blend"},
     "lattice": {"weight", "l1_weight", "batch", "lr_patch", "noise"},
+    "polish": {"steps", "lr", "lattice_weight", "dark", "batch"},
 }
 
 
@@ -268,6 +306,16 @@ def load_train_config(path: Path) -> TrainConfig:
                 noise=float(lat.get("noise", 1.0)),
                 l1_weight=None if "l1_weight" not in lat else float(lat["l1_weight"]),
             )
+        pol = raw.get("polish")
+        polish = None
+        if pol is not None:
+            polish = PolishPhase(
+                steps=int(pol["steps"]),
+                lr=float(pol.get("lr", 1e-4)),
+                lattice_weight=float(pol.get("lattice_weight", 0.3)),
+                dark=float(pol.get("dark", 0.3)),
+                batch=int(pol.get("batch", 16)),
+            )
         cfg = TrainConfig(
             name=str(raw["name"]),
             seed=int(raw["seed"]),
@@ -293,6 +341,7 @@ def load_train_config(path: Path) -> TrainConfig:
             postprocess=export.get("postprocess"),
             niqe=phase,
             lattice=lattice,
+            polish=polish,
             source=text,
         )
     except KeyError as err:
@@ -340,6 +389,9 @@ def _validate(cfg: TrainConfig, path: Path) -> None:
     lat = cfg.lattice
     if lat is not None and (lat.weight <= 0.0 or lat.batch < 1 or lat.noise < 0.0):
         raise ConfigError(f"{path}: lattice.weight must be > 0, batch >= 1 and noise >= 0")
+    pol = cfg.polish
+    if pol is not None and (pol.steps < 1 or pol.batch < 1 or not 0.0 <= pol.dark <= 1.0):
+        raise ConfigError(f"{path}: polish.steps and polish.batch must be >= 1, dark in [0, 1]")
     if lat is not None and lat.l1_weight is not None and lat.l1_weight < 0.0:
         raise ConfigError(f"{path}: lattice.l1_weight must be >= 0")
     if lat is not None and lat.lr_patch < 16:
@@ -444,6 +496,8 @@ class TrainResult:
         endpoints: the NIQE phase's two ends, (L1 weights, tuned weights), which the
             final weights blend (``niqe.blend``); empty without a NIQE phase. Kept so
             that other blends can be measured without training again.
+        polish_losses: for the polish phase, mean (L1 to the blended copy, lattice RMS)
+            of each window.
         trained_config_sha256: when the weights were blended from saved endpoints
             (:func:`from_endpoints`), the digest of the config that trained them.
     """
@@ -456,6 +510,7 @@ class TrainResult:
     niqe_wall_s: float = 0.0
     endpoints: tuple[dict[str, torch.Tensor], ...] = ()
     trained_config_sha256: str | None = None
+    polish_losses: tuple[tuple[float, float], ...] = ()
 
 
 class _PatchSampler:
@@ -543,6 +598,55 @@ class _LatticePenalty:
         lr, hr = self._probe.batch(self._term.batch)
         rms = lattice_rms(net(self._probe.model_input(lr)), hr, scale=self._scale, crop=self._crop)
         return self.weight * rms, float(rms.detach().item())
+
+
+def _polish_phase(
+    net: torch.nn.Module,
+    cfg: TrainConfig,
+    phase: PolishPhase,
+    model: SRModel,
+    bound: structlog.typing.FilteringBoundLogger,
+) -> tuple[tuple[float, float], ...]:
+    """Fine-tune ``net`` in place: L1 to a frozen copy's outputs on real patches plus
+    ``phase.lattice_weight`` x the lattice RMS on smooth ones; the window means of
+    (L1 to the copy, lattice RMS)."""
+    import copy
+
+    from batchsr.lattice_loss import LatticeProbe, lattice_rms
+
+    info = model.info
+    teacher = copy.deepcopy(net).eval()
+    sampler = _PatchSampler(cfg, info.scale, patch=cfg.lr_patch, seed=cfg.seed + 5)
+    probe = LatticeProbe(
+        scale=info.scale, patch=32, channels=info.in_channels, seed=cfg.seed + 4, dark=phase.dark
+    )
+    net.train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=phase.lr)
+    windows: list[tuple[float, float]] = []
+    acc = np.zeros(2)
+    for step in range(1, phase.steps + 1):
+        lr_batch, _ = (_as_model_input(t, info.in_channels) for t in sampler.batch(phase.batch))
+        with torch.no_grad():
+            target = teacher(lr_batch)
+        keep = torch.nn.functional.l1_loss(net(lr_batch), target)
+        lr_probe, hr_probe = probe.batch(8)
+        rms = lattice_rms(
+            net(probe.model_input(lr_probe)), hr_probe, scale=info.scale, crop=min(info.margin, 8)
+        )
+        loss = keep + phase.lattice_weight * rms
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        acc += (keep.detach().item(), rms.detach().item())
+        every = min(cfg.log_every, phase.steps)
+        if step % every == 0 or step == phase.steps:
+            n = step % every or every
+            windows.append((float(acc[0] / n), float(acc[1] / n)))
+            bound.info("train_polish_progress", step=step, l1_to_copy=round(windows[-1][0], 6),
+                       lattice_rms=round(windows[-1][1], 4))  # fmt: skip
+            acc[:] = 0.0
+    net.eval()
+    return tuple(windows)
 
 
 def validate(model: SRModel, names: tuple[str, ...]) -> tuple[ValidFigure, ...]:
@@ -634,6 +738,9 @@ def train(cfg: TrainConfig) -> TrainResult:
         if blend < 1.0:
             net.load_state_dict({k: start[k] + blend * (tuned[k] - start[k]) for k in start})
         endpoints = (start, tuned)
+    polish_losses: tuple[tuple[float, float], ...] = ()
+    if cfg.polish is not None:
+        polish_losses = _polish_phase(net, cfg, cfg.polish, model, bound)
         niqe_wall_s = time.perf_counter() - t1
     wall_s = time.perf_counter() - t0
     net.eval()
@@ -653,6 +760,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         niqe_losses=niqe_losses,
         niqe_wall_s=niqe_wall_s,
         endpoints=endpoints,
+        polish_losses=polish_losses,
     )
 
 
@@ -738,8 +846,14 @@ def from_endpoints(cfg: TrainConfig, folder: Path) -> TrainResult:
     model = get_arch(cfg.architecture).create(**dict(cfg.hyperparameters))
     blend = cfg.niqe.blend
     model.module.load_state_dict({k: l1[k] + blend * (tuned[k] - l1[k]) for k in l1})
+    torch.set_num_threads(cfg.threads)
+    polish_losses: tuple[tuple[float, float], ...] = ()
+    if cfg.polish is not None:
+        bound = log.bind(model=cfg.name)
+        polish_losses = _polish_phase(model.module, cfg, cfg.polish, model, bound)
     model.module.eval()
     return TrainResult(
+        polish_losses=polish_losses,
         model=model,
         losses=tuple(run["losses"]),
         valid=validate(model, cfg.valid),
@@ -845,6 +959,17 @@ def _training_md(result: TrainResult, cfg: TrainConfig, max_diff: float) -> str:
         "(cosine)",
         *_niqe_md(cfg.niqe, result),
         *_lattice_md(cfg.lattice),
+        *(
+            [
+                f"- then {cfg.polish.steps} polish steps (batchsr.train.PolishPhase): L1 to the "
+                f"blended network's own outputs + {cfg.polish.lattice_weight:g} x lattice RMS, "
+                f"{cfg.polish.dark:.0%} of the probe patches near-black flats, Adam lr "
+                f"{cfg.polish.lr:g}; (L1 to the copy, lattice RMS) per window: "
+                + ", ".join(f"({a:.4f}, {b:.4f})" for a, b in result.polish_losses)
+            ]
+            if cfg.polish is not None
+            else []
+        ),
         f"- training wall time: {result.wall_s:.0f} s (torch {torch.__version__})",
         f"- ONNX export (opset {cfg.opset}, dynamic N/H/W): max |onnxruntime - torch| = "
         f"{max_diff:.2e} on {list(cfg.check_shapes)}",
@@ -853,8 +978,8 @@ def _training_md(result: TrainResult, cfg: TrainConfig, max_diff: float) -> str:
         *(
             [
                 f"- weights blended by `--from-endpoints` from the endpoints a run of config "
-                f"sha256 {result.trained_config_sha256} saved (the same config but for "
-                "niqe.blend; training is seeded)"
+                f"sha256 {result.trained_config_sha256} saved (the same model, data, optim, "
+                "niqe and lattice settings but for niqe.blend; training is seeded)"
             ]
             if result.trained_config_sha256 and result.trained_config_sha256 != cfg.sha256
             else []

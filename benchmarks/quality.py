@@ -299,8 +299,8 @@ def main(argv: list[str] | None = None) -> int:
             (r["niqe_avg"], ".4f"),
             (r["psnr_y_avg"], ".3f"),
             (r["border"], ".2f"),
-            (r["lattice_gradient"], ".1f"),
-            (r["lattice_flat"], ".1f"),
+            (r["lattice_gradient"], ".2f"),
+            (r["lattice_flat"], ".2f"),
             (r["parameters"], "d"),
             (r["ms_per_tile_128"], ".2f"),
         ]
