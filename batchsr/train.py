@@ -979,7 +979,7 @@ def _training_md(result: TrainResult, cfg: TrainConfig, max_diff: float) -> str:
             [
                 f"- weights blended by `--from-endpoints` from the endpoints a run of config "
                 f"sha256 {result.trained_config_sha256} saved (the same model, data, optim, "
-                "niqe and lattice settings but for niqe.blend; training is seeded)"
+                "niqe (its blend aside) and lattice settings; training is seeded)"
             ]
             if result.trained_config_sha256 and result.trained_config_sha256 != cfg.sha256
             else []
