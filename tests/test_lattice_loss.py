@@ -12,7 +12,7 @@ def test_probe_patches_are_smooth_and_their_targets_exact() -> None:
     probe = LatticeProbe(scale=4, patch=32, channels=1, noise=0.0, seed=0)
     lr, hr = probe.batch(8)
     assert lr.shape == (8, 1, 32, 32) and hr.shape == (8, 1, 128, 128)
-    assert 16.0 <= float(hr.min()) and float(hr.max()) <= 235.0
+    assert float(hr.min()) >= 16.0 and float(hr.max()) <= 235.0
     # each LR pixel is the value of the same smooth function at its centre: the mean of
     # the 4x4 HR pixels over it, up to the function's curvature
     cells = hr.reshape(8, 1, 32, 4, 32, 4).mean(dim=(3, 5))
@@ -33,7 +33,7 @@ def test_rms_reads_a_lattice_in_grey_levels_and_not_noise() -> None:
 
 def test_penalty_has_a_gradient_toward_no_lattice() -> None:
     probe = LatticeProbe(scale=4, patch=24, channels=1, seed=2)
-    lr, hr = probe.batch(2)
+    _lr, hr = probe.batch(2)
     bias = torch.zeros(1, 1, 4, 4, requires_grad=True)
     with torch.no_grad():
         bias += torch.randn(1, 1, 4, 4, generator=torch.Generator().manual_seed(1))
