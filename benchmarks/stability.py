@@ -1,6 +1,7 @@
 """How stable the summary's headline figures are across reruns of the same job.
 
     python benchmarks/stability.py [--runs 5] [--input examples/] [--model espcn] [--cold]
+        [-- RUN.PY FLAGS]
 
 Runs ``run.py --model M --input DIR`` ``--runs`` times, each a fresh process writing to
 its own folder, and prints per run the contest score, images/s, runtime_avg and the
@@ -26,17 +27,17 @@ ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ("score_contest", "score_amortized", "images_per_s", "runtime_avg_s", "service_avg_s")
 
 
-def one_run(model: str, folder: Path, out: Path) -> dict[str, float]:
+def one_run(model: str, folder: Path, out: Path, extra: list[str]) -> dict[str, float]:
     """One fresh process; its summary figures from the log's run_finished record."""
     subprocess.run(
         [sys.executable, str(ROOT / "run.py"), "--model", model, "--input", str(folder),
-         "--output", str(out), "--quiet"],
+         "--output", str(out), "--quiet", *extra],
         check=True, cwd=ROOT, timeout=600,
     )  # fmt: skip
     for line in (out / "run.jsonl").read_text().splitlines():
         event = json.loads(line)
         if event.get("event") == "run_finished":
-            return {k: float(event["summary"][k]) for k in FIGURES}
+            return {k: float(event["summary"][k] or 0.0) for k in FIGURES}
     raise SystemExit(f"{out / 'run.jsonl'} has no run_finished record")
 
 
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input", type=Path, default=ROOT / "examples")
     parser.add_argument("--model", default="espcn")
     parser.add_argument("--cold", action="store_true", help="drop __pycache__ before run 1")
+    parser.add_argument("extra", nargs="*", help="more run.py flags (after --)")
     args = parser.parse_args(argv)
     if args.cold:
         for cache in [*ROOT.glob("batchsr/**/__pycache__"), *ROOT.glob("compile/__pycache__")]:
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.runs):
-            rows.append(one_run(args.model, args.input, Path(tmp) / f"run{i}"))
+            rows.append(one_run(args.model, args.input, Path(tmp) / f"run{i}", args.extra))
             r = rows[-1]
             print(
                 f"run {i + 1}{' (cold)' if args.cold and i == 0 else ''}: "
