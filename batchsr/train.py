@@ -738,10 +738,10 @@ def train(cfg: TrainConfig) -> TrainResult:
         if blend < 1.0:
             net.load_state_dict({k: start[k] + blend * (tuned[k] - start[k]) for k in start})
         endpoints = (start, tuned)
+        niqe_wall_s = time.perf_counter() - t1
     polish_losses: tuple[tuple[float, float], ...] = ()
     if cfg.polish is not None:
         polish_losses = _polish_phase(net, cfg, cfg.polish, model, bound)
-        niqe_wall_s = time.perf_counter() - t1
     wall_s = time.perf_counter() - t0
     net.eval()
     figures = validate(model, cfg.valid)

@@ -26,6 +26,8 @@ def _tiny(**overrides: object):  # type: ignore[no-untyped-def]
         "rescales": (0.5,),
         "log_every": 3,
         "niqe": None,
+        "lattice": None,
+        "polish": None,
     }
     return replace(cfg, train=("chelsea.png",), valid=("camera.png",), **{**small, **overrides})
 
@@ -138,3 +140,28 @@ def test_a_y_only_model_trains_on_luma_and_exports_a_one_channel_folder(tmp_path
     lr = np.random.default_rng(0).integers(0, 256, (10, 12, 3), dtype=np.uint8)
     assert upscale_rgb(result.model, lr).shape == (40, 48, 3)
     assert all(np.isfinite(f.psnr_y_model) for f in result.valid)
+
+
+def test_lattice_penalty_and_polish_run_and_are_recorded(tmp_path: Path) -> None:
+    """The default config's lattice penalty (both phases) and polish phase, tiny."""
+    from batchsr.train import LatticeTerm, PolishPhase
+
+    phase = NiqePhase(weight=0.01, steps=2, lr_patch=48, batch=2, blend=0.5)
+    cfg = _tiny(
+        rescales=(1.0,),
+        niqe=phase,
+        lattice=LatticeTerm(weight=0.06, l1_weight=0.01, batch=2, lr_patch=16),
+        polish=PolishPhase(steps=2, batch=2),
+    )
+    result = train(cfg)
+    assert len(result.polish_losses) == 1
+    copy_l1, rms = result.polish_losses[0]
+    assert 0.0 <= copy_l1 < 0.1 and rms >= 0.0
+    # the polish moved the blended weights, a little
+    start, tuned = result.endpoints
+    final = result.model.module.state_dict()
+    blended = {k: start[k] + 0.5 * (tuned[k] - start[k]) for k in start}
+    assert not all(torch.equal(final[k], blended[k]) for k in final)
+    build_model_folder(result, cfg, tmp_path / "m")
+    record = (tmp_path / "m" / "TRAINING.md").read_text()
+    assert "lattice penalty" in record and "polish steps" in record
