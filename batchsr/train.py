@@ -736,7 +736,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         tuned = {k: v.detach().clone() for k, v in net.state_dict().items()}
         blend = cfg.niqe.blend
         if blend < 1.0:
-            net.load_state_dict({k: start[k] + blend * (tuned[k] - start[k]) for k in start})
+            net.load_state_dict(blend_weights(start, tuned, blend))
         endpoints = (start, tuned)
         niqe_wall_s = time.perf_counter() - t1
     polish_losses: tuple[tuple[float, float], ...] = ()
@@ -822,6 +822,13 @@ def _niqe_phase(
     return tuple(windows)
 
 
+def blend_weights(
+    l1: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor], blend: float
+) -> dict[str, torch.Tensor]:
+    """Network interpolation: ``l1 + blend * (tuned - l1)``, tensor by tensor."""
+    return {k: l1[k] + blend * (tuned[k] - l1[k]) for k in l1}
+
+
 def from_endpoints(cfg: TrainConfig, folder: Path) -> TrainResult:
     """The result of a training run of ``cfg`` rebuilt from its saved endpoints: the L1
     and NIQE-tuned weights blended by ``cfg.niqe.blend``, then validated. Training is
@@ -845,7 +852,7 @@ def from_endpoints(cfg: TrainConfig, folder: Path) -> TrainResult:
         ) from err
     model = get_arch(cfg.architecture).create(**dict(cfg.hyperparameters))
     blend = cfg.niqe.blend
-    model.module.load_state_dict({k: l1[k] + blend * (tuned[k] - l1[k]) for k in l1})
+    model.module.load_state_dict(blend_weights(l1, tuned, blend))
     torch.set_num_threads(cfg.threads)
     polish_losses: tuple[tuple[float, float], ...] = ()
     if cfg.polish is not None:

@@ -84,16 +84,21 @@ def _crops(tmp_path: Path, size: tuple[int, int] = (120, 160)) -> Path:
     return folder
 
 
-def _upscale(folder: Path, out: Path, **overrides: object) -> list[np.ndarray]:
-    """The default model (models/espcn) on every image in ``folder``, unscored."""
-    config = load_config(None, {"output.score": False, "model.warmup": False, **overrides})
+def _upscale(
+    folder: Path, out: Path, model: str = "espcn", **overrides: object
+) -> list[np.ndarray]:
+    """``model`` (default: the default model, models/espcn) on every image in
+    ``folder`` through the pipeline, unscored; the outputs in name order."""
+    config = load_config(
+        None, {"output.score": False, "model.warmup": False, "model.name": model, **overrides}
+    )
 
     async def go() -> None:
         with anyio.fail_after(120):
             await run_pipeline(
                 list_inputs(folder),
                 config=config,
-                model=resolve_model("espcn", backend="onnx"),
+                model=resolve_model(model, backend="onnx"),
                 out_dir=out,
             )
 
@@ -185,23 +190,8 @@ def test_blend_beats_plain_and_crop_for_a_model_wider_than_the_margin(tmp_path: 
     Image.fromarray(rgb).save(folder / "p.png")
 
     def run(out: str, **settings: object) -> np.ndarray:
-        config = load_config(
-            None,
-            {"output.score": False, "model.warmup": False, "model.name": str(path), **settings},
-        )
-
-        async def go() -> None:
-            with anyio.fail_after(120):
-                await run_pipeline(
-                    list_inputs(folder),
-                    config=config,
-                    model=resolve_model(str(path), backend="onnx"),
-                    out_dir=tmp_path / out,
-                )
-
-        anyio.run(go)
-        with Image.open(tmp_path / out / "p.png") as img:
-            return np.asarray(img.convert("RGB"))
+        (sr,) = _upscale(folder, tmp_path / out, str(path), **settings)
+        return sr
 
     inner = np.s_[64:-64, 64:-64]
     whole = run("whole", **{"tiling.tile": 0})[inner]

@@ -360,13 +360,12 @@ async def run_tile(
                 )
                 # The thread's wait for the event loop counts as the image's work: on
                 # a busy loop it is part of what this stage costs the image.
-                tile_s = (time.perf_counter_ns() - t_start_ns) / 1e9
-                plan = dataclasses.replace(plan, tile_s=tile_s)
-                if chroma is not None:
-                    plan = dataclasses.replace(plan, chroma=freeze(chroma))
-                carried = Carried(grey=item.mode in GREY_MODES, icc_profile=item.icc_profile)
-                if carried != plan.carried:
-                    plan = dataclasses.replace(plan, carried=carried)
+                plan = dataclasses.replace(
+                    plan,
+                    tile_s=(time.perf_counter_ns() - t_start_ns) / 1e9,
+                    chroma=None if chroma is None else freeze(chroma),
+                    carried=Carried(grey=item.mode in GREY_MODES, icc_profile=item.icc_profile),
+                )
             except Exception as err:
                 await meter.send(
                     send,
