@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # tpu-mlir's Python 3.10 environment (compile/tpu_env.sh): builds bmodels, runs the emulator.
 TPU_VENV := .venv-tpu
 
-.PHONY: setup tpu-env demo test test-fast lint
+.PHONY: setup ray-env tpu-env demo test test-fast lint
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,14 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 setup: $(VENV)/.installed
+
+# Ray, for --cluster and its tests (an optional extra: a run without --cluster never
+# imports it).
+$(VENV)/.ray-installed: $(VENV)/.installed requirements-ray.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-ray.txt
+	touch $@
+
+ray-env: $(VENV)/.ray-installed
 
 $(TPU_VENV)/.installed: requirements-tpu-mlir.txt batchsr/py310/glibc_fix.py compile/tpu_env.sh
 	bash compile/tpu_env.sh $(TPU_VENV)
@@ -24,7 +32,7 @@ demo: setup
 	$(PY) run.py --model espcn --input examples/
 
 # Without .venv-tpu the tpu-mlir tests skip, saying to run `make tpu-env`.
-test: setup
+test: setup ray-env
 	$(PY) -m pytest -q
 
 # The inner loop: everything not marked slow (no tpu-mlir builds, no emulator).

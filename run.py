@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, get_args
+from typing import TYPE_CHECKING, Any, NoReturn, get_args
 
 import anyio
 
@@ -33,11 +33,14 @@ from batchsr.manifest import file_sha256
 from batchsr.metrics.folder import score_folder
 from batchsr.pipeline.decode import list_inputs, unread_subfolders
 from batchsr.pipeline.report import Progress, RunSummary, write_report
-from batchsr.pipeline.run import run_pipeline
+from batchsr.pipeline.run import RunResult, run_pipeline
 from batchsr.resolve import resolve_model
 from batchsr.resume import RunState, plan_resume
 from batchsr.selfcheck import SelfCheckResult
 from batchsr.tune import Trial, tune, write_toml
+
+if TYPE_CHECKING:  # Ray's side is imported only for --cluster
+    from batchsr.cluster.driver import ClusterOptions, ClusterResult
 
 
 def _pairs(values: Sequence[str], known: Sequence[str], flag: str) -> dict[str, int]:
@@ -192,6 +195,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace the results --output holds, even of another configuration",
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
+    cluster = p.add_argument_group("cluster (Ray; pip install -r requirements-ray.txt)")
+    cluster.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="run across a Ray cluster: ray (a Ray instance on this machine, loopback only), "
+        "auto (the cluster this host belongs to), HOST:PORT (its GCS) or ray://HOST:PORT; "
+        "--output must be storage every node reaches",
+    )
+    cluster.add_argument(
+        "--workers-per-node",
+        type=int,
+        default=1,
+        metavar="N",
+        help="pipelines per node (default 1)",
+    )
+    cluster.add_argument(
+        "--chunk", type=int, default=4, metavar="N", help="images per hand-out (default 4)"
+    )
+    cluster.add_argument(
+        "--cluster-resource",
+        action="append",
+        default=[],
+        metavar="NAME=AMOUNT",
+        help="what each pipeline asks Ray for, instead of the default (the node's TPUs for "
+        "a bmodel, else CPU=1); repeatable, e.g. CPU=2 or TPU=1",
+    )
     return p
 
 
@@ -308,6 +337,7 @@ def format_summary(
 def cmd_run(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
     config = load_config(args.config, overrides_from(args))
+    cluster = _cluster_options(args) if args.cluster else None
     jobs = list_inputs(args.input, recursive=args.recursive)
     if not args.recursive and (skipped := unread_subfolders(args.input)):
         shown = ", ".join(d.name for d in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
@@ -341,19 +371,23 @@ def cmd_run(argv: Sequence[str]) -> int:
     sink = configure_logging(log_path, level=args.log_level, append=args.resume)
     state = RunState(out_dir, pixel_hash=pixel_hash, append=args.resume, settings=settings)
     bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty())
+    result: RunResult | ClusterResult
     try:
-        result = anyio.run(
-            lambda: run_pipeline(
-                plan.todo,
-                config=config,
-                model=model,
-                out_dir=out_dir,
-                on_progress=bar,
-                handle_signals=True,
-                carried=plan.done,
-                state=state,
+        if cluster is not None:
+            result = _run_on_cluster(args, cluster, config, model, out_dir, plan, state, sink, bar)
+        else:
+            result = anyio.run(
+                lambda: run_pipeline(
+                    plan.todo,
+                    config=config,
+                    model=model,
+                    out_dir=out_dir,
+                    on_progress=bar,
+                    handle_signals=True,
+                    carried=plan.done,
+                    state=state,
+                )
             )
-        )
     except BatchSRError:
         # Refused before any image ran (an engine that cannot open): leave behind
         # nothing this run created.
@@ -391,6 +425,61 @@ def cmd_run(argv: Sequence[str]) -> int:
         code = 1
     _exit_if_engine_calls_hang(code)
     return code
+
+
+def _cluster_options(args: argparse.Namespace) -> ClusterOptions:
+    from batchsr.cluster.connect import parse_cluster
+    from batchsr.cluster.driver import ClusterOptions
+
+    for flag, value in (("--workers-per-node", args.workers_per_node), ("--chunk", args.chunk)):
+        if value < 1:
+            raise ConfigError(f"{flag} {value}: must be at least 1")
+    resources: dict[str, float] = {}
+    for item in args.cluster_resource:
+        name, sep, amount = item.partition("=")
+        try:
+            value = float(amount)
+        except ValueError:
+            value = -1.0
+        if not sep or not name or value <= 0:
+            raise ConfigError(
+                f"--cluster-resource {item!r}: expected NAME=AMOUNT with AMOUNT > 0, e.g. TPU=1"
+            )
+        resources[name] = value
+    return ClusterOptions(
+        target=parse_cluster(args.cluster),
+        workers_per_node=args.workers_per_node,
+        chunk=args.chunk,
+        resources=resources,
+    )
+
+
+def _run_on_cluster(
+    args: argparse.Namespace,
+    options: ClusterOptions,
+    config: Config,
+    model: Any,
+    out_dir: Path,
+    plan: Any,
+    state: RunState,
+    sink: Any,
+    bar: ProgressBar,
+) -> ClusterResult:
+    from batchsr.cluster.driver import run_cluster
+
+    return run_cluster(
+        plan.todo,
+        config=config,
+        model=model,
+        out_dir=out_dir,
+        options=options,
+        forward=sink.write_lines,
+        carried=plan.done,
+        state=state,
+        on_progress=bar,
+        handle_signals=True,
+        log_level=args.log_level,
+    )
 
 
 def _remove_created(paths: Sequence[Path]) -> None:
@@ -490,6 +579,15 @@ def format_analysis(a: RunAnalysis, *, ramp: str = _SPARK_ASCII) -> str:
         )
     if a.padded_share is not None:
         lines.append(f"padded tile slots: {a.padded_share:.1%}")
+    for n in a.nodes:
+        per = "n/a" if n.per_pipeline is None else f"{n.per_pipeline:.2f}"
+        lines.append(
+            f"node {n.node}: {n.pipelines} pipeline(s), {n.images} images in "
+            f"{n.span_s:.2f} s ({per} images/s per pipeline), infer busy "
+            f"{_pct(n.infer_utilisation)}"
+        )
+    if a.slowest_node is not None:
+        lines.append(f"slowest node: {a.slowest_node} (fewest images/s per pipeline)")
     lines += ["", f"bottleneck: {a.bottleneck or 'n/a'}", f"suggestion: {a.suggestion}"]
     lines += [f"buffers: {note}" for note in a.advice]
     return "\n".join(lines)

@@ -31,6 +31,7 @@ __all__ = [
     "MULTI_WORKER_STAGES",
     "STAGES",
     "DeviceFigures",
+    "NodeFigures",
     "QueueFigures",
     "RunAnalysis",
     "RunLog",
@@ -162,13 +163,19 @@ class RunLog:
     def end(self) -> float:
         return max(r["t_end"] for r in self.items)
 
+    @property
+    def pipelines(self) -> int:
+        """Pipelines whose records the log holds: 1, or a cluster run's count."""
+        return max(1, len({r["pipeline"] for r in self.items if "pipeline" in r}))
+
     def workers(self, stage: str) -> int:
-        """Configured workers of ``stage``, or the number seen in the log."""
+        """Configured workers of ``stage`` (in every pipeline of a cluster run), or the
+        number seen in the log."""
         configured = _config(self).get("workers", {})
         if stage in MULTI_WORKER_STAGES and isinstance(configured.get(stage), int):
-            return int(configured[stage])
+            return int(configured[stage]) * self.pipelines
         if stage not in MULTI_WORKER_STAGES and stage in STAGES:
-            return 1
+            return self.pipelines
         return max(1, len({r.get("worker", 0) for r in self.items if r["stage"] == stage}))
 
     def stage_items(self, stage: str) -> list[Mapping[str, Any]]:
@@ -243,6 +250,8 @@ def read_runs(path: Path) -> list[RunLog]:
             current["failures"].append(record)
         elif event in ("item_done", "batch_flushed") and _is_timed(record):
             current["items"].append(record)
+    for g in groups:
+        g["items"] = _merge_pipelines(g["items"])
     runs = [g for g in groups if g["items"]]
     if not runs:
         raise AnalysisError(
@@ -261,6 +270,25 @@ def read_runs(path: Path) -> list[RunLog]:
         )
         for i, g in enumerate(runs)
     ]
+
+
+def _merge_pipelines(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A cluster run's records, numbered as one run's: each pipeline counts its stage
+    workers and batches from 0, so ``worker`` becomes a run-wide lane per (pipeline,
+    stage worker) and ``batch_id`` a run-wide batch; the pipeline and node stay."""
+    if not any("pipeline" in r for r in items):
+        return items
+    lanes: dict[tuple[str, Any, Any], int] = {}
+    batches: dict[tuple[Any, Any], int] = {}
+    out = []
+    for r in items:
+        r = dict(r)
+        key = (r["stage"], r.get("pipeline"), r.get("worker", 0))
+        r["worker"] = lanes.setdefault(key, sum(k[0] == r["stage"] for k in lanes))
+        if isinstance(r.get("batch_id"), int):
+            r["batch_id"] = batches.setdefault((r.get("pipeline"), r["batch_id"]), len(batches))
+        out.append(r)
+    return out
 
 
 def _is_timed(record: Mapping[str, Any]) -> bool:
@@ -311,6 +339,30 @@ class DeviceFigures:
     padded: int
     busy_s: float
     utilisation: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeFigures:
+    """One node of a cluster run (records carry ``node``).
+
+    Attributes:
+        pipelines: pipelines the node ran.
+        images: images its pipelines reported (error rows included).
+        span_s: its first to last record.
+        images_per_s: ``images / span_s``; per_pipeline: the same per pipeline, the
+            figure that compares nodes running different pipeline counts.
+        infer_busy_s, infer_utilisation: its infer workers' busy time, and that as a
+            share of their capacity over its span.
+    """
+
+    node: str
+    pipelines: int
+    images: int
+    span_s: float
+    images_per_s: float | None
+    per_pipeline: float | None
+    infer_busy_s: float
+    infer_utilisation: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,6 +430,9 @@ class RunAnalysis:
             end record; None for logs without them (killed runs, older logs).
         stages: per-stage figures in pipeline order.
         devices: infer grouped by device (empty unless records carry ``device``).
+        nodes: a cluster run's nodes (empty for a local run).
+        slowest_node: the node with the lowest images/s per pipeline, None unless
+            the run had two nodes or more.
         padded_share: padded slots / all batch slots over infer records.
         bottleneck: the stage that holds the run back, None if nothing ran.
         suggestion: one line grounded in the figures.
@@ -404,6 +459,8 @@ class RunAnalysis:
     cpu_busy: float | None
     stages: tuple[StageFigures, ...]
     devices: tuple[DeviceFigures, ...]
+    nodes: tuple[NodeFigures, ...]
+    slowest_node: str | None
     padded_share: float | None
     bottleneck: str | None
     suggestion: str
@@ -525,6 +582,37 @@ def _device_figures(run: RunLog, span: float) -> tuple[DeviceFigures, ...]:
     return tuple(out)
 
 
+def _node_figures(run: RunLog) -> tuple[NodeFigures, ...]:
+    tagged = [r for r in run.items if isinstance(r.get("node"), str)]
+    infer_per_pipeline = run.workers("infer") / run.pipelines
+    out = []
+    for node in sorted({r["node"] for r in tagged}):
+        mine = [r for r in tagged if r["node"] == node]
+        pipelines = len({r.get("pipeline") for r in mine})
+        start = min(r["t_start"] - float(r.get("wait_in_s", 0.0)) for r in mine)
+        span = max(max(r["t_end"] for r in mine) - start, 1e-9)
+        images = sum(r["stage"] == "report" and r["event"] == "item_done" for r in mine)
+        busy = math.fsum(
+            max(0.0, float(r.get("busy_s", 0.0)))
+            for r in mine
+            if r["stage"] == "infer" and r["event"] == "item_done"
+        )
+        rate = _share(images, span)
+        out.append(
+            NodeFigures(
+                node=node,
+                pipelines=pipelines,
+                images=images,
+                span_s=span,
+                images_per_s=rate,
+                per_pipeline=None if rate is None else rate / pipelines,
+                infer_busy_s=busy,
+                infer_utilisation=_share(busy, infer_per_pipeline * pipelines * span),
+            )
+        )
+    return tuple(out)
+
+
 def _padded_share(run: RunLog) -> float | None:
     infer = [r for r in run.stage_items("infer") if isinstance(r.get("tiles"), int)]
     tiles = sum(int(r["tiles"]) for r in infer)
@@ -561,6 +649,9 @@ def analyze_run(run: RunLog) -> RunAnalysis:
     ]
     wall = summary.get("wall_s")
     devices = _device_figures(run, span)
+    nodes = _node_figures(run)
+    rated = [n for n in nodes if n.per_pipeline is not None]
+    slowest = min(rated, key=lambda n: n.per_pipeline or 0.0).node if len(rated) > 1 else None
     padded = _padded_share(run)
     cores, cpu_busy = _cpu_use(run)
     bottleneck = find_bottleneck(stages)
@@ -587,6 +678,8 @@ def analyze_run(run: RunLog) -> RunAnalysis:
         cpu_busy=cpu_busy,
         stages=stages,
         devices=devices,
+        nodes=nodes,
+        slowest_node=slowest,
         padded_share=padded,
         bottleneck=bottleneck,
         suggestion=suggestion,

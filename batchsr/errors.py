@@ -10,6 +10,7 @@ __all__ = [
     "AnalysisError",
     "BatchSRError",
     "CheckpointError",
+    "ClusterError",
     "CompileError",
     "ConfigError",
     "DecodeError",
@@ -63,6 +64,11 @@ class EngineUnavailableError(EngineError):
 
 class ShapeMismatchError(EngineError):
     """A batch or an engine output does not have the shape the engine declares."""
+
+
+class ClusterError(BatchSRError):
+    """A cluster cannot be reached or used (Ray missing, no node with the resources a
+    pipeline needs, every pipeline lost)."""
 
 
 class NIQEError(BatchSRError):

@@ -13,7 +13,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,12 +145,15 @@ def build_report(
     model_size: int,
     ranklist: str = "A",
     lossy_output: dict[str, Any] | None = None,
+    nodes: Mapping[int, str] | None = None,
 ) -> dict[str, Any]:
     """The contest report for ``rows`` (any order; written in input order).
 
     ``lossy_output`` (``{"format": "jpg", "quality": 90}``) is recorded as
     ``lossy_output`` beside the contest's keys when the outputs were not PNG: their NIQE
     is that of the compressed pixels, which the contest's PNG outputs would not have.
+    ``nodes`` (image id -> node name, a cluster run) adds a ``node`` field to each row
+    that has one.
     """
     entry: dict[str, Any] = {
         "model_size": model_size,
@@ -160,7 +163,13 @@ def build_report(
     }
     if lossy_output is not None:
         entry["lossy_output"] = lossy_output
-    entry["images"] = [_row(r) for r in sorted(rows, key=lambda r: r.id)]
+    images = []
+    for r in sorted(rows, key=lambda r: r.id):
+        row = _row(r)
+        if nodes is not None and r.id in nodes:
+            row["node"] = nodes[r.id]
+        images.append(row)
+    entry["images"] = images
     return {ranklist: [entry]}
 
 

@@ -14,7 +14,7 @@ import os
 import platform
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,14 +172,20 @@ def geometry_for(engine: Engine, tiling: TilingConfig, model: ResolvedModel) -> 
     )
 
 
-async def _feed(send: MemoryObjectSendStream[Job], jobs: Sequence[Job]) -> None:
+async def _feed(
+    send: MemoryObjectSendStream[Job], jobs: Sequence[Job] | AsyncIterable[Job]
+) -> None:
     async with send:
-        for job in jobs:
-            await send.send(job)
+        if isinstance(jobs, AsyncIterable):
+            async for job in jobs:
+                await send.send(job)
+        else:
+            for job in jobs:
+                await send.send(job)
 
 
 async def run_pipeline(
-    jobs: Sequence[Job],
+    jobs: Sequence[Job] | AsyncIterable[Job],
     *,
     config: Config,
     model: ResolvedModel,
@@ -190,11 +196,14 @@ async def run_pipeline(
     carried: Sequence[Scored] = (),
     state: RunState | None = None,
     engine_factory: Callable[[], Engine] | None = None,
+    report: bool = True,
+    on_row: Callable[[Row], None] | None = None,
 ) -> RunResult:
     """Upscale, save, score and report every job.
 
     Args:
-        jobs: the inputs, in report order.
+        jobs: the inputs, in report order; or a stream of them that ends when the
+            iterable does (a cluster worker feeds its chunks in as they arrive).
         model: the resolved artifact to run.
         out_dir: where outputs and ``report.json`` go (created).
         scorer: NIQE function; None uses :func:`default_scorer` when
@@ -209,6 +218,9 @@ async def run_pipeline(
         state: where each finished image is recorded for a later ``--resume``.
         engine_factory: opens one engine per infer worker; None opens ``model`` with
             :func:`batchsr.engines.open_engine` (tests and tools pass their own).
+        report: write ``report.json`` (a cluster worker leaves that to the driver,
+            which owns the report of the whole run).
+        on_row: called with each finished row as it is reported, from the event loop.
 
     Raises:
         EngineError: the first engine cannot be opened (nothing has been written).
@@ -262,21 +274,25 @@ async def run_pipeline(
             "y_only": geometry.y_only,
             "tail_batches": list(geometry.tail_batches),
         },
-        images=len(jobs),
+        images=len(jobs) if isinstance(jobs, Sequence) else None,
         out_dir=str(out_dir),
         infer_devices=list(placements),
     )
     cpu_clock = _CpuClock()
     rows: list[Row] = list(carried)
     report_path = out_dir / "report.json"
-    by_id = {job.id: job for job in jobs}
+    by_id = {job.id: job for job in jobs} if isinstance(jobs, Sequence) else {}
 
-    def on_row(row: Row) -> None:
+    def record_row(row: Row) -> None:
         if state is not None and isinstance(row, Scored):
             state.record(row, by_id[row.id])
+        if on_row is not None:
+            on_row(row)
 
     def checkpoint() -> RunSummary:
         summary = summarize(rows, wall_s=time.perf_counter() - t0, resumed=len(carried))
+        if not report:
+            return summary
         lossy = (
             None
             if config.output.ext == "png"
@@ -307,7 +323,7 @@ async def run_pipeline(
                 t0,
                 on_progress,
                 checkpoint,
-                on_row,
+                record_row,
                 placements,
                 engine_factory,
             )
@@ -327,7 +343,7 @@ async def run_pipeline(
             "run_interrupted",
             signal=signal.Signals(stop.signum).name,
             finished=len(rows),
-            images=len(jobs),
+            images=len(jobs) if isinstance(jobs, Sequence) else None,
             summary=_as_dict(summary),
             report=str(report_path),
             cpu=cpu_clock.read(),
@@ -351,7 +367,7 @@ async def run_pipeline(
 
 
 async def _run_stages(
-    jobs: Sequence[Job],
+    jobs: Sequence[Job] | AsyncIterable[Job],
     config: Config,
     model: ResolvedModel,
     out_dir: Path,
@@ -438,7 +454,7 @@ async def _run_stages(
                 run_report,
                 sc_rx,
                 rows,
-                total=len(rows) + len(jobs),
+                total=len(rows) + (len(jobs) if isinstance(jobs, Sequence) else 0),
                 t0=t0,
                 on_progress=on_progress,
                 checkpoint=checkpoint,
