@@ -414,6 +414,8 @@ def cmd_run(argv: Sequence[str]) -> int:
                 f"\noutputs {config.output.ext.upper()} at quality {config.output.quality}: "
                 "lossy, so NIQE scores the compressed pixels (the report says so)"
             )
+        if cluster is not None:
+            summary += "\n" + _cluster_line(result)  # type: ignore[arg-type]
         print(summary)
     code = 0 if result.interrupted is None else 128 + result.interrupted
     if result.engines_lost and code == 0:
@@ -480,6 +482,20 @@ def _run_on_cluster(
         handle_signals=True,
         log_level=args.log_level,
     )
+
+
+def _cluster_line(result: ClusterResult) -> str:
+    per_node = {p.name: 0 for p in result.plans}
+    for node in result.nodes.values():
+        per_node[node] = per_node.get(node, 0) + 1
+    pipelines = sum(p.pipelines for p in result.plans)
+    shares = ", ".join(f"{name} {count}" for name, count in per_node.items())
+    line = (
+        f"cluster: {len(result.plans)} node(s), {pipelines} pipeline(s); images per node: {shares}"
+    )
+    if result.requeued:
+        line += f"; {result.requeued} chunk(s) run again after a pipeline was lost"
+    return line
 
 
 def _remove_created(paths: Sequence[Path]) -> None:

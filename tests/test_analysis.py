@@ -310,3 +310,50 @@ async def test_cli_analyze_prints_the_table_json_and_compares_runs(
     assert "== comparison" in both.stdout and plot.is_file()
     missing = run_cli("analyze", str(tmp_path / "nope.jsonl"), cwd=tmp_path)
     assert missing.returncode == 2 and missing.stderr.startswith("error: cannot read the log")
+
+
+def _cluster_item(stage: str, pipeline: int, node: str, t: float, **fields: Any) -> dict[str, Any]:
+    return {
+        "event": "item_done",
+        "stage": stage,
+        "worker": 0,
+        "pipeline": pipeline,
+        "node": node,
+        "t_start": t,
+        "t_end": t + 0.5,
+        "busy_s": 0.5,
+        "wait_in_s": 0.0,
+        "wait_out_s": 0.0,
+        **fields,
+    }
+
+
+def test_a_cluster_log_reads_as_one_run_with_per_node_figures(tmp_path: Path) -> None:
+    """Two pipelines that each number their workers and batches from 0: one run whose
+    infer has two workers and two distinct batches; node B, half as fast per
+    pipeline, is named the slowest."""
+    records: list[dict[str, Any]] = [
+        {"event": "run_started", "images": 3, "config": {"workers": {"infer": 1}}},
+        {"event": "pipeline_started", "pipeline": 0, "node": "A"},
+        {"event": "pipeline_started", "pipeline": 1, "node": "B"},
+        _cluster_item("infer", 0, "A", 100.0, batch_id=0, image_ids=[0, 1]),
+        _cluster_item("stitch", 0, "A", 100.5, batch_id=0),
+        _cluster_item("report", 0, "A", 101.0, image_id=0),
+        _cluster_item("report", 0, "A", 101.0, image_id=1),
+        _cluster_item("infer", 1, "B", 100.0, batch_id=0, image_ids=[2]),
+        _cluster_item("stitch", 1, "B", 100.5, batch_id=0),
+        _cluster_item("report", 1, "B", 101.0, image_id=2),
+        {"event": "run_finished", "summary": {"ok": 3, "failed": 0}},
+    ]
+    log = tmp_path / "run.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    (run,) = read_runs(log)
+    assert run.pipelines == 2 and run.workers("infer") == 2 and run.workers("stitch") == 2
+    a = analyze_run(run)
+    infer, stitch = a.stage("infer"), a.stage("stitch")
+    assert infer is not None and len(infer.per_worker) == 2
+    # Each stitch record finds its own pipeline's batch: images 0, 1 and 2.
+    assert stitch is not None and stitch.images == 3
+    assert [(n.node, n.pipelines, n.images) for n in a.nodes] == [("A", 1, 2), ("B", 1, 1)]
+    assert a.slowest_node == "B"
+    assert a.nodes[0].infer_utilisation == pytest.approx(0.5 / 1.5)

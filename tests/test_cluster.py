@@ -372,3 +372,18 @@ def test_a_run_without_cluster_never_imports_ray(folder: Path, tmp_path: Path) -
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_an_unreachable_cluster_is_one_line_and_nothing_written(
+    folder: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("ray", reason="Ray is not installed (pip install -r requirements-ray.txt)")
+    t = time.monotonic()
+    done = run_cli(
+        "--input", str(folder), "--output", str(tmp_path / "o"), "--cluster", "127.0.0.1:9",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2 and time.monotonic() - t < 60
+    assert done.stderr.strip().count("\n") == 0, done.stderr
+    assert "nothing answers there" in done.stderr
+    assert not (tmp_path / "o").exists()

@@ -147,3 +147,16 @@ def test_pipeline_request_defaults() -> None:
     assert pipeline_request(config, bmodel, {}) == {"TPU": 1.0}
     assert pipeline_request(load_config(None, {}), onnx, {}) == {"CPU": 1.0}
     assert pipeline_request(config, bmodel, {"CPU": 2.0}) == {"CPU": 2.0}
+
+
+def test_worker_that_cannot_write_the_output_folder_says_so(
+    tmp_path: Path, espcn_onnx: Path
+) -> None:
+    """A node that does not reach the shared output folder refuses before any image."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the output folder should be")
+    worker = PipelineWorker(_spec(espcn_onnx, blocker / "out"), node="n1")
+    with pytest.raises(ClusterError, match=r"node n1 \(.*\) cannot write the output folder"):
+        worker.describe()
+    ok = PipelineWorker(_spec(espcn_onnx, tmp_path), node="n2")
+    assert ok.describe().node == "n2" and list(tmp_path.iterdir()) == [blocker]

@@ -20,14 +20,16 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from batchsr.errors import ClusterError
 
-__all__ = ["LOOPBACK", "ClusterTarget", "connect", "import_ray", "parse_cluster"]
+__all__ = ["LOOPBACK", "ClusterTarget", "connect", "find_cluster", "import_ray", "parse_cluster"]
 
 LOOPBACK = "127.0.0.1"
 
@@ -83,6 +85,48 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+# Ray itself retries an unreachable GCS for minutes, printing C++ warnings; a plain TCP
+# connect says within seconds whether anything listens there.
+_PROBE_TIMEOUT_S = 5.0
+
+
+def _probe(address: str) -> None:
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=_PROBE_TIMEOUT_S):
+            pass
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise ClusterError(
+            f"--cluster {address}: nothing answers there ({reason}); start the cluster "
+            "(ray start --head) or give its GCS address, as ray status prints it"
+        ) from err
+
+
+def find_cluster() -> ClusterTarget:
+    """What ``--cluster auto`` means, found as Ray finds it (``RAY_ADDRESS``, else the
+    address file of the cluster last started on this host), but before Ray is
+    imported: a cluster found on 127.0.0.1 must be joined with the loopback settings,
+    which Ray reads at import.
+
+    Raises:
+        ClusterError: no cluster is known on this host.
+    """
+    address = os.environ.get("RAY_ADDRESS", "")
+    if address in ("", "auto"):
+        temp = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
+        try:
+            address = (Path(temp) / "ray" / "ray_current_cluster").read_text().strip()
+        except OSError:
+            address = ""
+    if not address:
+        raise ClusterError(
+            "--cluster auto: this host is in no Ray cluster (RAY_ADDRESS is unset and "
+            "ray start was not run here); give the cluster's address, or --cluster ray"
+        )
+    return parse_cluster(address)
+
+
 def import_ray(*, loopback: bool) -> ModuleType:
     """Ray, imported with its network settings made first (see the module docstring).
 
@@ -117,6 +161,10 @@ def connect(
     Raises:
         ClusterError: Ray is missing or the cluster cannot be reached.
     """
+    if target.address == "auto":
+        target = find_cluster()
+    if target.address is not None:
+        _probe(target.address)
     ray = import_ray(loopback=target.loopback)
     common: dict[str, Any] = {
         # Workers' stdout would interleave with the CLI's summary; their records come

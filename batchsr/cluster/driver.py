@@ -359,9 +359,14 @@ def run_cluster(
                 "in_flight": options.in_flight,
             },
         )
-        for slot, info in zip(
-            slots, ray.get([s.actor.describe.remote() for s in slots]), strict=True
-        ):
+        try:
+            infos = ray.get([s.actor.describe.remote() for s in slots])
+        except Exception as err:  # Ray wraps what the actor raised
+            cause = getattr(err, "cause", None)
+            if isinstance(cause, BatchSRError):
+                raise type(cause)(str(cause)) from err
+            raise ClusterError(f"a pipeline did not start: {_first_line(err)}") from err
+        for slot, info in zip(slots, infos, strict=True):
             slot.info = info
             log.info(
                 "pipeline_ready",

@@ -26,7 +26,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from batchsr.config import Config
-from batchsr.errors import EngineError
+from batchsr.errors import ClusterError, EngineError
 from batchsr.logging import RecordBuffer, configure_buffered_logging
 from batchsr.pipeline.report import Row
 from batchsr.records import Job
@@ -103,7 +103,23 @@ class PipelineWorker:
         self._failure: BaseException | None = None
 
     def describe(self) -> WorkerInfo:
-        """Where this actor runs (the driver logs it as soon as the actor is up)."""
+        """Where this actor runs (the driver logs it as soon as the actor is up), once
+        it has shown that it can write into the output folder.
+
+        Raises:
+            ClusterError: this node cannot write there (a folder that is not shared,
+                or not writable from this host).
+        """
+        probe = self._spec.out_dir / f".batchsr-probe-{self.info.host}-{self.info.pid}"
+        try:
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as err:
+            raise ClusterError(
+                f"node {self.info.node} ({self.info.host}) cannot write the output folder "
+                f"{self._spec.out_dir}: {err.strerror or err}; it must be storage every "
+                "node reaches under that path"
+            ) from err
         return self.info
 
     async def run_chunk(self, jobs: list[Job]) -> ChunkResult:
