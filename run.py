@@ -183,6 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="no engine call before timing starts (the first image then pays the engine's "
         "one-off costs)",
     )
+    p.add_argument(
+        "--max-memory",
+        type=int,
+        metavar="MIB",
+        help="keep the process's memory to about MIB: images in flight are bounded by their "
+        "pixels (large ones take more of it), not only by buffer sizes (default: no limit)",
+    )
     again = p.add_mutually_exclusive_group()
     again.add_argument(
         "--resume",
@@ -242,6 +249,7 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         "model.engines_per_device": args.engines_per_device,
         "model.engine_timeout_s": args.engine_timeout,
         "model.warmup": False if args.no_warmup else None,
+        "memory.max_mib": args.max_memory,
         "output.suffix": args.suffix,
         "output.ext": args.ext,
         "output.quality": args.quality,

@@ -28,6 +28,7 @@ __all__ = [
     "EDGES",
     "WORKER_STAGES",
     "Config",
+    "MemoryConfig",
     "ModelConfig",
     "OutputConfig",
     "QueueConfig",
@@ -180,6 +181,24 @@ class OutputConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MemoryConfig:
+    """A memory budget for the images in flight (see :mod:`batchsr.pipeline.budget`).
+
+    Attributes:
+        max_mib: the process's memory (RSS) to keep to, in MiB; 0 sets no budget and
+            only the buffer sizes bound what is in flight. What the process holds
+            before the first image (interpreter, libraries, engines) is measured at
+            the start and the rest is the images' budget.
+        bytes_per_pixel: an image's estimated peak footprint per output pixel (its
+            tiles, the engine's float outputs, the SR image, encoder and NIQE
+            transients), measured by ``benchmarks/memory.py``.
+    """
+
+    max_mib: int = 0
+    bytes_per_pixel: float = 32.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """A whole run's configuration."""
 
@@ -188,6 +207,7 @@ class Config:
     queues: QueueConfig = field(default_factory=QueueConfig)
     workers: WorkerConfig = field(default_factory=WorkerConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able form, for the log's start record."""
@@ -368,6 +388,12 @@ def _validate(config: Config) -> None:
     suffix = config.output.suffix
     if any(sep in suffix for sep in ("/", "\\", "\0")) or suffix in (".", ".."):
         raise ConfigError(f"output.suffix = {suffix!r}: a suffix cannot hold a path separator")
+    if config.memory.max_mib < 0:
+        raise ConfigError(f"memory.max_mib = {config.memory.max_mib}: use 0 (no budget) or MiB")
+    if config.memory.bytes_per_pixel <= 0:
+        raise ConfigError(
+            f"memory.bytes_per_pixel = {config.memory.bytes_per_pixel}: must be above 0"
+        )
     if not 0 <= config.output.compress_level <= 9:
         raise ConfigError(f"output.compress_level = {config.output.compress_level}: use 0-9")
     if config.output.filter is not None:

@@ -1,79 +1,193 @@
-"""Peak memory does not grow with the number of images.
+"""Peak memory against folder size and image size, what sets it, and a soak run.
 
-Runs ``run.py`` in a fresh subprocess on 10 and on 200 contest-size images (the
-contest samples repeated by symlink when ``../shared`` is present, otherwise
-synthetic 510x340 photos-like images) and prints each run's peak RSS and their ratio.
-Goal: the 200-image peak within 15% of the 10-image peak.
+    python benchmarks/memory.py [--counts 40 160 640] [--repeat 3] [--mixed]
+        [--soak 600] [--model espcn] [-- RUN.PY FLAGS, e.g. --max-memory 400]
 
-    python benchmarks/memory.py [--model espcn] [--no-score] [--counts 10 200]
+Each run is ``run.py`` in a fresh process, its RSS sampled every 20 ms from /proc and
+its exact peak taken from the kernel (``wait4``'s ``ru_maxrss`` of that child alone).
+The folder is the contest samples repeated (or synthetic contest-size images without
+../shared); ``--mixed`` adds the larger photos of ``examples/`` (scikit-image's: up to
+512x512 and 427x640) in turn with them, so that large and small images meet in flight.
+
+Printed per count: the peak of each repeat, their spread ((max - min) / median) and the
+median's ratio to the previous count's; and for the median run, what set its peak,
+read from its log: the base (RSS when the first image began tiling: interpreter,
+libraries, engine), the images between tiling and their report row at the moment of
+the peak with their output megapixels, and the bytes per in-flight output pixel that
+the peak implies (``memory.bytes_per_pixel`` is that figure, measured one image at a
+time). ``--soak N``: one run of N contest-size images; the RSS after each image, and the
+slope of a least-squares line through images 100..N (MiB per image).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from datetime import datetime
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from contest_inputs import make_inputs  # noqa: E402
 
+PAGE = os.sysconf("SC_PAGE_SIZE")
+MIB = 1 << 20
+EXAMPLES = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.png")
 
-def peak_rss_mib(cmd: list[str]) -> tuple[float, float]:
-    """Run ``cmd`` in a child and return (its peak RSS in MiB, wall seconds)."""
-    t0 = time.perf_counter()
-    # A fresh grandchild per run: RUSAGE_CHILDREN's maxrss is the max over all children
-    # so far, so each measurement runs under its own intermediate interpreter.
-    probe = (
-        "import resource, subprocess, sys; "
-        "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+
+def make_mixed(folder: Path, count: int) -> str:
+    """Contest-size images and the examples' larger photos, alternating."""
+    kind = make_inputs(folder, count)
+    for i in range(1, count, 2):
+        link = folder / f"{i:04d}.png"
+        link.unlink()
+        link.symlink_to(REPO / "examples" / EXAMPLES[(i // 2) % len(EXAMPLES)])
+    return f"{kind} + examples/ photos"
+
+
+class Sampled:
+    """A child process with its RSS sampled every ``period`` seconds."""
+
+    def __init__(self, cmd: list[str], period: float = 0.02) -> None:
+        self.samples: list[tuple[float, float]] = []  # (wall time, MiB)
+        self._proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL)
+        self._period = period
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        path = f"/proc/{self._proc.pid}/statm"
+        while True:
+            try:
+                with open(path, encoding="ascii") as f:
+                    pages = int(f.read().split()[1])
+            except (OSError, ValueError, IndexError):
+                return
+            self.samples.append((time.time(), pages * PAGE / MIB))
+            time.sleep(self._period)
+
+    def wait(self) -> float:
+        """The child's exact peak RSS in MiB (its own, from the kernel)."""
+        _, status, usage = os.wait4(self._proc.pid, 0)
+        self._proc.returncode = os.waitstatus_to_exitcode(status)
+        self._thread.join()
+        if self._proc.returncode != 0:
+            raise SystemExit(f"run.py exited with {self._proc.returncode}")
+        return usage.ru_maxrss / 1024
+
+
+def image_spans(log: Path) -> dict[int, tuple[float, float]]:
+    """Per image: (tiling start, report row) in wall-clock seconds, from the run log
+    (stage times are perf_counter readings; each record's timestamp, taken as it is
+    written, ties them to the wall clock)."""
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    timed = [r for r in records if r.get("event") == "item_done"]
+    offset = float(
+        np.median([datetime.fromisoformat(r["timestamp"]).timestamp() - r["t_end"] for r in timed])
     )
-    out = subprocess.run(
-        [sys.executable, "-c", probe, *cmd], check=True, capture_output=True, text=True, cwd=REPO
+    start = {r["image_id"]: r["t_start"] + offset for r in timed if r["stage"] == "tile"}
+    end = {r["image_id"]: r["t_end"] + offset for r in timed if r["stage"] == "report"}
+    return {i: (start[i], end.get(i, start[i])) for i in start}
+
+
+def explain_peak(samples: list[tuple[float, float]], log: Path, sizes: dict[int, int]) -> str:
+    spans = image_spans(log)
+    first = min(s for s, _ in spans.values())
+    before = [mib for t, mib in samples if t <= first]
+    base = before[-1] if before else samples[0][1]
+    t_peak, peak = max(samples, key=lambda s: s[1])
+    live = [i for i, (s, e) in spans.items() if s <= t_peak <= e]
+    mpx = sum(sizes.get(i, 0) for i in live) / 1e6
+    per_px = (peak - base) * MIB / (mpx * 1e6) if mpx else float("nan")
+    return (
+        f"base {base:.0f} MiB; at the sampled peak ({peak:.0f} MiB) {len(live)} image(s) "
+        f"between tiling and report, {mpx:.1f} output Mpx: {per_px:.0f} bytes per in-flight "
+        "output pixel"
     )
-    return int(out.stdout.strip()) / 1024, time.perf_counter() - t0
 
 
-def main() -> int:
+def output_pixels(folder: Path) -> dict[int, int]:
+    from PIL import Image
+
+    out = {}
+    for i, path in enumerate(sorted(folder.iterdir())):
+        with Image.open(path) as img:
+            out[i] = img.size[0] * img.size[1] * 16
+    return out
+
+
+def run_once(folder: Path, out: Path, args: argparse.Namespace) -> dict[str, Any]:
+    cmd = [sys.executable, str(REPO / "run.py"), "--model", args.model, "--input", str(folder),
+           "--output", str(out), "--quiet", *args.extra]  # fmt: skip
+    run = Sampled(cmd)
+    peak = run.wait()
+    return {"peak": peak, "samples": run.samples, "log": out / "run.jsonl"}
+
+
+def soak(args: argparse.Namespace, tmp: Path) -> None:
+    folder = tmp / "soak"
+    kind = make_inputs(folder, args.soak)
+    result = run_once(folder, tmp / "soak_out", args)
+    spans = image_spans(result["log"])
+    times = np.array([t for t, _ in result["samples"]])
+    rss = np.array([m for _, m in result["samples"]])
+    ends = sorted(e for _, e in spans.values())
+    after = np.array([rss[min(np.searchsorted(times, e), len(rss) - 1)] for e in ends])
+    k = np.arange(1, len(after) + 1)
+    tail = k >= 100
+    slope = float(np.polyfit(k[tail], after[tail], 1)[0]) if tail.sum() > 2 else float("nan")
+    marks = ", ".join(f"{n}: {after[n - 1]:.0f}" for n in (1, 10, 100, 200, 400, len(after)))
+    print(f"soak: {len(after)} images ({kind}), peak {result['peak']:.1f} MiB")
+    print(f"  RSS (MiB) after image {marks}")
+    print(
+        f"  slope over images 100..{len(after)}: {slope:+.4f} MiB/image "
+        f"({'under' if abs(slope) < 0.05 else 'OVER'} the 0.05 goal)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="espcn")
-    parser.add_argument("--counts", type=int, nargs=2, default=(10, 200))
-    parser.add_argument("--no-score", action="store_true")
-    args = parser.parse_args()
-    peaks = []
-    with tempfile.TemporaryDirectory() as tmp:
+    parser.add_argument("--counts", type=int, nargs="+", default=[40, 160, 640])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--mixed", action="store_true", help="add examples/ photos")
+    parser.add_argument("--soak", type=int, default=0, help="images of a soak run (0: none)")
+    parser.add_argument("extra", nargs="*", help="more run.py flags (after --)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        previous = None
         for count in args.counts:
-            folder = Path(tmp) / f"in{count}"
-            kind = make_inputs(folder, count)
-            cmd = [
-                sys.executable,
-                str(REPO / "run.py"),
-                "--model",
-                args.model,
-                "--input",
-                str(folder),
-                "--output",
-                str(Path(tmp) / f"out{count}"),
-                "--quiet",
-            ]
-            if args.no_score:
-                cmd.append("--no-score")
-            peak, wall = peak_rss_mib(cmd)
-            peaks.append(peak)
-            print(f"{count:5d} images ({kind}): peak RSS {peak:8.1f} MiB, wall {wall:6.1f} s")
-    ratio = peaks[1] / peaks[0]
-    print(
-        f"peak ratio {args.counts[1]}/{args.counts[0]} images: {ratio:.3f} "
-        f"({'within' if ratio <= 1.15 else 'OVER'} the 15% goal)"
-    )
-    print(f"machine: {os.cpu_count()} cores; default queue sizes (configs/default.toml)")
-    return 0 if ratio <= 1.15 else 1
+            folder = tmp / f"in{count}"
+            kind = (make_mixed if args.mixed else make_inputs)(folder, count)
+            sizes = output_pixels(folder)
+            runs = [run_once(folder, tmp / f"out{count}_{r}", args) for r in range(args.repeat)]
+            peaks = [r["peak"] for r in runs]
+            median = float(np.median(peaks))
+            spread = (max(peaks) - min(peaks)) / median
+            ratio = "" if previous is None else f", {median / previous:.3f}x the previous count"
+            print(
+                f"{count:5d} images ({kind}): peak RSS "
+                + " ".join(f"{p:6.1f}" for p in peaks)
+                + f" MiB; spread {spread:.1%}{ratio}"
+            )
+            middle = runs[int(np.argsort(peaks)[len(peaks) // 2])]
+            print(f"      {explain_peak(middle['samples'], middle['log'], sizes)}")
+            previous = median
+        if args.soak:
+            soak(args, tmp)
+    print(f"flags: {args.extra or 'none'}; machine: {os.cpu_count()} cores")
+    return 0
 
 
 if __name__ == "__main__":

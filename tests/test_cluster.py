@@ -387,3 +387,19 @@ def test_an_unreachable_cluster_is_one_line_and_nothing_written(
     assert done.stderr.strip().count("\n") == 0, done.stderr
     assert "nothing answers there" in done.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_a_model_no_node_can_open_refuses_before_any_image(
+    ray_cluster: Any, folder: Path, tmp_path: Path
+) -> None:
+    """As locally: an engine that cannot open is one line, exit 2, nothing written."""
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    done = run_cli(
+        "--model", str(bad), "--input", str(folder), "--output", str(tmp_path / "o"),
+        "--cluster", ray_cluster.address, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: ") and "cannot load" in done.stderr
+    assert done.stderr.strip().count("\n") == 0, done.stderr
+    assert not (tmp_path / "o").exists()

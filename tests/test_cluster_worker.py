@@ -78,12 +78,17 @@ async def test_worker_serves_concurrent_chunks_through_one_pipeline(
 
 
 @pytest.mark.asyncio
-async def test_worker_whose_engine_cannot_open_fails_each_chunk(tmp_path: Path) -> None:
+async def test_worker_whose_engine_cannot_open_refuses_to_start_and_fails_each_chunk(
+    tmp_path: Path,
+) -> None:
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a model")
     folder = tmp_path / "in"
     folder.mkdir()
     write_png(folder / "a.png", photo_like(40, 40))
+    (tmp_path / "out").mkdir()
+    with anyio.fail_after(30), pytest.raises(EngineError, match="cannot load"):
+        await PipelineWorker(_spec(bad, tmp_path / "out"), node="n").start()
     worker = PipelineWorker(_spec(bad, tmp_path / "out"), node="n")
     with anyio.fail_after(30):
         with pytest.raises(EngineError):

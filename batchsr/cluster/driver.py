@@ -215,16 +215,32 @@ class _Books:
         self.t0 = time.perf_counter()
         self._last = self.t0
 
+    def fail(self, jobs: Sequence[Job], err: BaseException) -> None:
+        """Error rows for ``jobs``, which no pipeline is left to run."""
+        reason = f"every pipeline was lost; the last: {_first_line(err)}"
+        rows = tuple(
+            Failed(
+                id=j.id, name=j.name, stage="cluster", error_type=type(err).__name__,
+                message=reason,
+            )
+            for j in jobs
+        )  # fmt: skip
+        self._take(rows, node=None)
+
     def take(self, result: ChunkResult) -> int:
         """Record a chunk's rows; the number skipped as already reported."""
+        return self._take(result.rows, node=result.info.node)
+
+    def _take(self, rows: Sequence[Row], *, node: str | None) -> int:
         skipped = 0
-        for row in result.rows:
+        for row in rows:
             if row.id in self._done:
                 skipped += 1
                 continue
             self._done.add(row.id)
             self.rows.append(row)
-            self.nodes[row.id] = result.info.node
+            if node is not None:
+                self.nodes[row.id] = node
             if self._state is not None and isinstance(row, Scored):
                 self._state.record(row, self._by_id[row.id])
             self._errors += isinstance(row, Failed) or (
@@ -360,7 +376,7 @@ def run_cluster(
             },
         )
         try:
-            infos = ray.get([s.actor.describe.remote() for s in slots])
+            infos = ray.get([s.actor.start.remote() for s in slots])
         except Exception as err:  # Ray wraps what the actor raised
             cause = getattr(err, "cause", None)
             if isinstance(cause, BatchSRError):
@@ -495,16 +511,13 @@ def _dispatch(
                 duplicates=skipped,
             )
         if pending and not any(s.alive for s in slots):
-            raise _all_lost(last_error, len(pending))
+            # As locally when every engine is lost: the rest become error rows, the
+            # report is whole, and the CLI exits 1.
+            log.error("pipelines_lost", images=sum(len(c) for c in pending))
+            books.fail([j for c in pending for j in c], last_error or ClusterError("lost"))
+            return requeued
         fill()
     return requeued
-
-
-def _all_lost(err: BaseException | None, chunks: int) -> BatchSRError:
-    reason = _first_line(err) if err is not None else "no reason given"
-    if isinstance(err, BatchSRError):
-        return type(err)(f"every pipeline failed, {chunks} chunk(s) not run: {reason}")
-    return ClusterError(f"every pipeline failed, {chunks} chunk(s) not run: {reason}")
 
 
 def _start_pipelines(

@@ -26,6 +26,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from batchsr.config import Config
+from batchsr.engines import Engine
 from batchsr.errors import ClusterError, EngineError
 from batchsr.logging import RecordBuffer, configure_buffered_logging
 from batchsr.pipeline.report import Row
@@ -101,14 +102,36 @@ class PipelineWorker:
         self._waiting: dict[int, asyncio.Future[Row]] = {}
         self._serving: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
+        self._engine: Engine | None = None
 
-    def describe(self) -> WorkerInfo:
-        """Where this actor runs (the driver logs it as soon as the actor is up), once
-        it has shown that it can write into the output folder.
+    async def start(self) -> WorkerInfo:
+        """Make ready: show that this node can write into the output folder and open
+        the first engine (so a node that cannot run the model refuses before any
+        image, as a local run does). Where the actor runs, for the driver's log.
 
         Raises:
             ClusterError: this node cannot write there (a folder that is not shared,
                 or not writable from this host).
+            EngineError: the engine cannot open on this node.
+        """
+        info = self.describe()
+        if self._engine is None and self._send is None:
+            from batchsr.engines import open_engine
+            from batchsr.pipeline.run import infer_placements
+
+            spec = self._spec
+            device = infer_placements(spec.config, spec.model)[0]
+            self._engine = await anyio.to_thread.run_sync(
+                lambda: open_engine(spec.model, spec.config.model, device_id=device)
+            )
+        return info
+
+    def describe(self) -> WorkerInfo:
+        """Where this actor runs, once it has shown that it can write into the output
+        folder.
+
+        Raises:
+            ClusterError: this node cannot write there.
         """
         probe = self._spec.out_dir / f".batchsr-probe-{self.info.host}-{self.info.pid}"
         try:
@@ -154,6 +177,9 @@ class PipelineWorker:
         if self._send is not None and self._serving is not None:
             self._send.close()
             await asyncio.wait({self._serving})
+        if self._engine is not None:  # started, but never given a chunk
+            self._engine.close()
+            self._engine = None
         return tuple(self._buffer.drain())
 
     def _stopped(self) -> BaseException:
@@ -179,6 +205,7 @@ class PipelineWorker:
                     yield job
 
         spec = self._spec
+        engine, self._engine = self._engine, None
         try:
             await run_pipeline(
                 jobs(),
@@ -187,6 +214,7 @@ class PipelineWorker:
                 out_dir=spec.out_dir,
                 on_row=self._deliver,
                 report=False,
+                engine=engine,
             )
         except BaseException as err:  # every waiting chunk must hear of it
             self._failure = err

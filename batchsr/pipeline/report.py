@@ -21,6 +21,7 @@ from typing import Any
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from batchsr.errors import ReportError
+from batchsr.pipeline.budget import MemoryBudget
 from batchsr.pipeline.stage import Meter
 from batchsr.records import Failed, Scored
 
@@ -195,6 +196,7 @@ async def run_report(
     checkpoint: Callable[[], None] | None = None,
     checkpoint_every_s: float = 2.0,
     on_row: Callable[[Row], None] | None = None,
+    budget: MemoryBudget | None = None,
 ) -> None:
     """Append every finished row to ``rows`` until the upstream closes.
 
@@ -203,6 +205,7 @@ async def run_report(
         checkpoint: called at most every ``checkpoint_every_s`` seconds to persist the
             rows so far (a partial report survives even a hard kill).
         on_row: called with each row as it arrives (the resume state records it).
+        budget: given back each finished image's share.
     """
     meter: Meter[Row] = Meter("report")
     errors = 0
@@ -210,6 +213,8 @@ async def run_report(
     async with receive:
         while (row := await meter.receive(receive)) is not None:
             rows.append(row)
+            if budget is not None:
+                budget.release(row.id)
             if on_row is not None:
                 on_row(row)
             errors += isinstance(row, Failed) or (

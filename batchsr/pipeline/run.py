@@ -28,6 +28,7 @@ import batchsr
 from batchsr.config import Config, TilingConfig
 from batchsr.engines import Engine, open_engine
 from batchsr.errors import ConfigError, EngineError
+from batchsr.pipeline.budget import MIB, MemoryBudget, resident_bytes
 from batchsr.pipeline.decode import run_decode
 from batchsr.pipeline.infer import InferPool, call_engine, run_infer
 from batchsr.pipeline.report import (
@@ -198,6 +199,7 @@ async def run_pipeline(
     engine_factory: Callable[[], Engine] | None = None,
     report: bool = True,
     on_row: Callable[[Row], None] | None = None,
+    engine: Engine | None = None,
 ) -> RunResult:
     """Upscale, save, score and report every job.
 
@@ -221,13 +223,18 @@ async def run_pipeline(
         report: write ``report.json`` (a cluster worker leaves that to the driver,
             which owns the report of the whole run).
         on_row: called with each finished row as it is reported, from the event loop.
+        engine: the first infer worker's engine, already open (a cluster worker opens
+            it before it takes work, to refuse early); closed by the run.
 
     Raises:
         EngineError: the first engine cannot be opened (nothing has been written).
     """
     log = structlog.get_logger()
     placements = infer_placements(config, model)
-    engine = await anyio.to_thread.run_sync(engine_factory or _opener(model, config, placements[0]))
+    if engine is None:
+        engine = await anyio.to_thread.run_sync(
+            engine_factory or _opener(model, config, placements[0])
+        )
     try:
         geometry = geometry_for(engine, config.tiling, model)
         # The first call of a fresh engine pays one-off costs (onnxruntime's arena and
@@ -242,6 +249,7 @@ async def run_pipeline(
                 )
             except Exception as err:
                 raise EngineError(f"the engine failed its warm-up call: {err}") from err
+        budget = _budget(config)
     except Exception:
         engine.close()
         raise
@@ -277,6 +285,13 @@ async def run_pipeline(
         images=len(jobs) if isinstance(jobs, Sequence) else None,
         out_dir=str(out_dir),
         infer_devices=list(placements),
+        memory=None
+        if budget is None
+        else {
+            "max_mib": config.memory.max_mib,
+            "images_mib": round(budget.capacity / MIB, 1),
+            "bytes_per_pixel": config.memory.bytes_per_pixel,
+        },
     )
     cpu_clock = _CpuClock()
     rows: list[Row] = list(carried)
@@ -326,6 +341,7 @@ async def run_pipeline(
                 record_row,
                 placements,
                 engine_factory,
+                budget,
             )
             outer.cancel_scope.cancel()  # stops the signal watcher
         summary = checkpoint()
@@ -354,6 +370,7 @@ async def run_pipeline(
             summary=_as_dict(summary),
             report=str(report_path),
             cpu=cpu_clock.read(),
+            memory=None if budget is None else budget.stats()._asdict(),
         )
     return RunResult(
         summary=summary,
@@ -381,6 +398,7 @@ async def _run_stages(
     on_row: Callable[[Row], None],
     placements: tuple[int | None, ...],
     engine_factory: Callable[[], Engine] | None,
+    budget: MemoryBudget | None,
 ) -> InferPool:
     q, workers = config.queues, config.workers
     paths_tx, paths_rx = anyio.create_memory_object_stream[Any](q.paths)
@@ -404,7 +422,16 @@ async def _run_stages(
                     worker=i,
                 )
             )
-        tg.start_soon(_named(run_tile, dec_rx, tiles_tx, geometry=geometry))
+        tg.start_soon(
+            _named(
+                run_tile,
+                dec_rx,
+                tiles_tx,
+                geometry=geometry,
+                budget=budget,
+                bytes_per_pixel=config.memory.bytes_per_pixel,
+            )
+        )
         pool = InferPool(alive=len(placements))
         for i, device in enumerate(placements):
             opener = engine_factory or _opener(model, config, device)
@@ -459,6 +486,7 @@ async def _run_stages(
                 on_progress=on_progress,
                 checkpoint=checkpoint,
                 on_row=on_row,
+                budget=budget,
             )
         )
         # The workers hold clones; closing the originals lets each stream end when
@@ -507,6 +535,26 @@ def infer_placements(config: Config, model: ResolvedModel) -> tuple[int | None, 
         per = config.model.engines_per_device
         return tuple(d for _ in range(per) for d in config.model.device_ids)
     return (None,) * config.workers.infer
+
+
+def _budget(config: Config) -> MemoryBudget | None:
+    """The images' share of ``memory.max_mib``: what is left of it after what the
+    process holds now (interpreter, libraries, the opened and warmed engine).
+
+    Raises:
+        ConfigError: the process already holds more than the limit.
+    """
+    if not config.memory.max_mib:
+        return None
+    base = resident_bytes()
+    limit = config.memory.max_mib * MIB
+    if base >= limit:
+        raise ConfigError(
+            f"memory.max_mib = {config.memory.max_mib}: the process holds "
+            f"{base / MIB:.0f} MiB before the first image (interpreter, libraries, engine); "
+            "give more than that"
+        )
+    return MemoryBudget(limit - base)
 
 
 def _opener(model: ResolvedModel, config: Config, device: int | None) -> Callable[[], Engine]:

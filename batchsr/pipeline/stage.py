@@ -10,6 +10,7 @@ interface change.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 from typing import Any, Generic, TypeVar
 
 import anyio
@@ -62,6 +63,12 @@ class Meter(Generic[T]):
     async def send(self, stream: MemoryObjectSendStream[Any], item: object) -> None:
         t = time.perf_counter()
         await stream.send(item)
+        self._wait_out += time.perf_counter() - t
+
+    async def hold(self, wait: Awaitable[None]) -> None:
+        """Wait on something downstream (the memory budget): counted as blocked."""
+        t = time.perf_counter()
+        await wait
         self._wait_out += time.perf_counter() - t
 
     def done(self, event: str = "item_done", **fields: Any) -> None:

@@ -45,7 +45,7 @@ import dataclasses
 import itertools
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import anyio
 import numpy as np
@@ -54,6 +54,7 @@ from numpy.typing import NDArray
 
 from batchsr.border import DEFAULT_BORDER, BorderMode, extend
 from batchsr.color import GREY_MODES, chroma_planes, rgb_to_ycbcr
+from batchsr.pipeline.budget import MemoryBudget, image_cost
 from batchsr.pipeline.stage import Meter, failed_from
 from batchsr.records import Carried, Decoded, Failed, ImagePlan, Slot, TileBatch, TileSpec, freeze
 
@@ -324,10 +325,14 @@ async def run_tile(
     send: MemoryObjectSendStream[TileBatch | Failed],
     *,
     geometry: TileGeometry,
+    budget: MemoryBudget | None = None,
+    bytes_per_pixel: float = 32.0,
 ) -> None:
     """Cut each image into tiles and send them in batches; closes ``send`` at the end.
 
-    One task by design: it owns the partly filled batch.
+    One task by design: it owns the partly filled batch. With a ``budget``, each
+    image first takes its estimated share of it (waiting, blocked, while earlier
+    images hold too much; their partly filled batch is sent first so they can finish).
     """
     meter: Meter[Decoded | Failed] = Meter("tile")
     batcher = _Batcher(geometry)
@@ -351,7 +356,14 @@ async def run_tile(
                 await meter.send(send, item)
                 meter.done(image_id=item.id, failed=True)
                 continue
+            if budget is not None:
+                h, w = item.rgb.shape[:2]
+                cost = image_cost(h, w, scale=geometry.scale, bytes_per_pixel=bytes_per_pixel)
+                if not budget.fits(cost) and (partial := batcher.flush()) is not None:
+                    await meter.send(send, partial)
+                await meter.hold(budget.acquire(item.id, cost))
             t_start_ns = time.perf_counter_ns()  # contest runtime starts at tiling
+            admitted: dict[str, Any] = {} if budget is None else {"t_admitted": t_start_ns / 1e9}
             try:
                 chw, chroma = await anyio.to_thread.run_sync(prepare_image, item.rgb, geometry)
                 height, width = item.rgb.shape[:2]
@@ -379,7 +391,7 @@ async def run_tile(
                 for batch in batcher.add(window, Slot(plan=plan, tile=spec)):
                     await meter.send(send, batch)
                     sent += 1
-            meter.done(image_id=item.id, tiles=len(plan.tiles), batches_sent=sent)
+            meter.done(image_id=item.id, tiles=len(plan.tiles), batches_sent=sent, **admitted)
         final = batcher.flush()
         if final is not None:
             await meter.send(send, final)
