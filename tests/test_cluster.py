@@ -1,8 +1,10 @@
 """``--cluster`` on a real Ray cluster on this machine: three nodes on loopback.
 
 The cluster is Ray's own test cluster (``ray.cluster_utils.Cluster``): a head that runs
-no work (``num_cpus=0``), node A with one CPU, and node B with one CPU and a custom
-resource ``sr_chip``. Every process of it, and of the drivers the tests start, must
+no work (``num_cpus=0``), node A with one CPU, node B with one CPU and a custom
+resource ``sr_chip``, and node C, a TPU host: two ``TPU`` and no CPU for pipelines,
+with the sophon.sail fake (``tests/fakes``, standing for the hardware we lack) on its
+workers' path and on no other node's. Every process of it, and of the drivers the tests start, must
 listen on 127.0.0.1 only; the first test reads their sockets to show it. The module
 starts and stops its own cluster, and each run is bounded in time.
 
@@ -13,6 +15,7 @@ Skipped, saying so, when Ray is not installed (``pip install -r requirements-ray
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -41,6 +44,7 @@ from tests.conftest import REPO, photo_like, run_cli, write_png
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1", "::1"}
+FAKES = REPO / "tests" / "fakes"
 IMAGES = 12
 
 
@@ -59,6 +63,13 @@ def ray_cluster() -> Iterator[Any]:
     try:
         cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
         cluster.add_node(num_cpus=1, resources={"sr_chip": 1}, node_ip_address="127.0.0.1")
+        paths = [str(FAKES), *filter(None, [os.environ.get("PYTHONPATH")])]
+        cluster.add_node(
+            num_cpus=0,
+            resources={"TPU": 2},
+            node_ip_address="127.0.0.1",
+            env_vars={"PYTHONPATH": os.pathsep.join(paths)},
+        )
         cluster.wait_for_nodes(timeout=60)
         yield cluster
     finally:
@@ -78,7 +89,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _node_ids(cluster: Any) -> dict[str, str]:
-    """'A'/'B' -> the 12-character node names the report uses."""
+    """'A'/'B'/'C' -> the 12-character node names the report uses."""
     import ray
 
     ray.init(address=cluster.address, _node_ip_address="127.0.0.1", log_to_driver=False)
@@ -86,7 +97,9 @@ def _node_ids(cluster: Any) -> dict[str, str]:
         names = {}
         for node in ray.nodes():
             res = node["Resources"]
-            if res.get("CPU", 0) >= 1:
+            if "TPU" in res:
+                names["C"] = node["NodeID"][:12]
+            elif res.get("CPU", 0) >= 1:
                 names["B" if "sr_chip" in res else "A"] = node["NodeID"][:12]
         return names
     finally:
@@ -145,7 +158,7 @@ def test_every_cluster_process_listens_on_loopback_only(
     # The check sees the whole cluster: its servers and the pipelines' workers.
     assert {"gcs_server", "raylet"} <= names, names
     assert any(n.startswith("ray::PipelineWorker") for n in names), names
-    assert sum(n == "raylet" for n, _, _ in snapshot) >= 3 * 2  # node manager + object manager
+    assert sum(n == "raylet" for n, _, _ in snapshot) >= 4 * 2  # node manager + object manager
     wild = [(n, ip, port) for n, ip, port in snapshot if ip not in LOOPBACK]
     assert not wild, f"listening beyond loopback: {wild}"
 
@@ -216,11 +229,11 @@ def test_a_node_without_the_requested_resource_is_not_used(
         "--cluster",
         ray_cluster.address,
         "--cluster-resource",
-        "TPU=1",
+        "fpga=1",
         cwd=tmp_path,
     )
     assert none.returncode == 2
-    assert "no node of the cluster offers what a pipeline needs (TPU=1)" in none.stderr
+    assert "no node of the cluster offers what a pipeline needs (fpga=1)" in none.stderr
     assert "sr_chip=1" in none.stderr  # it says what the nodes do offer
     assert not (tmp_path / "none").exists()
 
@@ -403,3 +416,32 @@ def test_a_model_no_node_can_open_refuses_before_any_image(
     assert done.stderr.startswith("error: ") and "cannot load" in done.stderr
     assert done.stderr.strip().count("\n") == 0, done.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_bmodel_pipelines_run_on_the_tpu_host_with_its_devices_split(
+    ray_cluster: Any, folder: Path, tmp_path: Path, espcn_onnx: Path
+) -> None:
+    """A bmodel on the sail backend asks for TPUs: only node C has them (and the sail
+    fake); its two TPUs are split between its two pipelines, one device each."""
+    spec = importlib.util.spec_from_file_location("_fake_sail", FAKES / "sophon" / "sail.py")
+    assert spec is not None and spec.loader is not None
+    fake = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = fake  # dataclasses look their module up
+    try:
+        spec.loader.exec_module(fake)
+    finally:
+        del sys.modules[spec.name]
+    bmodel = fake.write_bmodel(tmp_path / "espcn.bmodel", onnx=espcn_onnx, stages=[[2, 3, 48, 48]])
+    out = tmp_path / "out"
+    done = run_cli(
+        "--model", str(bmodel), "--input", str(folder), "--output", str(out), "--no-score",
+        "--cluster", ray_cluster.address, "--workers-per-node", "2", "--chunk", "1",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = _rows(out / "report.json")
+    assert {r["node"] for r in rows} == {_node_ids(ray_cluster)["C"]}
+    assert sum("error" in r for r in rows) == 1  # the broken file, as locally
+    started = [r for r in _records(out / "run.jsonl") if r.get("event") == "pipeline_started"]
+    assert sorted(r["config"]["model"]["devices"] for r in started) == ["0", "1"]
+    assert "cluster: 1 node(s), 2 pipeline(s)" in done.stdout

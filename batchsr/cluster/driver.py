@@ -123,7 +123,8 @@ def pipeline_request(
     """What one pipeline asks Ray for, before a node's TPUs are split."""
     if resources:
         return dict(resources)
-    if model.format == "bmodel" and config.model.backend == "sail":
+    # A bmodel runs on sail unless the emulator is asked for (as open_engine decides).
+    if model.format == "bmodel" and config.model.backend != "cmodel":
         return {"TPU": 1.0}
     return {"CPU": 1.0}
 
