@@ -184,6 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
         "one-off costs)",
     )
     p.add_argument(
+        "--in-flight",
+        type=int,
+        metavar="N",
+        help="images between the start of tiling and their stitched image at once (the "
+        "contest runtime's span): small keeps images from queueing behind each other; 0 = "
+        "only the buffer sizes bound it",
+    )
+    p.add_argument(
         "--max-memory",
         type=int,
         metavar="MIB",
@@ -250,6 +258,7 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         "model.engine_timeout_s": args.engine_timeout,
         "model.warmup": False if args.no_warmup else None,
         "memory.max_mib": args.max_memory,
+        "tiling.in_flight": args.in_flight,
         "output.suffix": args.suffix,
         "output.ext": args.ext,
         "output.quality": args.quality,

@@ -108,6 +108,11 @@ class TilingConfig:
             (the network's own zero padding: a dark/bright frame); see batchsr.border.
         y_only: run the model on MATLAB's Y channel and upscale Cb/Cr bicubically
             (one-channel models such as ESPCN-PyTorch's; automatic for them).
+        in_flight: images between the start of tiling and their stitched image at
+            once; 0 leaves it to the buffer sizes. The contest's per-image runtime
+            spans exactly that window, so a small one keeps each image from queueing
+            behind others' tiles (the next image is admitted as one is stitched; save
+            and score still overlap with the next images).
     """
 
     tile: int = 128
@@ -116,6 +121,7 @@ class TilingConfig:
     mode: Literal["crop", "plain", "average", "blend"] = "crop"
     border: BorderMode = DEFAULT_BORDER
     y_only: bool = False
+    in_flight: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,6 +394,10 @@ def _validate(config: Config) -> None:
     suffix = config.output.suffix
     if any(sep in suffix for sep in ("/", "\\", "\0")) or suffix in (".", ".."):
         raise ConfigError(f"output.suffix = {suffix!r}: a suffix cannot hold a path separator")
+    if config.tiling.in_flight < 0:
+        raise ConfigError(
+            f"tiling.in_flight = {config.tiling.in_flight}: use 0 (buffers only) or images"
+        )
     if config.memory.max_mib < 0:
         raise ConfigError(f"memory.max_mib = {config.memory.max_mib}: use 0 (no budget) or MiB")
     if config.memory.bytes_per_pixel <= 0:

@@ -95,7 +95,13 @@ def image_spans(log: Path) -> dict[int, tuple[float, float]]:
     offset = float(
         np.median([datetime.fromisoformat(r["timestamp"]).timestamp() - r["t_end"] for r in timed])
     )
-    start = {r["image_id"]: r["t_start"] + offset for r in timed if r["stage"] == "tile"}
+    # With a budget, an image is in flight from its admission (t_admitted), not from
+    # when the tile stage took it up and began waiting for its share.
+    start = {
+        r["image_id"]: r.get("t_admitted", r["t_start"]) + offset
+        for r in timed
+        if r["stage"] == "tile"
+    }
     end = {r["image_id"]: r["t_end"] + offset for r in timed if r["stage"] == "report"}
     return {i: (start[i], end.get(i, start[i])) for i in start}
 
@@ -129,9 +135,11 @@ def output_pixels(folder: Path) -> dict[int, int]:
 def run_once(folder: Path, out: Path, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, str(REPO / "run.py"), "--model", args.model, "--input", str(folder),
            "--output", str(out), "--quiet", *args.extra]  # fmt: skip
+    t = time.perf_counter()
     run = Sampled(cmd)
     peak = run.wait()
-    return {"peak": peak, "samples": run.samples, "log": out / "run.jsonl"}
+    wall = time.perf_counter() - t
+    return {"peak": peak, "samples": run.samples, "log": out / "run.jsonl", "wall": wall}
 
 
 def soak(args: argparse.Namespace, tmp: Path) -> None:
@@ -176,10 +184,12 @@ def main(argv: list[str] | None = None) -> int:
             median = float(np.median(peaks))
             spread = (max(peaks) - min(peaks)) / median
             ratio = "" if previous is None else f", {median / previous:.3f}x the previous count"
+            walls = [r["wall"] for r in runs]
             print(
                 f"{count:5d} images ({kind}): peak RSS "
                 + " ".join(f"{p:6.1f}" for p in peaks)
-                + f" MiB; spread {spread:.1%}{ratio}"
+                + f" MiB; spread {spread:.1%}{ratio}; "
+                f"{count / float(np.median(walls)):.2f} images/s"
             )
             middle = runs[int(np.argsort(peaks)[len(peaks) // 2])]
             print(f"      {explain_peak(middle['samples'], middle['log'], sizes)}")

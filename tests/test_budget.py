@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 
 from batchsr.config import load_config
 from batchsr.errors import ConfigError
-from batchsr.pipeline.budget import MIB, MemoryBudget, image_cost, resident_bytes
+from batchsr.pipeline.budget import MIB, Budget, image_cost, resident_bytes
 from batchsr.pipeline.decode import list_inputs
 from batchsr.pipeline.run import run_pipeline
 from batchsr.resolve import ResolvedModel
@@ -22,7 +23,7 @@ from tests.conftest import REPO, photo_like, write_png
 
 @pytest.mark.asyncio
 async def test_budget_admits_what_fits_and_waits_for_the_rest() -> None:
-    budget = MemoryBudget(100)
+    budget = Budget(100)
     await budget.acquire(0, 60)
     assert budget.fits(40) and not budget.fits(41)
     admitted: list[int] = []
@@ -47,7 +48,7 @@ async def test_budget_admits_what_fits_and_waits_for_the_rest() -> None:
 
 @pytest.mark.asyncio
 async def test_an_image_larger_than_the_budget_runs_alone() -> None:
-    budget = MemoryBudget(10)
+    budget = Budget(10)
     await budget.acquire(0, 500)  # nothing held: admitted, however large
     assert not budget.fits(1)
     budget.release(0)
@@ -182,3 +183,50 @@ def test_max_memory_holds_a_run_of_large_photos_that_the_default_exceeds(
     ]
     (finished,) = [r for r in log if r["event"] == "run_finished"]
     assert finished["summary"]["ok"] == 6 and finished["memory"]["peak_images"] == 1
+
+
+@pytest.mark.asyncio
+async def test_in_flight_window_bounds_images_between_tiling_and_stitching(
+    tmp_path: Path, espcn_onnx: Path
+) -> None:
+    """--in-flight 1: each image is admitted to tiling only once the one before is
+    stitched (read back from the log), and the outputs are those of a run without it."""
+    from batchsr.logging import configure_logging
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(6):
+        write_png(folder / f"im_{i}.png", photo_like(40 + 16 * (i % 3), 72, seed=i))
+    model = ResolvedModel(name="tiny", path=espcn_onnx, format="onnx", margin=4)
+    for name, window in (("free", 0), ("one", 1)):
+        config = load_config(
+            None, {"tiling.tile": 32, "output.score": False, "tiling.in_flight": window}
+        )
+        log = tmp_path / f"{name}.jsonl"
+        sink = configure_logging(log)
+        try:
+            with anyio.fail_after(120):
+                result = await run_pipeline(
+                    list_inputs(folder), config=config, model=model, out_dir=tmp_path / name
+                )
+        finally:
+            sink.close()
+        assert result.summary.ok == 6
+    records = [json.loads(x) for x in (tmp_path / "one.jsonl").read_text().splitlines()]
+    admitted = {
+        r["image_id"]: r["t_admitted"]
+        for r in records
+        if r.get("event") == "item_done" and r["stage"] == "tile"
+    }
+    stitched = {  # the stitch item that completed the image began before its release
+        i: r["t_start"]
+        for r in records
+        if r.get("event") == "item_done" and r["stage"] == "stitch"
+        for i in r["completed"]
+    }
+    order = sorted(admitted, key=admitted.__getitem__)
+    for before, after in itertools.pairwise(order):
+        assert admitted[after] >= stitched[before], (before, after)
+    for i in range(6):
+        a, b = (tmp_path / n / f"im_{i}.png" for n in ("free", "one"))
+        assert a.read_bytes() == b.read_bytes()

@@ -1,4 +1,7 @@
-"""The memory budget: images between tiling and their report row, bounded by bytes.
+"""Admission budgets: what the images in flight may take of a shared capacity.
+
+Two budgets use it: the memory limit (bytes, from tiling to the report row) and the
+in-flight window (one unit per image, from tiling to the stitched image).
 
 Buffer sizes bound the *number* of items on each edge, but an image's footprint grows
 with its pixels: its float tiles, the engine's float outputs (x16 pixels), the stitched
@@ -23,7 +26,7 @@ from typing import NamedTuple
 
 import anyio
 
-__all__ = ["MIB", "BudgetStats", "MemoryBudget", "image_cost", "resident_bytes"]
+__all__ = ["MIB", "Budget", "BudgetStats", "image_cost", "resident_bytes"]
 
 MIB = 1 << 20
 
@@ -55,11 +58,12 @@ class BudgetStats(NamedTuple):
     oversized: int
 
 
-class MemoryBudget:
-    """Bytes shared by the images in flight; one task acquires (the tile stage).
+class Budget:
+    """A capacity shared by the images in flight; one task acquires (the tile stage).
 
     Args:
-        capacity_bytes: what the images may hold together.
+        capacity_bytes: what the images may hold together (bytes, or images for the
+            in-flight window).
     """
 
     def __init__(self, capacity_bytes: int) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from batchsr.errors import ReportError
-from batchsr.pipeline.budget import MemoryBudget
+from batchsr.pipeline.budget import Budget
 from batchsr.pipeline.stage import Meter
 from batchsr.records import Failed, Scored
 
@@ -196,7 +196,7 @@ async def run_report(
     checkpoint: Callable[[], None] | None = None,
     checkpoint_every_s: float = 2.0,
     on_row: Callable[[Row], None] | None = None,
-    budget: MemoryBudget | None = None,
+    budget: Budget | None = None,
 ) -> None:
     """Append every finished row to ``rows`` until the upstream closes.
 

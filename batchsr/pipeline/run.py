@@ -28,7 +28,7 @@ import batchsr
 from batchsr.config import Config, TilingConfig
 from batchsr.engines import Engine, open_engine
 from batchsr.errors import ConfigError, EngineError
-from batchsr.pipeline.budget import MIB, MemoryBudget, resident_bytes
+from batchsr.pipeline.budget import MIB, Budget, resident_bytes
 from batchsr.pipeline.decode import run_decode
 from batchsr.pipeline.infer import InferPool, call_engine, run_infer
 from batchsr.pipeline.report import (
@@ -398,9 +398,10 @@ async def _run_stages(
     on_row: Callable[[Row], None],
     placements: tuple[int | None, ...],
     engine_factory: Callable[[], Engine] | None,
-    budget: MemoryBudget | None,
+    budget: Budget | None,
 ) -> InferPool:
     q, workers = config.queues, config.workers
+    window = Budget(config.tiling.in_flight) if config.tiling.in_flight else None
     paths_tx, paths_rx = anyio.create_memory_object_stream[Any](q.paths)
     dec_tx, dec_rx = anyio.create_memory_object_stream[Any](q.decoded)
     tiles_tx, tiles_rx = anyio.create_memory_object_stream[Any](q.tiles)
@@ -430,6 +431,7 @@ async def _run_stages(
                 geometry=geometry,
                 budget=budget,
                 bytes_per_pixel=config.memory.bytes_per_pixel,
+                window=window,
             )
         )
         pool = InferPool(alive=len(placements))
@@ -448,7 +450,7 @@ async def _run_stages(
                     pool=pool,
                 )
             )
-        tg.start_soon(_named(run_stitch, inf_rx, st_tx))
+        tg.start_soon(_named(run_stitch, inf_rx, st_tx, window=window))
         for i in range(workers.save):
             tg.start_soon(
                 _named(
@@ -537,7 +539,7 @@ def infer_placements(config: Config, model: ResolvedModel) -> tuple[int | None, 
     return (None,) * config.workers.infer
 
 
-def _budget(config: Config) -> MemoryBudget | None:
+def _budget(config: Config) -> Budget | None:
     """The images' share of ``memory.max_mib``: what is left of it after what the
     process holds now (interpreter, libraries, the opened and warmed engine).
 
@@ -554,7 +556,7 @@ def _budget(config: Config) -> MemoryBudget | None:
             f"{base / MIB:.0f} MiB before the first image (interpreter, libraries, engine); "
             "give more than that"
         )
-    return MemoryBudget(limit - base)
+    return Budget(limit - base)
 
 
 def _opener(model: ResolvedModel, config: Config, device: int | None) -> Callable[[], Engine]:

@@ -20,6 +20,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from numpy.typing import NDArray
 
 from batchsr.color import merge_y
+from batchsr.pipeline.budget import Budget
 from batchsr.pipeline.stage import Meter
 from batchsr.records import Failed, ImagePlan, SRBatch, Stitched, TileSpec, freeze
 
@@ -242,10 +243,13 @@ class Assembler:
 async def run_stitch(
     receive: MemoryObjectReceiveStream[SRBatch | Failed],
     send: MemoryObjectSendStream[Stitched | Failed],
+    *,
+    window: Budget | None = None,
 ) -> None:
     """Assemble images from SR batches arriving in any order; closes ``send`` at the end.
 
     One task by design: it owns the partly assembled images. Pasting runs in a thread.
+    Each finished (or failed) image gives its place in the in-flight ``window`` back.
     """
     meter: Meter[SRBatch | Failed] = Meter("stitch")
     assembler = Assembler()
@@ -253,11 +257,15 @@ async def run_stitch(
         while (item := await meter.receive(receive)) is not None:
             if isinstance(item, Failed):
                 if assembler.fail(item.id):
+                    if window is not None:
+                        window.release(item.id)
                     await meter.send(send, item)
                 meter.done(image_id=item.id, failed=True)
                 continue
             completed = await anyio.to_thread.run_sync(assembler.add, item)
             for image in completed:
+                if window is not None:
+                    window.release(image.id)
                 await meter.send(send, image)
             meter.done(
                 batch_id=item.batch_id,

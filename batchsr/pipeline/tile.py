@@ -54,7 +54,7 @@ from numpy.typing import NDArray
 
 from batchsr.border import DEFAULT_BORDER, BorderMode, extend
 from batchsr.color import GREY_MODES, chroma_planes, rgb_to_ycbcr
-from batchsr.pipeline.budget import MemoryBudget, image_cost
+from batchsr.pipeline.budget import Budget, image_cost
 from batchsr.pipeline.stage import Meter, failed_from
 from batchsr.records import Carried, Decoded, Failed, ImagePlan, Slot, TileBatch, TileSpec, freeze
 
@@ -325,14 +325,17 @@ async def run_tile(
     send: MemoryObjectSendStream[TileBatch | Failed],
     *,
     geometry: TileGeometry,
-    budget: MemoryBudget | None = None,
+    budget: Budget | None = None,
     bytes_per_pixel: float = 32.0,
+    window: Budget | None = None,
 ) -> None:
     """Cut each image into tiles and send them in batches; closes ``send`` at the end.
 
     One task by design: it owns the partly filled batch. With a ``budget``, each
     image first takes its estimated share of it (waiting, blocked, while earlier
     images hold too much; their partly filled batch is sent first so they can finish).
+    With a ``window``, each image also takes one of its places, given back when the
+    image is stitched.
     """
     meter: Meter[Decoded | Failed] = Meter("tile")
     batcher = _Batcher(geometry)
@@ -356,14 +359,18 @@ async def run_tile(
                 await meter.send(send, item)
                 meter.done(image_id=item.id, failed=True)
                 continue
-            if budget is not None:
-                h, w = item.rgb.shape[:2]
-                cost = image_cost(h, w, scale=geometry.scale, bytes_per_pixel=bytes_per_pixel)
-                if not budget.fits(cost) and (partial := batcher.flush()) is not None:
+            h, w = item.rgb.shape[:2]
+            cost = image_cost(h, w, scale=geometry.scale, bytes_per_pixel=bytes_per_pixel)
+            for gate, share in ((window, 1), (budget, cost)):
+                if gate is None:
+                    continue
+                if not gate.fits(share) and (partial := batcher.flush()) is not None:
                     await meter.send(send, partial)
-                await meter.hold(budget.acquire(item.id, cost))
+                await meter.hold(gate.acquire(item.id, share))
             t_start_ns = time.perf_counter_ns()  # contest runtime starts at tiling
-            admitted: dict[str, Any] = {} if budget is None else {"t_admitted": t_start_ns / 1e9}
+            admitted: dict[str, Any] = (
+                {} if budget is None and window is None else {"t_admitted": t_start_ns / 1e9}
+            )
             try:
                 chw, chroma = await anyio.to_thread.run_sync(prepare_image, item.rgb, geometry)
                 height, width = item.rgb.shape[:2]
@@ -387,8 +394,8 @@ async def run_tile(
                 continue
             sent = 0
             for spec in plan.tiles:
-                window = chw[:, spec.y : spec.y + spec.h, spec.x : spec.x + spec.w]
-                for batch in batcher.add(window, Slot(plan=plan, tile=spec)):
+                cut = chw[:, spec.y : spec.y + spec.h, spec.x : spec.x + spec.w]
+                for batch in batcher.add(cut, Slot(plan=plan, tile=spec)):
                     await meter.send(send, batch)
                     sent += 1
             meter.done(image_id=item.id, tiles=len(plan.tiles), batches_sent=sent, **admitted)
