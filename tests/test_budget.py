@@ -12,8 +12,9 @@ from typing import Any
 import anyio
 import pytest
 
-from batchsr.config import load_config
+from batchsr.config import Config, load_config
 from batchsr.errors import ConfigError
+from batchsr.logging import configure_logging
 from batchsr.pipeline.budget import MIB, Budget, image_cost, resident_bytes
 from batchsr.pipeline.decode import list_inputs
 from batchsr.pipeline.run import run_pipeline
@@ -55,6 +56,21 @@ async def test_an_image_larger_than_the_budget_runs_alone() -> None:
     assert budget.fits(10) and budget.stats().oversized == 1
 
 
+async def _logged_run(
+    folder: Path, out: Path, log: Path, config: Config, model: ResolvedModel
+) -> int:
+    """Run the pipeline with its JSON log in ``log``; the images it finished."""
+    sink = configure_logging(log)
+    try:
+        with anyio.fail_after(120):
+            result = await run_pipeline(
+                list_inputs(folder), config=config, model=model, out_dir=out
+            )
+    finally:
+        sink.close()
+    return result.summary.ok
+
+
 def _in_flight_peak(log: Path, cost: dict[int, int]) -> tuple[int, int]:
     """(most estimated bytes, most images) between tiling start and report row, from
     the log: what the budget bounds, read back from what the stages did."""
@@ -86,8 +102,6 @@ async def test_the_pipeline_keeps_large_images_within_the_budget(
     """Mixed sizes under a budget of about two large images: the images between tiling
     and their row never weigh more than the budget (estimated, as read back from the
     log), while the default config holds more at once; outputs are the same."""
-    from batchsr.logging import configure_logging
-
     folder = tmp_path / "in"
     folder.mkdir()
     sizes = [(160, 200), (40, 40), (160, 200), (160, 200), (40, 40), (160, 200), (160, 200)]
@@ -106,15 +120,7 @@ async def test_the_pipeline_keeps_large_images_within_the_budget(
             {"tiling.tile": 64, "output.score": False, "memory.max_mib": max_mib},
         )
         log = tmp_path / f"{name}.jsonl"
-        sink = configure_logging(log)
-        try:
-            with anyio.fail_after(120):
-                result = await run_pipeline(
-                    list_inputs(folder), config=config, model=model, out_dir=tmp_path / name
-                )
-        finally:
-            sink.close()
-        assert result.summary.ok == len(sizes)
+        assert await _logged_run(folder, tmp_path / name, log, config, model) == len(sizes)
         peaks[name] = _in_flight_peak(log, cost)
         if name == "budget":
             finished = next(
@@ -191,8 +197,6 @@ async def test_in_flight_window_bounds_images_between_tiling_and_stitching(
 ) -> None:
     """--in-flight 1: each image is admitted to tiling only once the one before is
     stitched (read back from the log), and the outputs are those of a run without it."""
-    from batchsr.logging import configure_logging
-
     folder = tmp_path / "in"
     folder.mkdir()
     for i in range(6):
@@ -203,15 +207,7 @@ async def test_in_flight_window_bounds_images_between_tiling_and_stitching(
             None, {"tiling.tile": 32, "output.score": False, "tiling.in_flight": window}
         )
         log = tmp_path / f"{name}.jsonl"
-        sink = configure_logging(log)
-        try:
-            with anyio.fail_after(120):
-                result = await run_pipeline(
-                    list_inputs(folder), config=config, model=model, out_dir=tmp_path / name
-                )
-        finally:
-            sink.close()
-        assert result.summary.ok == 6
+        assert await _logged_run(folder, tmp_path / name, log, config, model) == 6
     records = [json.loads(x) for x in (tmp_path / "one.jsonl").read_text().splitlines()]
     admitted = {
         r["image_id"]: r["t_admitted"]
