@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, get_args
 
 import anyio
 
-from batchsr.allocator import limit_malloc_arenas
+from batchsr.allocator import configure_malloc
 from batchsr.analysis import STAGES, RunAnalysis, analyze_run, read_runs
 from batchsr.border import BORDER_MODES
 from batchsr.config import EDGES, OUTPUT_EXTS, WORKER_STAGES, Backend, Config, load_config
@@ -354,6 +354,8 @@ def format_summary(
 def cmd_run(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
     config = load_config(args.config, overrides_from(args))
+    if config.memory.mmap_threshold_kib:  # before the pipeline's threads allocate
+        configure_malloc(mmap_threshold=config.memory.mmap_threshold_kib * 1024)
     cluster = _cluster_options(args) if args.cluster else None
     jobs = list_inputs(args.input, recursive=args.recursive)
     if not args.recursive and (skipped := unread_subfolders(args.input)):
@@ -996,7 +998,7 @@ SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    limit_malloc_arenas()
+    configure_malloc()
     t0 = time.perf_counter()
     handler: Callable[[Sequence[str]], int] = cmd_run
     if argv and argv[0] in SUBCOMMANDS:

@@ -25,6 +25,7 @@ from pathlib import Path
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from batchsr.allocator import configure_malloc
 from batchsr.config import Config
 from batchsr.engines import Engine
 from batchsr.errors import ClusterError, EngineError
@@ -76,6 +77,11 @@ class ChunkResult:
     info: WorkerInfo
 
 
+def _threshold(config: Config) -> int | None:
+    kib = config.memory.mmap_threshold_kib
+    return kib * 1024 if kib else None
+
+
 class PipelineWorker:
     """A batchsr pipeline serving chunks of jobs (an async Ray actor).
 
@@ -86,6 +92,9 @@ class PipelineWorker:
     """
 
     def __init__(self, spec: WorkerSpec, node: str) -> None:
+        # A Ray worker process is not started by run.py: make its malloc settings here,
+        # before the pipeline's threads exist.
+        configure_malloc(mmap_threshold=_threshold(spec.config))
         self._spec = spec
         self.info = WorkerInfo(
             pipeline=spec.pipeline, node=node, host=socket.gethostname(), pid=os.getpid()
