@@ -106,6 +106,24 @@ def image_spans(log: Path) -> dict[int, tuple[float, float]]:
     return {i: (start[i], end.get(i, start[i])) for i in start}
 
 
+def buffered_at(log: Path, t: float) -> str:
+    """Items waiting on each edge at wall time ``t``: the ``queue_in`` its consumer saw
+    at its last receive before then (a sample, as the analysis reads it)."""
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    timed = [r for r in records if r.get("event") == "item_done"]
+    offset = float(
+        np.median([datetime.fromisoformat(r["timestamp"]).timestamp() - r["t_end"] for r in timed])
+    )
+    edges = {"tile": "decoded", "infer": "tiles", "stitch": "inferred", "save": "stitched",
+             "score": "saved", "report": "scored"}  # fmt: skip
+    seen = []
+    for stage, edge in edges.items():
+        before = [r for r in timed if r["stage"] == stage and r["t_start"] + offset <= t]
+        if before and isinstance(before[-1].get("queue_in"), int):
+            seen.append(f"{edge} {before[-1]['queue_in']}")
+    return ", ".join(seen)
+
+
 def explain_peak(samples: list[tuple[float, float]], log: Path, sizes: dict[int, int]) -> str:
     spans = image_spans(log)
     first = min(s for s, _ in spans.values())
@@ -118,7 +136,7 @@ def explain_peak(samples: list[tuple[float, float]], log: Path, sizes: dict[int,
     return (
         f"base {base:.0f} MiB; at the sampled peak ({peak:.0f} MiB) {len(live)} image(s) "
         f"between tiling and report, {mpx:.1f} output Mpx: {per_px:.0f} bytes per in-flight "
-        "output pixel"
+        f"output pixel; buffered then: {buffered_at(log, t_peak)}"
     )
 
 
