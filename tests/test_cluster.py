@@ -46,6 +46,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1", "::1"}
 FAKES = REPO / "tests" / "fakes"
 IMAGES = 12
+LONG = 40
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +86,16 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for i in range(IMAGES - 1):
         write_png(root / f"im_{i:02d}.png", photo_like(48 + 8 * (i % 3), 64, seed=i))
     (root / "im_99.png").write_bytes(b"this is not a png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def long_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Enough work that a kill or a signal lands mid-run on any machine: 40 photos of
+    160x160 (about 2 s of pipeline time here), one chunk each."""
+    root = tmp_path_factory.mktemp("cluster_long")
+    for i in range(LONG):
+        write_png(root / f"im_{i:02d}.png", photo_like(160, 160, seed=i))
     return root
 
 
@@ -272,11 +283,12 @@ def _wait_for(log: Path, event: str, proc: subprocess.Popen[str], count: int = 1
 
 
 def test_a_killed_worker_process_loses_nothing(
-    ray_cluster: Any, folder: Path, tmp_path: Path, espcn_onnx: Path
+    ray_cluster: Any, long_folder: Path, tmp_path: Path, espcn_onnx: Path
 ) -> None:
     """SIGKILL one pipeline's process after its first chunk: Ray restarts it and runs
     its unfinished chunks again; the report is complete, each image once, every
     output whole and equal to a local run's."""
+    folder = long_folder
     out = tmp_path / "out"
     proc = _start_cli(
         "--model", str(espcn_onnx), "--input", str(folder), "--tile", "32", "--no-score",
@@ -313,15 +325,16 @@ def test_a_killed_worker_process_loses_nothing(
         "--output", str(tmp_path / "local"), "--quiet", cwd=tmp_path,
     )  # fmt: skip
     assert local.returncode == 0
-    for row in rows[:-1]:
+    for row in rows:
         name = f"{row['img_name']}.png"
         assert np.array_equal(_pixels(out / name), _pixels(tmp_path / "local" / name))
     assert not list(out.glob(".*partial*"))
 
 
 def test_ctrl_c_leaves_a_valid_partial_report_that_resume_finishes(
-    ray_cluster: Any, folder: Path, tmp_path: Path, espcn_onnx: Path
+    ray_cluster: Any, long_folder: Path, tmp_path: Path, espcn_onnx: Path
 ) -> None:
+    folder = long_folder
     out = tmp_path / "out"
     args = (
         "--model", str(espcn_onnx), "--input", str(folder), "--tile", "32", "--no-score",
@@ -337,7 +350,7 @@ def test_ctrl_c_leaves_a_valid_partial_report_that_resume_finishes(
             proc.kill()
     assert proc.returncode == 128 + signal.SIGINT, stderr
     partial = _rows(out / "report.json")
-    assert 1 <= len(partial) < IMAGES
+    assert 1 <= len(partial) < LONG
     assert any(r.get("event") == "run_interrupted" for r in _records(out / "run.jsonl"))
     again = run_cli(*args, "--resume", cwd=tmp_path)
     assert again.returncode == 0, again.stderr

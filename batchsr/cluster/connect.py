@@ -6,8 +6,6 @@ them once, at import time:
 
 - ``RAY_USAGE_STATS_ENABLED=0``: Ray would otherwise report usage to its makers over
   the network; batchsr talks to nothing outside the cluster.
-- ``RAY_LOG_TO_STDERR=0`` (unless set): the driver's C++ core would print its
-  connection retries between the CLI's lines; they go to Ray's session logs.
 - For a cluster on this machine (``--cluster ray``, or an address on 127.0.0.1),
   ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``. Ray replaces a node address of 127.0.0.1 by
   the machine's routed address ("a remotely reachable IP", ``resolve_ip_for_localhost``)
@@ -136,11 +134,6 @@ def import_ray(*, loopback: bool) -> ModuleType:
         ClusterError: Ray is not installed.
     """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    # The driver's C++ core would log its retries to stderr, between the CLI's own
-    # lines; what matters reaches the user as an exception, the rest goes to Ray's
-    # session logs (/tmp/ray/session_latest/logs). (RAY_BACKEND_LOG_LEVEL would print a
-    # line of its own.)
-    os.environ.setdefault("RAY_LOG_TO_STDERR", "0")
     if loopback:
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     try:

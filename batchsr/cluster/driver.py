@@ -62,6 +62,8 @@ __all__ = [
 # chunks; past that its chunks go to the other pipelines.
 _MAX_RESTARTS = 3
 _CHECKPOINT_EVERY_S = 2.0
+# A pipeline's start: process, imports, engine open (a bmodel load is seconds).
+_START_TIMEOUT_S = 300.0
 _WAIT_S = 0.25
 
 
@@ -376,9 +378,16 @@ def run_cluster(
                 "in_flight": options.in_flight,
             },
         )
+        starts = [s.actor.start.remote() for s in slots]
+        # Every answer in, failures too, before a refusal shuts Ray down: an actor's
+        # error still on its way to a driver that has gone is logged by Ray's core to
+        # the console, between the CLI's lines.
+        ray.wait(starts, num_returns=len(starts), timeout=_START_TIMEOUT_S)
         try:
-            infos = ray.get([s.actor.start.remote() for s in slots])
+            infos = ray.get(starts, timeout=1)
         except Exception as err:  # Ray wraps what the actor raised
+            for slot in slots:
+                ray.kill(slot.actor, no_restart=True)
             cause = getattr(err, "cause", None)
             if isinstance(cause, BatchSRError):
                 raise type(cause)(str(cause)) from err
