@@ -58,9 +58,11 @@ def make_mixed(folder: Path, count: int) -> str:
 class Sampled:
     """A child process with its RSS sampled every ``period`` seconds."""
 
-    def __init__(self, cmd: list[str], period: float = 0.02) -> None:
+    def __init__(
+        self, cmd: list[str], period: float = 0.02, env: dict[str, str] | None = None
+    ) -> None:
         self.samples: list[tuple[float, float]] = []  # (wall time, MiB)
-        self._proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL)
+        self._proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, env=env)
         self._period = period
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -140,6 +142,14 @@ def explain_peak(samples: list[tuple[float, float]], log: Path, sizes: dict[int,
     )
 
 
+def _finished(log: Path) -> dict[str, Any]:
+    for line in log.read_text().splitlines():
+        if '"run_finished"' in line:
+            record: dict[str, Any] = json.loads(line)
+            return record
+    return {}
+
+
 def output_pixels(folder: Path) -> dict[int, int]:
     from PIL import Image
 
@@ -154,7 +164,7 @@ def run_once(folder: Path, out: Path, args: argparse.Namespace) -> dict[str, Any
     cmd = [sys.executable, str(REPO / "run.py"), "--model", args.model, "--input", str(folder),
            "--output", str(out), "--quiet", *args.extra]  # fmt: skip
     t = time.perf_counter()
-    run = Sampled(cmd)
+    run = Sampled(cmd, env={**os.environ, "PYTHONTRACEMALLOC": "1"} if args.heap else None)
     peak = run.wait()
     wall = time.perf_counter() - t
     return {"peak": peak, "samples": run.samples, "log": out / "run.jsonl", "wall": wall}
@@ -188,6 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--mixed", action="store_true", help="add examples/ photos")
     parser.add_argument("--soak", type=int, default=0, help="images of a soak run (0: none)")
+    parser.add_argument(
+        "--heap",
+        action="store_true",
+        help="trace Python's heap too (PYTHONTRACEMALLOC: slower, so peaks shift)",
+    )
     parser.add_argument("extra", nargs="*", help="more run.py flags (after --)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -211,6 +226,13 @@ def main(argv: list[str] | None = None) -> int:
             )
             middle = runs[int(np.argsort(peaks)[len(peaks) // 2])]
             print(f"      {explain_peak(middle['samples'], middle['log'], sizes)}")
+            heap = _finished(middle["log"]).get("heap")
+            if heap:
+                print(
+                    f"      Python heap (numpy included) peaked at {heap['peak_mib']} MiB of "
+                    f"{middle['peak']:.0f} MiB RSS; the rest is the interpreter, libraries "
+                    "and onnxruntime's own arena"
+                )
             previous = median
         if args.soak:
             soak(args, tmp)

@@ -14,6 +14,7 @@ import os
 import platform
 import signal
 import time
+import tracemalloc
 from collections.abc import AsyncIterable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -371,6 +372,7 @@ async def run_pipeline(
             report=str(report_path),
             cpu=cpu_clock.read(),
             memory=None if budget is None else budget.stats()._asdict(),
+            heap=_heap(),
         )
     return RunResult(
         summary=summary,
@@ -537,6 +539,15 @@ def infer_placements(config: Config, model: ResolvedModel) -> tuple[int | None, 
         per = config.model.engines_per_device
         return tuple(d for _ in range(per) for d in config.model.device_ids)
     return (None,) * config.workers.infer
+
+
+def _heap() -> dict[str, float] | None:
+    """Python's heap (numpy's arrays included) when tracemalloc traces it
+    (``PYTHONTRACEMALLOC=1``): its current size and peak over the run, in MiB."""
+    if not tracemalloc.is_tracing():
+        return None
+    current, peak = tracemalloc.get_traced_memory()
+    return {"current_mib": round(current / MIB, 1), "peak_mib": round(peak / MIB, 1)}
 
 
 def _budget(config: Config) -> Budget | None:
