@@ -22,6 +22,7 @@ file with a whole file.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from collections import deque
@@ -42,6 +43,7 @@ from batchsr.pipeline.report import (
     Row,
     RunSummary,
     build_report,
+    lossy_output,
     summarize,
     write_report,
 )
@@ -264,7 +266,7 @@ class _Books:
         self._last = time.perf_counter()
         summary = summarize(self.rows, wall_s=self.elapsed(), resumed=self._carried)
         out = self._config.output
-        lossy = None if out.ext == "png" else {"format": out.ext, "quality": out.quality}
+        lossy = lossy_output(out.ext, out.quality)
         write_report(
             self._report_path,
             build_report(
@@ -412,7 +414,7 @@ def run_cluster(
         )
         stop = _Stop()
         cpu0 = time.process_time()
-        with stop if handle_signals else _nothing():
+        with stop if handle_signals else contextlib.nullcontext():
             requeued = _dispatch(ray, slots, jobs, options, books, forward, stop, log)
         # The driver's own load per image: what bounds how many hosts one driver feeds.
         driver = {
@@ -428,7 +430,7 @@ def run_cluster(
         lost = not any(s.alive for s in slots)
         event = "run_finished" if stop.signum is None else "run_interrupted"
         fields: dict[str, Any] = {
-            "summary": _as_dict(summary),
+            "summary": summary.as_dict(),
             "requeued_chunks": requeued,
             "driver": driver,
         }
@@ -586,14 +588,6 @@ def _local_resources(config: Config, request: Mapping[str, float]) -> dict[str, 
     return {name: amount for name, amount in request.items() if name != "CPU"}
 
 
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *_exc: object) -> None:
-        return None
-
-
 def _fmt(request: Mapping[str, float]) -> str:
     return ", ".join(f"{k}={v:g}" for k, v in sorted(request.items())) or "nothing"
 
@@ -612,7 +606,3 @@ def _offers(nodes: Sequence[Mapping[str, Any]]) -> str:
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[-1] if text else type(err).__name__
-
-
-def _as_dict(summary: RunSummary) -> dict[str, Any]:
-    return {name: getattr(summary, name) for name in summary.__slots__}

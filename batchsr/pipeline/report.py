@@ -30,6 +30,7 @@ __all__ = [
     "RunSummary",
     "build_report",
     "contest_score",
+    "lossy_output",
     "run_report",
     "summarize",
     "write_report",
@@ -82,6 +83,15 @@ class RunSummary:
     images_per_s: float
     score_contest: float | None
     score_amortized: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The figures by name (the log's ``summary`` field)."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+def lossy_output(ext: str, quality: int) -> dict[str, Any] | None:
+    """The report's ``lossy_output`` entry for outputs written as ``ext``: None for PNG."""
+    return None if ext == "png" else {"format": ext, "quality": quality}
 
 
 def contest_score(niqe_avg: float | None, runtime_avg_s: float | None) -> float | None:

@@ -37,6 +37,7 @@ from batchsr.pipeline.report import (
     Row,
     RunSummary,
     build_report,
+    lossy_output,
     run_report,
     summarize,
     write_report,
@@ -309,11 +310,7 @@ async def run_pipeline(
         summary = summarize(rows, wall_s=time.perf_counter() - t0, resumed=len(carried))
         if not report:
             return summary
-        lossy = (
-            None
-            if config.output.ext == "png"
-            else {"format": config.output.ext, "quality": config.output.quality}
-        )
+        lossy = lossy_output(config.output.ext, config.output.quality)
         write_report(
             report_path,
             build_report(rows, summary, model_size=model.size_bytes, lossy_output=lossy),
@@ -361,14 +358,14 @@ async def run_pipeline(
             signal=signal.Signals(stop.signum).name,
             finished=len(rows),
             images=len(jobs) if isinstance(jobs, Sequence) else None,
-            summary=_as_dict(summary),
+            summary=summary.as_dict(),
             report=str(report_path),
             cpu=cpu_clock.read(),
         )
     else:
         log.info(
             "run_finished",
-            summary=_as_dict(summary),
+            summary=summary.as_dict(),
             report=str(report_path),
             cpu=cpu_clock.read(),
             memory=None if budget is None else budget.stats()._asdict(),
@@ -596,10 +593,6 @@ def _named(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable[[], 
 
     call.__name__ = call.__qualname__ = func.__name__
     return call
-
-
-def _as_dict(summary: RunSummary) -> dict[str, Any]:
-    return {name: getattr(summary, name) for name in summary.__slots__}
 
 
 class _CpuClock:

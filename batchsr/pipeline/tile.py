@@ -359,11 +359,12 @@ async def run_tile(
                 await meter.send(send, item)
                 meter.done(image_id=item.id, failed=True)
                 continue
-            h, w = item.rgb.shape[:2]
-            cost = image_cost(h, w, scale=geometry.scale, bytes_per_pixel=bytes_per_pixel)
-            for gate, share in ((window, 1), (budget, cost)):
-                if gate is None:
-                    continue
+            gates = [] if window is None else [(window, 1)]
+            if budget is not None:
+                h, w = item.rgb.shape[:2]
+                cost = image_cost(h, w, scale=geometry.scale, bytes_per_pixel=bytes_per_pixel)
+                gates.append((budget, cost))
+            for gate, share in gates:
                 if not gate.fits(share) and (partial := batcher.flush()) is not None:
                     await meter.send(send, partial)
                 await meter.hold(gate.acquire(item.id, share))
