@@ -140,6 +140,9 @@ class RunLog:
         started: the ``run_started`` record, or None when the log lacks it.
         finished: the ``run_finished`` record, or None for an interrupted run.
         interrupted: the ``run_interrupted`` record of a run stopped by a signal.
+        pipeline: a cluster run's first ``pipeline_started`` record: the tile
+            geometry and engine its pipelines chose (the driver's start record cannot
+            know them).
         items: every ``item_done`` and ``batch_flushed`` record with numeric times.
         failures: ``image_failed`` records.
         bad_lines: lines that were not JSON objects (a truncated last line).
@@ -152,6 +155,7 @@ class RunLog:
     failures: tuple[Mapping[str, Any], ...] = ()
     bad_lines: int = 0
     interrupted: Mapping[str, Any] | None = None
+    pipeline: Mapping[str, Any] | None = None
 
     @property
     def origin(self) -> float:
@@ -219,6 +223,7 @@ def read_runs(path: Path) -> list[RunLog]:
             "started": started,
             "finished": None,
             "interrupted": None,
+            "pipeline": None,
             "items": [],
             "failures": [],
             "bad": 0,
@@ -246,6 +251,8 @@ def read_runs(path: Path) -> list[RunLog]:
             current["finished"] = record
         elif event == "run_interrupted":
             current["interrupted"] = record
+        elif event == "pipeline_started" and current["pipeline"] is None:
+            current["pipeline"] = record
         elif event == "image_failed":
             current["failures"].append(record)
         elif event in ("item_done", "batch_flushed") and _is_timed(record):
@@ -267,6 +274,7 @@ def read_runs(path: Path) -> list[RunLog]:
             failures=tuple(g["failures"]),
             bad_lines=g["bad"],
             interrupted=g["interrupted"],
+            pipeline=g["pipeline"],
         )
         for i, g in enumerate(runs)
     ]
@@ -685,7 +693,7 @@ def analyze_run(run: RunLog) -> RunAnalysis:
         suggestion=suggestion,
         advice=tuple(queue_advice(stages)),
         config=_config(run) or None,
-        geometry=(run.started or {}).get("geometry"),
+        geometry=(run.started or {}).get("geometry") or (run.pipeline or {}).get("geometry"),
         model=(run.started or {}).get("model"),
     )
 

@@ -210,6 +210,7 @@ def test_cluster_run_equals_local_run_and_tags_nodes(
     assert analysis.slowest_node in {nodes["A"], nodes["B"]}
     infer = analysis.stage("infer")
     assert infer is not None and infer.workers == 2  # one infer worker in each pipeline
+    assert analysis.geometry is not None and analysis.geometry["tile_h"] == 32
     shown = run_cli("analyze", str(tmp_path / "cl" / "run.jsonl"), cwd=tmp_path)
     assert shown.returncode == 0 and "slowest node" in shown.stdout, shown.stdout
 
