@@ -354,8 +354,8 @@ def format_summary(
 def cmd_run(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
     config = load_config(args.config, overrides_from(args))
-    if config.memory.mmap_threshold_kib:  # before the pipeline's threads allocate
-        configure_malloc(mmap_threshold=config.memory.mmap_threshold_kib * 1024)
+    if config.memory.mmap_threshold:  # before the pipeline's threads allocate
+        configure_malloc(mmap_threshold=config.memory.mmap_threshold)
     cluster = _cluster_options(args) if args.cluster else None
     jobs = list_inputs(args.input, recursive=args.recursive)
     if not args.recursive and (skipped := unread_subfolders(args.input)):

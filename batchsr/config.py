@@ -208,6 +208,11 @@ class MemoryConfig:
     bytes_per_pixel: float = 32.0
     mmap_threshold_kib: int = 0
 
+    @property
+    def mmap_threshold(self) -> int | None:
+        """``mmap_threshold_kib`` in bytes, None for glibc's default."""
+        return self.mmap_threshold_kib * 1024 or None
+
 
 @dataclass(frozen=True, slots=True)
 class Config:

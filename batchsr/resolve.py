@@ -80,6 +80,15 @@ class ResolvedModel:
         """Size of the artifact that runs: the report's ``model_size``."""
         return self.path.stat().st_size
 
+    def log_record(self) -> dict[str, str | int]:
+        """What a run's start record says of the model."""
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "format": self.format,
+            "size_bytes": self.size_bytes,
+        }
+
 
 def available_models(models_dir: Path = MODELS_DIR) -> list[str]:
     """Names of the model folders under ``models_dir``."""

@@ -43,6 +43,7 @@ from batchsr.pipeline.report import (
     Row,
     RunSummary,
     build_report,
+    is_error,
     lossy_output,
     summarize,
     write_report,
@@ -222,7 +223,7 @@ class _Books:
 
     def fail(self, jobs: Sequence[Job], err: BaseException) -> None:
         """Error rows for ``jobs``, which no pipeline is left to run."""
-        reason = f"every pipeline was lost; the last: {_first_line(err)}"
+        reason = f"every pipeline was lost; the last: {_message(err)}"
         rows = tuple(
             Failed(
                 id=j.id, name=j.name, stage="cluster", error_type=type(err).__name__,
@@ -248,9 +249,7 @@ class _Books:
                 self.nodes[row.id] = node
             if self._state is not None and isinstance(row, Scored):
                 self._state.record(row, self._by_id[row.id])
-            self._errors += isinstance(row, Failed) or (
-                isinstance(row, Scored) and row.niqe_error is not None
-            )
+            self._errors += is_error(row)
             if self._on_progress is not None:
                 self._on_progress(
                     Progress(len(self.rows), self._total, self._errors, self.elapsed())
@@ -356,12 +355,7 @@ def run_cluster(
         log.info(
             "run_started",
             config=config.to_dict(),
-            model={
-                "name": model.name,
-                "path": str(model.path),
-                "format": model.format,
-                "size_bytes": model.size_bytes,
-            },
+            model=model.log_record(),
             images=len(jobs),
             out_dir=str(out_dir),
             cluster={
@@ -393,7 +387,7 @@ def run_cluster(
             cause = getattr(err, "cause", None)
             if isinstance(cause, BatchSRError):
                 raise type(cause)(str(cause)) from err
-            raise ClusterError(f"a pipeline did not start: {_first_line(err)}") from err
+            raise ClusterError(f"a pipeline did not start: {_message(err)}") from err
         for slot, info in zip(slots, infos, strict=True):
             slot.info = info
             log.info(
@@ -505,7 +499,7 @@ def _dispatch(
                         pipeline=slot.index,
                         node=slot.plan.name,
                         error_type=type(err).__name__,
-                        error=_first_line(err),
+                        error=_message(err),
                     )
                     ray.kill(slot.actor, no_restart=True)
                 pending.appendleft(chunk)
@@ -566,7 +560,6 @@ def _start_pipelines(
                 scheduling_strategy=NodeAffinitySchedulingStrategy(plan.node_id, soft=True),
                 max_restarts=_MAX_RESTARTS,
                 max_task_retries=_MAX_RESTARTS,
-                name=None,
             ).remote(spec, plan.name)
             slots.append(_Slot(actor=actor, plan=plan, index=index))
     return slots
@@ -603,6 +596,7 @@ def _offers(nodes: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
-def _first_line(err: BaseException) -> str:
+def _message(err: BaseException) -> str:
+    """The error's own line: Ray's wrapped errors put the remote traceback first."""
     text = str(err).strip().splitlines()
     return text[-1] if text else type(err).__name__

@@ -77,11 +77,6 @@ class ChunkResult:
     info: WorkerInfo
 
 
-def _threshold(config: Config) -> int | None:
-    kib = config.memory.mmap_threshold_kib
-    return kib * 1024 if kib else None
-
-
 class PipelineWorker:
     """A batchsr pipeline serving chunks of jobs (an async Ray actor).
 
@@ -94,7 +89,7 @@ class PipelineWorker:
     def __init__(self, spec: WorkerSpec, node: str) -> None:
         # A Ray worker process is not started by run.py: make its malloc settings here,
         # before the pipeline's threads exist.
-        configure_malloc(mmap_threshold=_threshold(spec.config))
+        configure_malloc(mmap_threshold=spec.config.memory.mmap_threshold)
         self._spec = spec
         self.info = WorkerInfo(
             pipeline=spec.pipeline, node=node, host=socket.gethostname(), pid=os.getpid()

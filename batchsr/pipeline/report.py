@@ -30,6 +30,7 @@ __all__ = [
     "RunSummary",
     "build_report",
     "contest_score",
+    "is_error",
     "lossy_output",
     "run_report",
     "summarize",
@@ -92,6 +93,11 @@ class RunSummary:
 def lossy_output(ext: str, quality: int) -> dict[str, Any] | None:
     """The report's ``lossy_output`` entry for outputs written as ``ext``: None for PNG."""
     return None if ext == "png" else {"format": ext, "quality": quality}
+
+
+def is_error(row: Row) -> bool:
+    """A row the report marks with an error: no SR image, or no NIQE for it."""
+    return isinstance(row, Failed) or (isinstance(row, Scored) and row.niqe_error is not None)
 
 
 def contest_score(niqe_avg: float | None, runtime_avg_s: float | None) -> float | None:
@@ -227,9 +233,7 @@ async def run_report(
                 budget.release(row.id)
             if on_row is not None:
                 on_row(row)
-            errors += isinstance(row, Failed) or (
-                isinstance(row, Scored) and row.niqe_error is not None
-            )
+            errors += is_error(row)
             meter.done(image_id=row.id, failed=isinstance(row, Failed))
             if on_progress is not None:
                 on_progress(Progress(len(rows), total, errors, time.perf_counter() - t0))

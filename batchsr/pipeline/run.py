@@ -232,6 +232,8 @@ async def run_pipeline(
         EngineError: the first engine cannot be opened (nothing has been written).
     """
     log = structlog.get_logger()
+    # A stream of jobs (a cluster worker's) has no count, nor a table for the state.
+    images = len(jobs) if isinstance(jobs, Sequence) else None
     placements = infer_placements(config, model)
     if engine is None:
         engine = await anyio.to_thread.run_sync(
@@ -263,12 +265,7 @@ async def run_pipeline(
         "run_started",
         config=config.to_dict(),
         versions=_versions(),
-        model={
-            "name": model.name,
-            "path": str(model.path),
-            "format": model.format,
-            "size_bytes": model.size_bytes,
-        },
+        model=model.log_record(),
         engine={
             "input_shapes": [list(s) for s in engine.input_shapes],
             "scale": engine.scale,
@@ -284,7 +281,7 @@ async def run_pipeline(
             "y_only": geometry.y_only,
             "tail_batches": list(geometry.tail_batches),
         },
-        images=len(jobs) if isinstance(jobs, Sequence) else None,
+        images=images,
         out_dir=str(out_dir),
         infer_devices=list(placements),
         memory=None
@@ -357,7 +354,7 @@ async def run_pipeline(
             "run_interrupted",
             signal=signal.Signals(stop.signum).name,
             finished=len(rows),
-            images=len(jobs) if isinstance(jobs, Sequence) else None,
+            images=images,
             summary=summary.as_dict(),
             report=str(report_path),
             cpu=cpu_clock.read(),
