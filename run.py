@@ -19,14 +19,13 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, get_args
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 
 from batchsr.allocator import configure_malloc
-from batchsr.analysis import STAGES, RunAnalysis, analyze_run, read_runs
-from batchsr.border import BORDER_MODES
-from batchsr.config import EDGES, OUTPUT_EXTS, WORKER_STAGES, Backend, Config, load_config
+from batchsr.analysis import RunAnalysis, analyze_run, read_runs
+from batchsr.config import Config, load_config
 from batchsr.errors import BatchSRError, ConfigError
 from batchsr.logging import configure_logging
 from batchsr.manifest import file_sha256
@@ -38,6 +37,17 @@ from batchsr.resolve import resolve_model
 from batchsr.resume import RunState, plan_resume
 from batchsr.selfcheck import SelfCheckResult
 from batchsr.tune import Trial, tune, write_toml
+from batchsr.vocab import (
+    BACKENDS,
+    BORDER_MODES,
+    DEVICES,
+    EDGES,
+    FILTER_NAMES,
+    MULTI_WORKER_STAGES,
+    OUTPUT_EXTS,
+    STAGES,
+    TILE_MODES,
+)
 
 if TYPE_CHECKING:  # Ray's side is imported only for --cluster
     from batchsr.cluster.driver import ClusterOptions, ClusterResult
@@ -53,7 +63,6 @@ def _pairs(values: Sequence[str], known: Sequence[str], flag: str) -> dict[str, 
     return out
 
 
-BACKENDS: tuple[str, ...] = get_args(Backend)
 BACKEND_HELP = (
     "onnx (onnxruntime, default), torch, sail (a bmodel on a SOPHGO TPU), or cmodel (a "
     "bmodel on tpu-mlir's BM1684X emulator, needs `make tpu-env`: SLOW, seconds to minutes "
@@ -101,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=BACKENDS, help=BACKEND_HELP)
     p.add_argument(
         "--device",
-        choices=["cpu", "cuda"],
+        choices=DEVICES,
         help="onnx/torch: where the model runs (cuda without a CUDA runtime is an error)",
     )
     p.add_argument("--threads", type=int, help="intra-op threads per engine (0 = default)")
@@ -135,19 +144,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="STAGE=N",
-        help=f"tasks for one stage; STAGE is one of {', '.join(WORKER_STAGES)}",
+        help=f"tasks for one stage; STAGE is one of {', '.join(MULTI_WORKER_STAGES)}",
     )
     p.add_argument("--tile", type=int, help="tile size in input pixels (0 = whole image)")
     p.add_argument("--tile-pad", type=int, help="context margin cropped at stitching")
     p.add_argument("--batch", type=int, help="tiles per engine call (dynamic-batch models)")
     p.add_argument(
         "--tile-mode",
-        choices=["crop", "plain", "average", "blend"],
+        choices=TILE_MODES,
         help="how tiles are cut and combined (default crop)",
     )
     p.add_argument(
         "--border",
-        choices=list(BORDER_MODES),
+        choices=BORDER_MODES,
         help="how the image is extended past its edges so border pixels have context "
         "(default replicate; zero is the network's own padding, a visible frame)",
     )
@@ -157,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compress-level", type=int, help="PNG compression level 0-9")
     p.add_argument(
         "--filter",
-        choices=["SHARPEN", "DETAIL", "EDGE_ENHANCE", "EDGE_ENHANCE_MORE"],
+        choices=FILTER_NAMES,
         help="PIL sharpening filter after stitching (outside the contest runtime)",
     )
     p.add_argument(
@@ -245,9 +254,8 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
     if args.queue_size is not None:
         out.update({f"queues.{edge}": args.queue_size for edge in EDGES})
     out.update({f"queues.{k}": v for k, v in _pairs(args.queue, EDGES, "--queue").items()})
-    out.update(
-        {f"workers.{k}": v for k, v in _pairs(args.workers, WORKER_STAGES, "--workers").items()}
-    )
+    workers = _pairs(args.workers, MULTI_WORKER_STAGES, "--workers")
+    out.update({f"workers.{k}": v for k, v in workers.items()})
     flags = {
         "model.name": args.model,
         "model.backend": args.backend,
@@ -728,7 +736,7 @@ def cmd_tune(argv: Sequence[str]) -> int:
     p.add_argument("--backend", choices=BACKENDS, help=BACKEND_HELP)
     p.add_argument(
         "--device",
-        choices=["cpu", "cuda"],
+        choices=DEVICES,
         help="onnx/torch: where the model runs (cuda without a CUDA runtime is an error)",
     )
     p.add_argument("--config", type=Path, help="base config (default configs/default.toml)")

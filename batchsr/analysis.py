@@ -25,11 +25,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from batchsr.errors import AnalysisError
+from batchsr.vocab import INPUT_EDGE, MULTI_WORKER_STAGES, STAGES
 
 __all__ = [
-    "INPUT_EDGE",
-    "MULTI_WORKER_STAGES",
-    "STAGES",
     "DeviceFigures",
     "NodeFigures",
     "QueueFigures",
@@ -48,24 +46,6 @@ __all__ = [
     "suggest",
 ]
 
-#: Stage names in pipeline order, as ``batchsr.pipeline.run`` wires them.
-STAGES: tuple[str, ...] = ("decode", "tile", "infer", "stitch", "save", "score", "report")
-
-#: The stream (a ``[queues]`` key) each stage receives from; mirrors the wiring in
-#: ``batchsr.pipeline.run.run_pipeline``.
-INPUT_EDGE: dict[str, str] = {
-    "decode": "paths",
-    "tile": "decoded",
-    "infer": "tiles",
-    "stitch": "inferred",
-    "save": "stitched",
-    "score": "saved",
-    "report": "scored",
-}
-
-#: Stages whose worker count is a ``[workers]`` knob; tile, stitch and report are one
-#: task each by design (they own partial batches, partial images, the rows).
-MULTI_WORKER_STAGES: tuple[str, ...] = ("decode", "infer", "save", "score")
 
 #: Bins of the throughput-over-time series.
 THROUGHPUT_BINS = 20

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from batchsr.errors import ModelError
 from batchsr.tpumlir import TpuMlir
+from batchsr.vocab import NCHW
 
 __all__ = ["BmodelInfo", "NetInfo", "StageInfo", "TensorInfo", "parse_info", "read_bmodel_info"]
 
-NCHW = tuple[int, int, int, int]
 _NET = re.compile(r"^net (\d+): \[(.+)\]\s+(static|dynamic)")
 _STAGE = re.compile(r"^stage (\d+)")
 _TENSOR = re.compile(

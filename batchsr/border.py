@@ -18,10 +18,10 @@ from typing import Final, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["BORDER_MODES", "DEFAULT_BORDER", "BorderMode", "extend"]
+from batchsr.vocab import BorderMode
 
-BorderMode = Literal["replicate", "reflect", "zero"]
-BORDER_MODES: Final[tuple[BorderMode, ...]] = ("replicate", "reflect", "zero")
+__all__ = ["DEFAULT_BORDER", "extend"]
+
 DEFAULT_BORDER: Final[BorderMode] = "replicate"
 _NP_PAD: Final[dict[BorderMode, Literal["edge", "reflect", "constant"]]] = {
     "replicate": "edge",

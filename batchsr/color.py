@@ -15,7 +15,8 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from batchsr.border import DEFAULT_BORDER, BorderMode, extend
+from batchsr.border import DEFAULT_BORDER, extend
+from batchsr.vocab import BorderMode
 
 __all__ = [
     "GREY_MODES",

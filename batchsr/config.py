@@ -19,14 +19,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from batchsr.border import BORDER_MODES, DEFAULT_BORDER, BorderMode
+from batchsr.border import DEFAULT_BORDER
 from batchsr.errors import ConfigError
 from batchsr.paths import data_folder
+from batchsr.vocab import (
+    BORDER_MODES,
+    EDGES,
+    FILTER_NAMES,
+    MULTI_WORKER_STAGES,
+    OUTPUT_EXTS,
+    TILE_MODES,
+    Backend,
+    BorderMode,
+    Device,
+    FilterName,
+    OutputExt,
+    TileMode,
+)
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
-    "EDGES",
-    "WORKER_STAGES",
     "Config",
     "MemoryConfig",
     "ModelConfig",
@@ -39,8 +51,6 @@ __all__ = [
 
 DEFAULT_CONFIG_PATH = data_folder("configs") / "default.toml"
 
-Backend = Literal["onnx", "torch", "sail", "cmodel"]
-OUTPUT_EXTS: tuple[str, ...] = ("png", "jpg", "webp")
 # Engine call limits when the config sets none: the BM1684X emulator (cmodel) takes
 # seconds to minutes per call on the CPU (tpu-reference 0), the others well under one.
 DEFAULT_ENGINE_TIMEOUT_S = 60.0
@@ -69,7 +79,7 @@ class ModelConfig:
 
     name: str = "espcn"
     backend: Backend = "onnx"
-    device: Literal["cpu", "cuda"] = "cpu"
+    device: Device = "cpu"
     threads: int = 0
     devices: str = "0"
     engines_per_device: int = 1
@@ -118,7 +128,7 @@ class TilingConfig:
     tile: int = 128
     tile_pad: int | None = None
     batch: int = 4
-    mode: Literal["crop", "plain", "average", "blend"] = "crop"
+    mode: TileMode = "crop"
     border: BorderMode = DEFAULT_BORDER
     y_only: bool = False
     in_flight: int = 0
@@ -178,10 +188,10 @@ class OutputConfig:
     dir: Path | None = None
     compress_level: int = 1
     score: bool = True
-    filter: str | None = None
+    filter: FilterName | None = None
     max_pixels: int = 40_000_000
     suffix: str = ""
-    ext: Literal["png", "jpg", "webp"] = "png"
+    ext: OutputExt = "png"
     quality: int = 95
     rgb: bool = False
 
@@ -258,8 +268,6 @@ class Config:
         }
 
 
-EDGES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(QueueConfig))
-WORKER_STAGES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(WorkerConfig))
 _SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(Config)}  # type: ignore[misc]
 
 
@@ -373,7 +381,7 @@ def _validate(config: Config) -> None:
         size = getattr(config.queues, edge)
         if size < 1:
             raise ConfigError(f"queues.{edge} = {size}: a buffer must hold at least 1 item")
-    for stage in WORKER_STAGES:
+    for stage in MULTI_WORKER_STAGES:
         count = getattr(config.workers, stage)
         if not 1 <= count <= 64:
             raise ConfigError(f"workers.{stage} = {count}: must be between 1 and 64")
@@ -389,8 +397,8 @@ def _validate(config: Config) -> None:
         )
     if tiling.batch < 1:
         raise ConfigError(f"tiling.batch = {tiling.batch}: must be >= 1")
-    if tiling.mode not in ("crop", "plain", "average", "blend"):
-        raise ConfigError(f"tiling.mode = {tiling.mode!r}: use crop, plain, average or blend")
+    if tiling.mode not in TILE_MODES:
+        raise ConfigError(f"tiling.mode = {tiling.mode!r}: use one of {', '.join(TILE_MODES)}")
     if tiling.border not in BORDER_MODES:
         raise ConfigError(
             f"tiling.border = {tiling.border!r}: use one of {', '.join(BORDER_MODES)}"
@@ -421,13 +429,10 @@ def _validate(config: Config) -> None:
         )
     if not 0 <= config.output.compress_level <= 9:
         raise ConfigError(f"output.compress_level = {config.output.compress_level}: use 0-9")
-    if config.output.filter is not None:
-        from batchsr.filters import FILTER_NAMES
-
-        if config.output.filter not in FILTER_NAMES:
-            raise ConfigError(
-                f"output.filter = {config.output.filter!r}: use one of {', '.join(FILTER_NAMES)}"
-            )
+    if config.output.filter is not None and config.output.filter not in FILTER_NAMES:
+        raise ConfigError(
+            f"output.filter = {config.output.filter!r}: use one of {', '.join(FILTER_NAMES)}"
+        )
     if config.output.max_pixels < 1:
         raise ConfigError("output.max_pixels must be positive")
     model = config.model

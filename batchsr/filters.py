@@ -12,18 +12,15 @@ This module needs only numpy and PIL, so the CPU path never imports torch.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, get_args
 
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageFilter
 
 from batchsr.errors import ConfigError
+from batchsr.vocab import FILTER_NAMES
 
-__all__ = ["FILTER_NAMES", "FilterName", "Kernel3x3", "apply_filter", "kernel_of"]
-
-FilterName = Literal["SHARPEN", "DETAIL", "EDGE_ENHANCE", "EDGE_ENHANCE_MORE"]
-FILTER_NAMES: tuple[str, ...] = get_args(FilterName)
+__all__ = ["Kernel3x3", "apply_filter", "kernel_of"]
 
 
 @dataclass(frozen=True, slots=True)

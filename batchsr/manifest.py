@@ -12,9 +12,10 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from batchsr.errors import ModelError
+from batchsr.vocab import ArtifactFormat, Color
 
 if TYPE_CHECKING:
     from batchsr.models.info import ModelInfo
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
 __all__ = [
     "MANIFEST_NAME",
     "Artifact",
-    "ArtifactFormat",
     "Manifest",
     "StageFacts",
     "file_artifact",
@@ -33,7 +33,6 @@ __all__ = [
 ]
 
 MANIFEST_NAME = "manifest.json"
-ArtifactFormat = Literal["onnx", "bmodel", "torchscript", "safetensors"]
 # One NCHW shape; None marks a dynamic axis.
 Shape = tuple[int | None, int | None, int | None, int | None]
 
@@ -119,7 +118,7 @@ class Manifest:
     out_channels: int
     artifacts: tuple[Artifact, ...]
     input_range: tuple[float, float] = (0.0, 1.0)
-    color: Literal["RGB", "Y"] = "RGB"
+    color: Color = "RGB"
     margin: int = 0
     size_multiple: int = 1
     postprocess: str | None = None

@@ -16,6 +16,8 @@ from typing import TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
+from batchsr.vocab import TileMode
+
 __all__ = [
     "Decoded",
     "Failed",
@@ -146,7 +148,7 @@ class ImagePlan:
     t_start_ns: int
     offset_y: int = 0
     offset_x: int = 0
-    mode: str = "crop"
+    mode: TileMode = "crop"
     pad: int = 0
     rim: int = 0
     chroma: NDArray[np.float32] | None = None

@@ -19,10 +19,9 @@ from batchsr.config import OutputConfig
 from batchsr.errors import ConfigError, DecodeError
 from batchsr.pipeline.decode import decode_image
 from batchsr.pipeline.tile import TileGeometry, plan_image, prepare_image
+from batchsr.vocab import NCHW
 
 __all__ = ["batches_of", "iter_tiles"]
-
-NCHW = tuple[int, int, int, int]
 
 
 def iter_tiles(

@@ -22,7 +22,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from batchsr.analysis import INPUT_EDGE, STAGES, RunLog, batch_images
+from batchsr.analysis import RunLog, batch_images
+from batchsr.vocab import INPUT_EDGE, STAGES
 
 __all__ = ["lanes", "plot_timeline"]
 

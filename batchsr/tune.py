@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 import anyio
 
-from batchsr.analysis import MULTI_WORKER_STAGES, analyze_run, read_runs
+from batchsr.analysis import analyze_run, read_runs
 from batchsr.config import Config
 from batchsr.engines import Engine
 from batchsr.errors import ConfigError
@@ -41,6 +41,7 @@ from batchsr.pipeline.run import run_pipeline
 from batchsr.pipeline.score import Scorer
 from batchsr.records import Job
 from batchsr.resolve import ResolvedModel
+from batchsr.vocab import MULTI_WORKER_STAGES, Edge
 
 __all__ = [
     "TUNED_EDGES",
@@ -55,7 +56,7 @@ __all__ = [
 ]
 
 #: The streams whose buffer size the grid varies.
-TUNED_EDGES: tuple[str, ...] = ("decoded", "tiles", "inferred", "stitched", "saved")
+TUNED_EDGES: tuple[Edge, ...] = ("decoded", "tiles", "inferred", "stitched", "saved")
 
 
 class _Sink(Protocol):

@@ -46,12 +46,13 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from batchsr.border import BORDER_MODES, DEFAULT_BORDER, BorderMode, extend  # noqa: E402
+from batchsr.border import DEFAULT_BORDER, extend  # noqa: E402
 from batchsr.color import rgb_to_ycbcr, upscale_image  # noqa: E402
-from batchsr.filters import FILTER_NAMES, apply_filter  # noqa: E402
+from batchsr.filters import apply_filter  # noqa: E402
 from batchsr.manifest import load_manifest  # noqa: E402
 from batchsr.metrics.artifacts import border_energy_ratio, flat_boxes, lattice_ratio  # noqa: E402
 from batchsr.train import psnr_y  # noqa: E402
+from batchsr.vocab import BORDER_MODES, FILTER_NAMES, BorderMode  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 CONTEST_INPUTS = ("sample_0001.png", "sample_0002.png", "seed_0001.png", "seed_0005.png")

@@ -8,11 +8,10 @@ import sys
 from pathlib import Path
 
 from batchsr.errors import BatchSRError, CompileError
-from batchsr.filters import FILTER_NAMES
 from batchsr.logging import configure_logging
 from batchsr.tpumlir import find_tpu_mlir
+from batchsr.vocab import FILTER_NAMES, QUANTIZE
 from compile.build import compile_model, parse_shape, register_bmodel
-from compile.plan import QUANTIZE
 
 
 def _parser() -> argparse.ArgumentParser:

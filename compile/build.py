@@ -32,6 +32,7 @@ from batchsr.models import SRModel, get_arch, load_checkpoint
 from batchsr.models.info import ModelInfo
 from batchsr.sample_tiles import iter_tiles
 from batchsr.tpumlir import TpuMlir, find_tpu_mlir
+from batchsr.vocab import NCHW, QUANTIZE
 from compile.calibration import (
     calibration_images,
     synthetic_input,
@@ -39,7 +40,7 @@ from compile.calibration import (
     write_test_input,
 )
 from compile.onnx import check_onnx, export_onnx, for_tpu_mlir
-from compile.plan import QUANTIZE, WORK_DIR, CompilePlan, bmodel_name, make_plan, shape_tag
+from compile.plan import WORK_DIR, CompilePlan, bmodel_name, make_plan, shape_tag
 from compile.tpu_mlir import run_plan, stage_facts, write_script
 
 __all__ = [
@@ -53,7 +54,6 @@ __all__ = [
     "register_bmodel",
 ]
 
-NCHW = tuple[int, int, int, int]
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 
 log = structlog.get_logger(__name__)

@@ -17,18 +17,15 @@ from numpy.typing import NDArray
 
 from batchsr.errors import ConfigError
 from batchsr.sample_tiles import iter_tiles
+from batchsr.vocab import IMAGE_SUFFIXES, NCHW
 from compile.onnx import INPUT_NAME
 
 __all__ = [
-    "IMAGE_SUFFIXES",
     "calibration_images",
     "synthetic_input",
     "write_calibration",
     "write_test_input",
 ]
-
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
-NCHW = tuple[int, int, int, int]
 
 
 def _save_npz(path: Path, key: str, array: NDArray[np.float32]) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from batchsr.errors import CompileError
+from batchsr.vocab import NCHW
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -42,8 +43,6 @@ TPU_MLIR_OPSET = 18
 TPU_MLIR_IR_VERSION = 8
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
-
-NCHW = tuple[int, int, int, int]
 
 
 @contextmanager

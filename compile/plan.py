@@ -10,27 +10,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
 
 from batchsr.errors import ConfigError
+from batchsr.vocab import NCHW, QUANTIZE
 
 __all__ = [
     "CHIP",
     "DEPLOY_PROFILE",
-    "QUANTIZE",
     "TOLERANCE",
     "WORK_DIR",
     "CompilePlan",
-    "Quantize",
     "Step",
     "bmodel_name",
     "make_plan",
     "shape_tag",
 ]
 
-NCHW = tuple[int, int, int, int]
-Quantize = Literal["F32", "F16", "BF16", "INT8"]
-QUANTIZE: tuple[str, ...] = get_args(Quantize)
 # BM1684X only: F16/BF16 do not exist on BM1684 (reference 1.6).
 CHIP = "bm1684x"
 WORK_DIR = "tpu-mlir"

@@ -15,7 +15,6 @@ import pytest
 from PIL import Image
 
 from batchsr.analysis import (
-    STAGES,
     RunLog,
     analyze_run,
     find_bottleneck,
@@ -29,6 +28,7 @@ from batchsr.pipeline.decode import list_inputs
 from batchsr.pipeline.run import run_pipeline
 from batchsr.resolve import ResolvedModel
 from batchsr.timeline import lanes, plot_timeline
+from batchsr.vocab import STAGES
 from tests.conftest import photo_like, run_cli, write_png
 from tests.delayed_engine import DelayedEngine
 

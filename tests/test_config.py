@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from batchsr.config import DEFAULT_CONFIG_PATH, EDGES, Config, load_config
+from batchsr.config import DEFAULT_CONFIG_PATH, Config, load_config
 from batchsr.errors import ConfigError
+from batchsr.vocab import EDGES
 
 
 def test_default_toml_matches_the_builtin_defaults() -> None:

@@ -16,9 +16,7 @@ from batchsr.color import chroma_planes, rgb_to_ycbcr, upscale_chroma, ycbcr_to_
 from batchsr.engines.onnx import OnnxEngine
 from batchsr.pipeline.stitch import Assembler, to_uint8
 from batchsr.pipeline.tile import (
-    TILE_MODES,
     TileGeometry,
-    TileMode,
     _Batcher,
     plan_axis,
     plan_axis_plain,
@@ -26,6 +24,7 @@ from batchsr.pipeline.tile import (
     prepare_image,
 )
 from batchsr.records import Slot, SRBatch, Stitched
+from batchsr.vocab import TILE_MODES, TileMode
 from tests.conftest import photo_like
 
 

@@ -39,6 +39,7 @@ from batchsr.bmodel_info import BmodelInfo, read_bmodel_info
 from batchsr.engines.base import Shape, check_batch, preferred_first
 from batchsr.errors import EngineError, EngineUnavailableError, ModelError, ToolNotFoundError
 from batchsr.tpumlir import TpuMlir, find_tpu_mlir
+from batchsr.vocab import NCHW
 
 __all__ = ["CHIP", "INSTALL_HINT", "WORKER", "CmodelEngine", "open_tpu_mlir"]
 
@@ -321,9 +322,6 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
-
-
-NCHW = tuple[int, int, int, int]
 
 
 def _stages(

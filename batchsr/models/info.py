@@ -7,7 +7,8 @@ the tile margin out again from command-line flags.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+
+from batchsr.vocab import Color
 
 __all__ = ["Hyper", "ModelInfo"]
 
@@ -43,7 +44,7 @@ class ModelInfo:
     margin: int
     size_multiple: int = 1
     input_range: tuple[float, float] = (0.0, 1.0)
-    color: Literal["RGB", "Y"] = "RGB"
+    color: Color = "RGB"
     hyperparameters: tuple[tuple[str, Hyper], ...] = field(default=())
     tags: tuple[str, ...] = field(default=())
 

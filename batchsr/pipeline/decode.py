@@ -24,12 +24,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from batchsr.errors import DecodeError, InputError
 from batchsr.pipeline.stage import Meter, failed_from
 from batchsr.records import Decoded, Failed, Job, freeze
+from batchsr.vocab import IMAGE_SUFFIXES
 
-__all__ = ["IMAGE_SUFFIXES", "decode_image", "list_inputs", "run_decode", "unread_subfolders"]
+__all__ = ["decode_image", "list_inputs", "run_decode", "unread_subfolders"]
 
-IMAGE_SUFFIXES = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-)
 _EXIF_ORIENTATION = 0x0112
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 

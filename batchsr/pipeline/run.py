@@ -49,6 +49,7 @@ from batchsr.pipeline.tile import TileGeometry, run_tile
 from batchsr.records import Job, Scored
 from batchsr.resolve import ResolvedModel
 from batchsr.resume import RunState
+from batchsr.vocab import CORE_MODES
 
 __all__ = [
     "DEFAULT_TILE_PAD",
@@ -121,7 +122,7 @@ def geometry_for(engine: Engine, tiling: TilingConfig, model: ResolvedModel) -> 
     tile_w = w if w is not None else tiling.tile
     margin = model.margin or DEFAULT_TILE_PAD
     context = tiling.tile_pad if tiling.tile_pad is not None else margin
-    overlapping = tiling.mode in ("average", "blend") and bool(tile_h)
+    overlapping = tiling.mode not in CORE_MODES and bool(tile_h)
     pad, rim = context, 0
     if overlapping:
         # Averaging and blending give no weight to each window's rim of ``context``

@@ -23,6 +23,7 @@ from batchsr.color import merge_y
 from batchsr.pipeline.budget import Budget
 from batchsr.pipeline.stage import Meter
 from batchsr.records import Failed, ImagePlan, SRBatch, Stitched, TileSpec, freeze
+from batchsr.vocab import CORE_MODES
 
 __all__ = [
     "Assembler",
@@ -60,7 +61,7 @@ def _core_in_tile(spec: TileSpec, plan: ImagePlan) -> tuple[slice, slice, slice,
 def is_direct(plan: ImagePlan) -> bool:
     """True if the image's tiles paste their cores straight into a uint8 image (no
     overlap to average, no chroma to merge), so tiles may be rounded to uint8 early."""
-    return plan.mode in ("crop", "plain") and plan.chroma is None
+    return plan.mode in CORE_MODES and plan.chroma is None
 
 
 def paste_tile(
@@ -136,7 +137,7 @@ class _Image:
         # uint8 cores are enough unless tiles overlap (average/blend); Y-only cores are
         # merged with their chroma on arrival.
         self.direct = is_direct(plan)
-        self.merge_cores = plan.chroma is not None and plan.mode in ("crop", "plain")
+        self.merge_cores = plan.chroma is not None and plan.mode in CORE_MODES
         if self.direct or self.merge_cores:
             self.canvas_u8 = np.empty((hs, ws, 3 if self.merge_cores else channels), np.uint8)
         else:
@@ -151,7 +152,7 @@ class _Image:
             cy, cx, ty, tx = _core_in_tile(spec, self.plan)
             origin = (spec.core_y0, spec.core_x0)
             self.canvas_u8[cy, cx] = merge_y(sr_tile[0, ty, tx], chroma, self.plan.scale, origin)
-        elif self.plan.mode in ("crop", "plain"):
+        elif self.plan.mode in CORE_MODES:
             cy, cx, ty, tx = _core_in_tile(spec, self.plan)
             self.acc[:, cy, cx] = sr_tile[:, ty, tx]
             self.wsum[cy, cx] = 1.0

@@ -45,23 +45,22 @@ import dataclasses
 import itertools
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 import numpy as np
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from numpy.typing import NDArray
 
-from batchsr.border import DEFAULT_BORDER, BorderMode, extend
+from batchsr.border import DEFAULT_BORDER, extend
 from batchsr.color import GREY_MODES, chroma_planes, rgb_to_ycbcr
 from batchsr.pipeline.budget import Budget, image_cost
 from batchsr.pipeline.stage import Meter, failed_from
 from batchsr.records import Carried, Decoded, Failed, ImagePlan, Slot, TileBatch, TileSpec, freeze
+from batchsr.vocab import BorderMode, TileMode
 
 __all__ = [
-    "TILE_MODES",
     "TileGeometry",
-    "TileMode",
     "plan_axis",
     "plan_axis_plain",
     "plan_image",
@@ -69,9 +68,6 @@ __all__ = [
     "run_tile",
     "tile_for",
 ]
-
-TileMode = Literal["crop", "plain", "average", "blend"]
-TILE_MODES: tuple[TileMode, ...] = ("crop", "plain", "average", "blend")
 
 
 @dataclass(frozen=True, slots=True)
