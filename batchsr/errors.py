@@ -2,9 +2,19 @@
 
 Kept in its own module, free of imports from the rest of the package, so that any
 module can raise these without import loops.
+
+Messages are the library's words, and the library has no command line: a message names
+a setting by its config key in backticks (`` `tiling.tile` ``, or with the value it
+suggests, `` `workers.infer = 2` ``) and a run parameter that is no config key by its
+name (`` `input` ``, `` `resume` ``). A front end rewrites those references into its
+own spelling with :func:`reword` (the CLI: ``--tile``, ``--workers infer=2``), so the
+same error reads right in a TOML file's terms, a flag's terms, or an API's.
 """
 
 from __future__ import annotations
+
+import re
+from collections.abc import Callable
 
 __all__ = [
     "AnalysisError",
@@ -23,7 +33,28 @@ __all__ = [
     "ShapeMismatchError",
     "ToolNotFoundError",
     "UnsupportedModelError",
+    "reword",
+    "setting",
 ]
+
+# `key` or `key = value`; a key is a config key (section.name) or a parameter name.
+_SETTING = re.compile(r"`([a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)?)(?: = ([^`]+))?`")
+
+
+def setting(key: str, value: object = None) -> str:
+    """How a message names ``key`` (and a value for it): `` `key` `` / `` `key = value` ``."""
+    return f"`{key}`" if value is None else f"`{key} = {value}`"
+
+
+def reword(message: str, spell: Callable[[str, str | None], str | None]) -> str:
+    """``message`` with each setting reference replaced by ``spell(key, value)``;
+    a reference ``spell`` does not know (it returns None) is left as written."""
+
+    def one(match: re.Match[str]) -> str:
+        spelled = spell(match.group(1), match.group(2))
+        return match.group(0) if spelled is None else spelled
+
+    return _SETTING.sub(one, message)
 
 
 class BatchSRError(Exception):

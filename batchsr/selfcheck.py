@@ -28,13 +28,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from batchsr.engines.base import Engine, Shape, shape_matches
-from batchsr.errors import EngineError
+from batchsr.errors import ConfigError, EngineError, setting
 from batchsr.sample_tiles import batches_of
 
 __all__ = [
     "MIN_PSNR_DB",
     "CaseResult",
     "SelfCheckResult",
+    "check_model",
     "compare",
     "min_psnr_for",
     "run_selfcheck",
@@ -225,3 +226,60 @@ def run_selfcheck(
         passed=passed,
         reason=reason,
     )
+
+
+def check_model(
+    spec: str,
+    *,
+    emulate: bool,
+    device: int = 0,
+    reference: Path | None = None,
+    images: Sequence[Path],
+    samples: int = 8,
+    repeats: int | None = None,
+    min_psnr_db: float | None = None,
+) -> SelfCheckResult:
+    """:func:`run_selfcheck` on the bmodel ``spec`` names (a file, or a model folder whose
+    manifest lists one), opened as a run would open it.
+
+    Args:
+        spec: as ``model.name`` for a run.
+        emulate: run the bmodel on tpu-mlir's BM1684X emulator instead of TPU ``device``.
+        reference: the ONNX to compare with; None takes the model folder's ONNX, if any.
+        repeats: extra timed calls per shape; None: 5 on a TPU, 0 on the emulator
+            (each call there takes seconds to minutes).
+
+    Raises:
+        ModelError: ``spec`` names no bmodel.
+        EngineError: the engine cannot open or run.
+    """
+    from batchsr.config import load_config
+    from batchsr.engines import open_engine
+    from batchsr.engines.onnx import OnnxEngine
+    from batchsr.resolve import resolve_model
+
+    if samples < 1:
+        raise ConfigError(f"{setting('samples', samples)}: use at least 1 real tile per shape")
+    backend = "cmodel" if emulate else "sail"
+    model = resolve_model(spec, backend=backend)
+    if reference is None and model.manifest is not None:
+        onnx = model.manifest.artifact("onnx")
+        reference = model.path.parent / onnx.path if onnx else None
+    config = load_config(None, {"model.devices": str(device), "model.backend": backend}).model
+    engine = open_engine(model, config, device_id=device)
+    try:
+        return run_selfcheck(
+            engine,
+            bmodel=model.path,
+            where="BM1684X emulator" if emulate else f"TPU {device}",
+            images=images,
+            reference=OnnxEngine(reference) if reference else None,
+            reference_path=reference,
+            quantize=model.artifact.quantize if model.artifact else None,
+            samples=samples,
+            margin=model.margin or 0,
+            repeats=repeats if repeats is not None else (0 if emulate else 5),
+            min_psnr_db=min_psnr_db,
+        )
+    finally:
+        engine.close()

@@ -151,12 +151,14 @@ def test_progress_bar_shows_on_a_terminal_only(
 
 
 def test_help_lists_every_subcommand_and_every_flag_has_help() -> None:
-    from run import SUBCOMMAND_HELP, SUBCOMMANDS, build_parser
+    from batchsr.cli.main import SUBCOMMANDS
+    from batchsr.cli.upscale import build_parser
 
-    assert set(SUBCOMMAND_HELP) == set(SUBCOMMANDS)
-    parser = build_parser()
+    lines = {name: command.help for name, command in SUBCOMMANDS.items()}
+    assert set(lines) == {"score", "analyze", "tune", "selfcheck"}
+    parser = build_parser(lines)
     text = parser.format_help()
-    for name, line in SUBCOMMAND_HELP.items():
+    for name, line in lines.items():
         assert f"  {name:10} {line}" in text
     assert all(a.help for a in parser._actions), [a.dest for a in parser._actions if not a.help]
 

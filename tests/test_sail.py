@@ -342,7 +342,7 @@ def _model_folder(sail: ModuleType, tmp_path: Path, onnx: Path) -> Path:
 def test_selfcheck_passes_an_f16_bmodel_against_its_onnx_reference(
     sail: ModuleType, tmp_path: Path, espcn_onnx: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from run import main
+    from batchsr.cli import main
 
     folder = _model_folder(sail, tmp_path, espcn_onnx)
     image = write_png(tmp_path / "real.png", photo_like(60, 80, seed=3))
@@ -359,7 +359,7 @@ def test_selfcheck_passes_an_f16_bmodel_against_its_onnx_reference(
 def test_selfcheck_fails_when_the_bmodel_computes_something_else(
     sail: ModuleType, tmp_path: Path, espcn_onnx: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from run import main
+    from batchsr.cli import main
     from tests.conftest import export_espcn
 
     other = export_espcn(tmp_path / "other.onnx", seed=7)
@@ -370,7 +370,8 @@ def test_selfcheck_fails_when_the_bmodel_computes_something_else(
 
 
 def test_cli_flags_set_devices_engines_and_timeout() -> None:
-    from run import build_parser, overrides_from
+    from batchsr.cli.flags import overrides_from
+    from batchsr.cli.upscale import build_parser
 
     args = build_parser().parse_args(
         ["-i", "x", "--devices", "0,1", "--engines-per-device", "3", "--engine-timeout", "2.5"]

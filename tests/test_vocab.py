@@ -97,7 +97,7 @@ def test_config_literals_refuse_values_outside_the_vocabulary() -> None:
 
 
 def test_cli_choices_are_the_vocabulary() -> None:
-    from run import build_parser
+    from batchsr.cli.upscale import build_parser
 
     choices = {a.dest: tuple(a.choices) for a in build_parser()._actions if a.choices is not None}
     assert choices["backend"] == vocab.BACKENDS

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -21,7 +22,7 @@ from batchsr.errors import DecodeError, NIQEError
 from batchsr.metrics.niqe import niqe
 from batchsr.pipeline.decode import decode_image
 
-__all__ = ["FolderScore", "decode_rgb8", "score_file", "score_folder"]
+__all__ = ["FolderScore", "decode_rgb8", "niqe_report", "score_file", "score_folder"]
 
 
 @dataclass(frozen=True)
@@ -72,3 +73,19 @@ def score_folder(paths: Sequence[Path], *, workers: int) -> list[FolderScore]:
         return [score_file(p) for p in paths]
     with ProcessPoolExecutor(max_workers=min(workers, len(paths))) as pool:
         return list(pool.map(score_file, paths))
+
+
+def niqe_report(names: Sequence[str], rows: Sequence[FolderScore]) -> dict[str, Any]:
+    """``niqe.json``: the average and one row per image in the contest report's row
+    format (``img_name``, ``niqe`` as a 4-decimal string or null, ``error`` if any);
+    the average is over the scored images only."""
+    scored = [r.niqe for r in rows if r.niqe is not None]
+    avg = sum(scored) / len(scored) if scored else None
+    return {
+        "niqe_avg": None if avg is None else f"{avg:.4f}",
+        "images": [
+            {"img_name": name, "niqe": None if r.niqe is None else f"{r.niqe:.4f}"}
+            | ({"error": r.error} if r.error else {})
+            for name, r in zip(names, rows, strict=True)
+        ],
+    }

@@ -1,0 +1,363 @@
+"""The main job: ``run.py --model M --input DIR`` upscales, scores and reports a folder
+(locally, or across a Ray cluster with ``--cluster``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from batchsr.allocator import configure_malloc
+from batchsr.cli.flags import Parser, add_model_flags, overrides_from
+from batchsr.cli.process import exit_if_engine_calls_hang
+from batchsr.cli.render import ProgressBar, cluster_line, format_summary
+from batchsr.config import Config, load_config
+from batchsr.errors import BatchSRError, ConfigError
+from batchsr.logging import configure_logging
+from batchsr.manifest import file_sha256
+from batchsr.pipeline.decode import list_inputs, unread_subfolders
+from batchsr.pipeline.run import RunResult, run_pipeline
+from batchsr.resolve import resolve_model
+from batchsr.resume import RunState, plan_resume
+from batchsr.vocab import (
+    BORDER_MODES,
+    EDGES,
+    FILTER_NAMES,
+    MULTI_WORKER_STAGES,
+    OUTPUT_EXTS,
+    TILE_MODES,
+)
+
+if TYPE_CHECKING:  # Ray's side is imported only for --cluster
+    from batchsr.cluster.driver import ClusterOptions, ClusterResult
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser(subcommands: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """The main job's flags; ``subcommands`` (name -> one line) are listed after them."""
+    p = Parser(
+        prog="run.py",
+        description="Upscale a folder x4 with a super-resolution model, score it with the "
+        "contest's NIQE and write the contest report.",
+        epilog="subcommands (run.py SUBCOMMAND --help for their flags):\n"
+        + "\n".join(f"  {name:10} {line}" for name, line in (subcommands or {}).items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--input", "-i", type=Path, required=True, help="an image file, or a folder of images"
+    )
+    p.add_argument(
+        "--recursive",
+        "-r",
+        action="store_true",
+        help="also read the folder's subfolders; their tree is mirrored under --output",
+    )
+    add_model_flags(
+        p, model_help="model name (models/NAME), model folder, or .onnx/.pt/.bmodel file"
+    )
+    p.add_argument("--threads", type=int, help="intra-op threads per engine (0 = default)")
+    p.add_argument("--devices", metavar="IDS", help="sail: TPU ids, e.g. 0,1 (see bm-smi)")
+    p.add_argument("--engines-per-device", type=int, metavar="K", help="sail: engines per TPU")
+    p.add_argument(
+        "--engine-timeout",
+        type=float,
+        metavar="S",
+        help="fail an engine call after S s (0 = never; default 60, cmodel 1800)",
+    )
+    p.add_argument("--output", "-o", type=Path, help="output folder (default results/<model>/)")
+    p.add_argument("--log", type=Path, help="JSON-lines log (default OUTPUT/run.jsonl)")
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning"],
+        help="run.jsonl detail: debug adds per-tile records (default info)",
+    )
+    p.add_argument("--config", type=Path, help="TOML config (default configs/default.toml)")
+    p.add_argument("--queue-size", type=int, metavar="N", help="buffer size of every stream")
+    p.add_argument(
+        "--queue",
+        action="append",
+        default=[],
+        metavar="EDGE=N",
+        help=f"buffer size of one stream; EDGE is one of {', '.join(EDGES)}",
+    )
+    p.add_argument(
+        "--workers",
+        action="append",
+        default=[],
+        metavar="STAGE=N",
+        help=f"tasks for one stage; STAGE is one of {', '.join(MULTI_WORKER_STAGES)}",
+    )
+    p.add_argument("--tile", type=int, help="tile size in input pixels (0 = whole image)")
+    p.add_argument("--tile-pad", type=int, help="context margin cropped at stitching")
+    p.add_argument("--batch", type=int, help="tiles per engine call (dynamic-batch models)")
+    p.add_argument(
+        "--tile-mode",
+        choices=TILE_MODES,
+        help="how tiles are cut and combined (default crop)",
+    )
+    p.add_argument(
+        "--border",
+        choices=BORDER_MODES,
+        help="how the image is extended past its edges so border pixels have context "
+        "(default replicate; zero is the network's own padding, a visible frame)",
+    )
+    p.add_argument(
+        "--y-only", action="store_true", default=None, help="run the model on the Y channel only"
+    )
+    p.add_argument("--compress-level", type=int, help="PNG compression level 0-9")
+    p.add_argument(
+        "--filter",
+        choices=FILTER_NAMES,
+        help="PIL sharpening filter after stitching (outside the contest runtime)",
+    )
+    p.add_argument(
+        "--suffix", help="appended to each output's name (a.png -> a_x4.png for _x4; default none)"
+    )
+    p.add_argument(
+        "--ext",
+        choices=OUTPUT_EXTS,
+        help="output format: png (lossless, default, the contest's), jpg or webp (lossy: "
+        "NIQE scores the pixels written, and the report says so)",
+    )
+    p.add_argument("--quality", type=int, help="jpg/webp quality 1-100 (default 95)")
+    p.add_argument(
+        "--rgb",
+        action="store_true",
+        default=None,
+        help="write grey inputs' outputs as RGB (by default grey stays grey: one channel)",
+    )
+    p.add_argument("--no-score", action="store_true", help="skip NIQE")
+    p.add_argument(
+        "--no-warmup",
+        action="store_true",
+        help="no engine call before timing starts (the first image then pays the engine's "
+        "one-off costs)",
+    )
+    p.add_argument(
+        "--in-flight",
+        type=int,
+        metavar="N",
+        help="images between the start of tiling and their stitched image at once (the "
+        "contest runtime's span): small keeps images from queueing behind each other; 0 = "
+        "only the buffer sizes bound it",
+    )
+    p.add_argument(
+        "--max-memory",
+        type=int,
+        metavar="MIB",
+        help="keep the process's memory to about MIB: images in flight are bounded by their "
+        "pixels (large ones take more of it), not only by buffer sizes (default: no limit)",
+    )
+    again = p.add_mutually_exclusive_group()
+    again.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip images an earlier run of this configuration finished in --output",
+    )
+    again.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the results --output holds, even of another configuration",
+    )
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
+    cluster = p.add_argument_group("cluster (Ray; pip install -r requirements-ray.txt)")
+    cluster.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="run across a Ray cluster: ray (a Ray instance on this machine, loopback only), "
+        "auto (the cluster this host belongs to), HOST:PORT (its GCS) or ray://HOST:PORT; "
+        "--output must be storage every node reaches",
+    )
+    cluster.add_argument(
+        "--workers-per-node",
+        type=int,
+        default=1,
+        metavar="N",
+        help="pipelines per node (default 1)",
+    )
+    cluster.add_argument(
+        "--chunk", type=int, default=4, metavar="N", help="images per hand-out (default 4)"
+    )
+    cluster.add_argument(
+        "--cluster-resource",
+        action="append",
+        default=[],
+        metavar="NAME=AMOUNT",
+        help="what each pipeline asks Ray for, instead of the default (the node's TPUs for "
+        "a bmodel, else CPU=1); repeatable, e.g. CPU=2 or TPU=1",
+    )
+    return p
+
+
+def main(argv: Sequence[str], subcommands: Mapping[str, str] | None = None) -> int:
+    """Upscale, score and report; the exit code: 0, 1 when every engine failed, 128 +
+    signal when interrupted."""
+    args = build_parser(subcommands).parse_args(argv)
+    config = load_config(args.config, overrides_from(args))
+    if config.memory.mmap_threshold:  # before the pipeline's threads allocate
+        configure_malloc(mmap_threshold=config.memory.mmap_threshold)
+    cluster = _cluster_options(args) if args.cluster else None
+    jobs = list_inputs(args.input, recursive=args.recursive)
+    if not args.recursive and (skipped := unread_subfolders(args.input)):
+        shown = ", ".join(d.name for d in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+        print(
+            f"note: {len(skipped)} subfolder(s) of {args.input} with images not read ({shown}); "
+            "pass --recursive to include them",
+            file=sys.stderr,
+        )
+    model = resolve_model(config.model.name, backend=config.model.backend)
+    out_dir = config.output.dir or Path("results") / model.name
+    if args.recursive and out_dir.resolve().is_relative_to(args.input.resolve()):
+        raise ConfigError(
+            f"--output {out_dir} is inside the --recursive input {args.input}: the next "
+            "run would read its outputs as inputs; write the results outside that tree"
+        )
+    model_sha256 = file_sha256(model.path)
+    pixel_hash = config.pixel_hash(model_sha256)
+    settings = config.pixel_settings(model_sha256)
+    plan = plan_resume(
+        jobs,
+        out_dir,
+        pixel_hash=pixel_hash,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        settings=settings,
+        suffix=config.output.suffix,
+        ext=config.output.ext,
+    )
+    log_path = args.log or out_dir / "run.jsonl"
+    fresh = [p for p in (out_dir, log_path) if not p.exists()]
+    sink = configure_logging(log_path, level=args.log_level, append=args.resume)
+    state = RunState(out_dir, pixel_hash=pixel_hash, append=args.resume, settings=settings)
+    bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty())
+    result: RunResult | ClusterResult
+    try:
+        if cluster is not None:
+            result = _run_on_cluster(args, cluster, config, model, out_dir, plan, state, sink, bar)
+        else:
+            result = anyio.run(
+                lambda: run_pipeline(
+                    plan.todo,
+                    config=config,
+                    model=model,
+                    out_dir=out_dir,
+                    on_progress=bar,
+                    handle_signals=True,
+                    carried=plan.done,
+                    state=state,
+                )
+            )
+    except BatchSRError:
+        # Refused before any image ran (an engine that cannot open): leave behind
+        # nothing this run created.
+        state.close()
+        sink.close()
+        _remove_created(fresh)
+        raise
+    finally:
+        state.close()
+        sink.close()
+    if result.interrupted is not None:
+        print(
+            f"\ninterrupted by {signal.Signals(result.interrupted).name}: "
+            f"{result.summary.images} of {len(jobs)} images finished and reported",
+            file=sys.stderr,
+        )
+    if not args.quiet:
+        rows = json.loads(result.report_path.read_text(encoding="utf-8"))["A"][0]["images"]
+        summary = format_summary(
+            result.summary, result.report_path, log_path, rows, score=config.output.score
+        )
+        if config.output.ext != "png":
+            summary += (
+                f"\noutputs {config.output.ext.upper()} at quality {config.output.quality}: "
+                "lossy, so NIQE scores the compressed pixels (the report says so)"
+            )
+        if cluster is not None:
+            summary += "\n" + cluster_line(result)  # type: ignore[arg-type]
+        print(summary)
+    code = 0 if result.interrupted is None else 128 + result.interrupted
+    if result.engines_lost and code == 0:
+        print(
+            f"error: every engine failed ({result.summary.failed} images could not be "
+            f"upscaled); the report {result.report_path} holds the rows, the log the causes",
+            file=sys.stderr,
+        )
+        code = 1
+    exit_if_engine_calls_hang(code)
+    return code
+
+
+def _cluster_options(args: argparse.Namespace) -> ClusterOptions:
+    from batchsr.cluster.connect import parse_cluster
+    from batchsr.cluster.driver import ClusterOptions
+
+    for flag, value in (("--workers-per-node", args.workers_per_node), ("--chunk", args.chunk)):
+        if value < 1:
+            raise ConfigError(f"{flag} {value}: must be at least 1")
+    resources: dict[str, float] = {}
+    for item in args.cluster_resource:
+        name, sep, amount = item.partition("=")
+        try:
+            value = float(amount)
+        except ValueError:
+            value = -1.0
+        if not sep or not name or value <= 0:
+            raise ConfigError(
+                f"--cluster-resource {item!r}: expected NAME=AMOUNT with AMOUNT > 0, e.g. TPU=1"
+            )
+        resources[name] = value
+    return ClusterOptions(
+        target=parse_cluster(args.cluster),
+        workers_per_node=args.workers_per_node,
+        chunk=args.chunk,
+        resources=resources,
+    )
+
+
+def _run_on_cluster(
+    args: argparse.Namespace,
+    options: ClusterOptions,
+    config: Config,
+    model: Any,
+    out_dir: Path,
+    plan: Any,
+    state: RunState,
+    sink: Any,
+    bar: ProgressBar,
+) -> ClusterResult:
+    from batchsr.cluster.driver import run_cluster
+
+    return run_cluster(
+        plan.todo,
+        config=config,
+        model=model,
+        out_dir=out_dir,
+        options=options,
+        forward=sink.write_lines,
+        carried=plan.done,
+        state=state,
+        on_progress=bar,
+        handle_signals=True,
+        log_level=args.log_level,
+    )
+
+
+def _remove_created(paths: Sequence[Path]) -> None:
+    """Remove the files and folders a refused run created (folders only if emptied)."""
+    for path in paths:
+        if path.is_dir():
+            for name in ("run.jsonl", "runstate.jsonl"):
+                (path / name).unlink(missing_ok=True)
+            if not any(path.iterdir()):
+                path.rmdir()
+        else:
+            path.unlink(missing_ok=True)
