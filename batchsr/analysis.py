@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from batchsr.errors import AnalysisError
+from batchsr.errors import AnalysisError, setting
 from batchsr.vocab import INPUT_EDGE, MULTI_WORKER_STAGES, STAGES
 
 __all__ = [
@@ -771,27 +771,29 @@ def suggest(
         if busy:
             cores = f" if cores sit idle (stages kept {busy:.1f} workers busy on average)"
     if bottleneck == "infer":
-        action = f"add engines (--workers infer={w + 1}) or a device"
+        action = f"add engines ({setting('workers.infer', w + 1)}) or a device"
         if on_cpu and cores:
-            action = f"add engines (--workers infer={w + 1}){cores}; else a GPU or TPU"
+            action = f"add engines ({setting('workers.infer', w + 1)}){cores}; else a GPU or TPU"
         if padded_share is not None and padded_share >= 0.1:
             action += (
                 f"; {padded_share:.0%} of tile slots are padding: pick a batch that "
                 "divides the tiles"
             )
     elif bottleneck == "decode":
-        action = f"more decode workers (--workers decode={w + 1}){cores}"
+        action = f"more decode workers ({setting('workers.decode', w + 1)}){cores}"
     elif bottleneck == "save":
         level = config.get("output", {}).get("compress_level")
-        action = f"more save workers (--workers save={w + 1}){cores}"
+        action = f"more save workers ({setting('workers.save', w + 1)}){cores}"
         if isinstance(level, int) and level > 1:
-            action += f" or a lower --compress-level (now {level})"
+            action += f" or a lower {setting('output.compress_level')} (now {level})"
     elif bottleneck == "score":
-        action = f"more score workers (--workers score={w + 1}){cores}"
+        action = f"more score workers ({setting('workers.score', w + 1)}){cores}"
     elif bottleneck == "tile":
-        action = "tile is one task by design: larger tiles (--tile) mean fewer cuts per image"
+        action = (
+            "tile is one task by design: larger tiles (`tiling.tile`) mean fewer cuts per image"
+        )
     elif bottleneck == "stitch":
-        action = "stitch is one task by design: larger tiles (--tile) mean fewer pastes"
+        action = "stitch is one task by design: larger tiles (`tiling.tile`) mean fewer pastes"
     else:
         action = f"give {bottleneck} more capacity"
     return f"{facts} -> {action}"
@@ -806,14 +808,15 @@ def queue_advice(stages: Sequence[StageFigures]) -> list[str]:
         blocked, starved = prev.blocked or 0.0, cur.starved or 0.0
         if blocked >= _BLOCKED_JITTER and starved >= _STARVED_JITTER:
             notes.append(
-                f"queues.{q.edge} (now {q.capacity}): {prev.stage} blocked {blocked:.0%} "
-                f"while {cur.stage} starved {starved:.0%}: a larger buffer absorbs the jitter"
+                f"{setting('queues.' + q.edge)} (now {q.capacity}): {prev.stage} blocked "
+                f"{blocked:.0%} while {cur.stage} starved {starved:.0%}: a larger buffer "
+                "absorbs the jitter"
             )
         elif blocked >= _BLOCKED_JITTER and (cur.utilisation or 0.0) >= _SATURATED:
             notes.append(
-                f"queues.{q.edge} (now {q.capacity}): {prev.stage} blocked {blocked:.0%} on a "
-                f"busy {cur.stage} ({_pct(cur.utilisation)}): a larger buffer only adds "
-                f"memory; {cur.stage} needs capacity"
+                f"{setting('queues.' + q.edge)} (now {q.capacity}): {prev.stage} blocked "
+                f"{blocked:.0%} on a busy {cur.stage} ({_pct(cur.utilisation)}): a larger "
+                f"buffer only adds memory; {cur.stage} needs capacity"
             )
         elif (
             q.capacity
@@ -823,7 +826,7 @@ def queue_advice(stages: Sequence[StageFigures]) -> list[str]:
             and q.max <= q.capacity // 4
         ):
             notes.append(
-                f"queues.{q.edge} (now {q.capacity}) never held more than {q.max}: "
+                f"{setting('queues.' + q.edge)} (now {q.capacity}) never held more than {q.max}: "
                 f"{max(2, q.max + 1)} would do and saves memory"
             )
     return notes

@@ -147,7 +147,7 @@ def _from_manifest(folder: Path, manifest: Manifest, artifact: Artifact) -> Reso
         raise ModelError(
             f"{artifact_path} is not the bmodel {folder / MANIFEST_NAME} lists (sha256 "
             "differs): the bmodel and the manifest disagree; rebuild them together with "
-            "`python -m compile`, or `--register` the new bmodel"
+            "`python -m compile`, or register the new bmodel (`python -m compile --register`)"
         )
     return ResolvedModel(
         name=manifest.name,

@@ -89,7 +89,7 @@ class TpuMlir:
         if self.root is None:
             raise ToolNotFoundError(
                 f"the tpu-mlir found ({self.source}) does not say where its package is, so "
-                "its emulator cannot be started; run `make tpu-env` or pass --tpu-mlir DIR"
+                "its emulator cannot be started; run `make tpu-env` or name one (`tpu_mlir`)"
             )
         env = self.env()
         libs = [self.root / "lib", self.root / "lib" / "capi", self.root / "lib" / "third_party"]
@@ -110,7 +110,7 @@ def find_tpu_mlir(explicit: Path | None = None) -> TpuMlir | None:
             that is not a working tpu-mlir environment.
     """
     if explicit is not None:
-        return from_folder(explicit, source=f"--tpu-mlir {explicit}")
+        return from_folder(explicit, source=f"`tpu_mlir = {explicit}`")
     named = os.environ.get(ENV_VAR)
     if named:
         return from_folder(Path(named), source=f"${ENV_VAR}={named}")

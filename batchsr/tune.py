@@ -36,7 +36,7 @@ import anyio
 from batchsr.analysis import analyze_run, read_runs
 from batchsr.config import Config
 from batchsr.engines import Engine
-from batchsr.errors import ConfigError
+from batchsr.errors import ConfigError, setting
 from batchsr.pipeline.run import run_pipeline
 from batchsr.pipeline.score import Scorer
 from batchsr.records import Job
@@ -131,7 +131,7 @@ def sample_jobs(jobs: Sequence[Job], n: int) -> list[Job]:
     """``n`` jobs spread evenly over ``jobs`` (all of them if there are fewer),
     renumbered from 0 so each trial's report is in sample order."""
     if n < 1:
-        raise ConfigError(f"--sample {n}: tune needs at least one image")
+        raise ConfigError(f"{setting('sample', n)}: tune needs at least one image")
     chosen = list(jobs) if len(jobs) <= n else [jobs[i * len(jobs) // n] for i in range(n)]
     return [dataclasses.replace(job, id=i) for i, job in enumerate(chosen)]
 
@@ -209,7 +209,7 @@ async def tune(
         EngineError: the engine cannot be opened.
     """
     if repeat < 1:
-        raise ConfigError(f"--repeat {repeat}: must be at least 1")
+        raise ConfigError(f"{setting('repeat', repeat)}: must be at least 1")
     chosen = sample_jobs(jobs, sample)
     await anyio.Path(out_dir).mkdir(parents=True, exist_ok=True)
 

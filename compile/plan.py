@@ -135,7 +135,7 @@ def make_plan(
     if quantize not in QUANTIZE:
         raise ConfigError(f"unknown quantize {quantize!r}; choose one of {', '.join(QUANTIZE)}")
     if not shapes:
-        raise ConfigError("give at least one --shape")
+        raise ConfigError("give at least one shape (`shapes`)")
     if len(set(shapes)) != len(shapes):
         raise ConfigError(f"duplicate shapes in {[shape_tag(s) for s in shapes]}")
     final = f"../{bmodel_name(model_name, quantize)}"

@@ -20,6 +20,7 @@ from batchsr.analysis import (
     find_bottleneck,
     read_runs,
 )
+from batchsr.cli.render import format_analysis
 from batchsr.config import load_config
 from batchsr.engines import Engine
 from batchsr.errors import AnalysisError
@@ -87,7 +88,9 @@ async def test_a_slow_engine_makes_analyze_name_infer(tmp_path: Path, espcn_onnx
     assert analysis.bottleneck == "infer"
     infer = analysis.stage("infer")
     assert infer is not None and (infer.utilisation or 0) > 0.5
-    assert "--workers infer=2" in analysis.suggestion
+    assert "`workers.infer = 2`" in analysis.suggestion
+    # the CLI spells the library's setting reference as the flag a user types
+    assert "(--workers infer=2)" in format_analysis(analysis)
     assert analysis.suggestion.startswith(f"infer busy {infer.utilisation:.0%}")
     # every infer call took the engine's fixed delay at least
     assert infer.service_s.p50 is not None and infer.service_s.p50 >= 0.05
@@ -120,11 +123,13 @@ async def test_more_infer_workers_are_advised_only_while_cores_sit_idle(
 
     idle = analyze_run(read_runs(_with_cpu(log, tmp_path / "idle.jsonl", cores=8, busy=1.5))[0])
     assert idle.bottleneck == "infer"
-    assert "(--workers infer=2), since only 1.50 of 8 cores are busy on average" in idle.suggestion
+    assert "(`workers.infer = 2`), since only 1.50 of 8 cores are busy on average" in (
+        idle.suggestion
+    )
 
     full = analyze_run(read_runs(_with_cpu(log, tmp_path / "full.jsonl", cores=2, busy=1.9))[0])
     assert full.bottleneck == "infer"
-    assert "--workers" not in full.suggestion
+    assert "workers.infer" not in full.suggestion
     assert "the CPU is full (1.90 of 2 cores busy on average)" in full.suggestion
     assert full.suggestion.endswith("a GPU or TPU")
 
@@ -145,7 +150,7 @@ async def test_a_slow_scorer_makes_analyze_name_score_and_save_blocked_on_it(
     )
     analysis = analyze_run(read_runs(log)[0])
     assert analysis.bottleneck == "score"
-    assert "--workers score=2" in analysis.suggestion
+    assert "`workers.score = 2`" in analysis.suggestion
     save = analysis.stage("save")
     assert save is not None and (save.blocked or 0) > 0.2
     assert f"save blocked {save.blocked:.0%} sending to it" in analysis.suggestion

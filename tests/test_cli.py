@@ -376,3 +376,31 @@ def test_icc_profile_is_carried_to_outputs_that_can_hold_it(
             assert im.mode == "L" and not im.info.get("icc_profile")
         with Image.open(out / f"plain.{ext}") as im:
             assert not im.info.get("icc_profile")
+
+
+def test_setting_references_in_library_messages_are_spelled_as_flags() -> None:
+    from batchsr.cli.flags import worded
+    from batchsr.errors import setting
+
+    text = (
+        f"{setting('workers.infer', 3)}, {setting('queues.tiles')}, {setting('tiling.tile', 64)}, "
+        f"{setting('output.score', 'false')}, {setting('tiling.y_only')}, {setting('resume')}, "
+        f"{setting('memory.bytes_per_pixel')}, {setting('sample', 0)}"
+    )
+    assert worded(text) == (
+        "--workers infer=3, --queue tiles=N, --tile 64, --no-score, --y-only, --resume, "
+        "`memory.bytes_per_pixel`, `sample = 0`"
+    )
+    assert worded(text, {"sample": "--sample"}).endswith("--sample 0")
+    # a value the flag cannot express leaves the config key
+    assert worded(setting("output.score", "true")) == "`output.score = true`"
+    assert worded("run `make tpu-env` first") == "run `make tpu-env` first"
+
+
+def test_a_library_error_reaches_the_console_in_flag_terms(tmp_path: Path) -> None:
+    from tests.conftest import photo_like, run_cli, write_png
+
+    write_png(tmp_path / "a.png", photo_like(24, 24))
+    done = run_cli("tune", "--input", str(tmp_path), "--sample", "0", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "--sample 0" in done.stderr and "`" not in done.stderr

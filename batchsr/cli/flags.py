@@ -13,7 +13,7 @@ import argparse
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
-from batchsr.errors import ConfigError
+from batchsr.errors import ConfigError, reword
 
 __all__ = [
     "CONFIG_FLAGS",
@@ -23,6 +23,7 @@ __all__ = [
     "overrides_from",
     "pairs",
     "spell",
+    "worded",
 ]
 
 BACKEND_HELP = (
@@ -110,6 +111,11 @@ def spell(key: str, value: str | None, extra: Mapping[str, str] | None = None) -
     if flag in _SWITCHES or value is None:
         return flag if value is None or value.lower() == "true" else None
     return f"{flag} {value}"
+
+
+def worded(text: str, extra: Mapping[str, str] | None = None) -> str:
+    """The library's ``text`` with its setting references spelled as flags."""
+    return reword(text, lambda key, value: spell(key, value, extra))
 
 
 def _dest(flag: str) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchsr.analysis import RunAnalysis
+from batchsr.cli.flags import worded
 from batchsr.config import Config
 from batchsr.pipeline.report import Progress, RunSummary
 from batchsr.selfcheck import SelfCheckResult
@@ -78,7 +79,7 @@ def format_summary(
     bad = [r for r in rows if r.get("error")]
     for r in bad[:_MAX_LISTED]:
         what = "failed" if r.get("runtime") is None else "no NIQE"
-        lines.append(f"  {what}: {r['img_name']}: {r['error']}")
+        lines.append(f"  {what}: {r['img_name']}: {worded(r['error'])}")
     if len(bad) > _MAX_LISTED:
         lines.append(f"  ... and {len(bad) - _MAX_LISTED} more in {report}")
     no_runtime = "no image was upscaled"
@@ -218,8 +219,8 @@ def format_analysis(a: RunAnalysis, *, ramp: str = _SPARK_ASCII) -> str:
         )
     if a.slowest_node is not None:
         lines.append(f"slowest node: {a.slowest_node} (fewest images/s per pipeline)")
-    lines += ["", f"bottleneck: {a.bottleneck or 'n/a'}", f"suggestion: {a.suggestion}"]
-    lines += [f"buffers: {note}" for note in a.advice]
+    lines += ["", f"bottleneck: {a.bottleneck or 'n/a'}", f"suggestion: {worded(a.suggestion)}"]
+    lines += [f"buffers: {worded(note)}" for note in a.advice]
     return "\n".join(lines)
 
 

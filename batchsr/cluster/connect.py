@@ -27,7 +27,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from batchsr.errors import ClusterError
+from batchsr.errors import ClusterError, setting
 
 __all__ = ["LOOPBACK", "ClusterTarget", "connect", "find_cluster", "import_ray", "parse_cluster"]
 
@@ -69,8 +69,8 @@ def parse_cluster(value: str) -> ClusterTarget:
     host, sep, port = rest.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ClusterError(
-            f"--cluster {value!r}: expected ray (a Ray instance on this machine), auto (the "
-            "cluster this machine belongs to), HOST:PORT (a cluster's GCS) or "
+            f"{setting('cluster', repr(value))}: expected ray (a Ray instance on this "
+            "machine), auto (the cluster this machine belongs to), HOST:PORT (a cluster's GCS) or "
             "ray://HOST:PORT (a Ray Client server)"
         )
     return ClusterTarget(address=text, loopback=_is_loopback(host.strip("[]")))
@@ -98,7 +98,7 @@ def _probe(address: str) -> None:
     except OSError as err:
         reason = err.strerror or type(err).__name__
         raise ClusterError(
-            f"--cluster {address}: nothing answers there ({reason}); start the cluster "
+            f"{setting('cluster', address)}: nothing answers there ({reason}); start the cluster "
             "(ray start --head) or give its GCS address, as ray status prints it"
         ) from err
 
@@ -121,8 +121,8 @@ def find_cluster() -> ClusterTarget:
             address = ""
     if not address:
         raise ClusterError(
-            "--cluster auto: this host is in no Ray cluster (RAY_ADDRESS is unset and "
-            "ray start was not run here); give the cluster's address, or --cluster ray"
+            "`cluster = auto`: this host is in no Ray cluster (RAY_ADDRESS is unset and "
+            "ray start was not run here); give the cluster's address, or `cluster = ray`"
         )
     return parse_cluster(address)
 
@@ -140,7 +140,7 @@ def import_ray(*, loopback: bool) -> ModuleType:
         import ray
     except ImportError as err:
         raise ClusterError(
-            "--cluster needs Ray, which is not installed: pip install -r requirements-ray.txt "
+            "a cluster run needs Ray, which is not installed: pip install -r requirements-ray.txt "
             "(or pip install 'batchsr[ray]') on the driver and on every node"
         ) from err
     return ray

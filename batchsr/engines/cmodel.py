@@ -102,7 +102,7 @@ class CmodelEngine:
         if self.info.chip.upper() != CHIP:
             raise ModelError(
                 f"{path} is a bmodel for {self.info.chip}; this emulator and batchsr's "
-                f"bmodels are {CHIP}: recompile it with `python -m compile` (--chip bm1684x)"
+                f"bmodels are {CHIP}: recompile it for {CHIP} with `python -m compile`"
             )
         self._stages = _stages(self.info, path, shapes)
         self._proc: subprocess.Popen[bytes] | None = None
@@ -272,7 +272,7 @@ class CmodelEngine:
                 self._kill()
                 raise EngineError(
                     f"{self._where()}: no answer from the emulator after {timeout_s:g} s "
-                    "(--engine-timeout); worker killed"
+                    "(`model.engine_timeout_s`); worker killed"
                 )
             chunk = os.read(self._from_worker, min(n, 1 << 20))
             if not chunk:

@@ -46,7 +46,7 @@ class TorchEngine:
         threads: int = 0,
     ) -> None:
         if device == "cuda" and not torch.cuda.is_available():
-            raise EngineError("--device cuda was asked for but torch sees no CUDA device")
+            raise EngineError("`model.device = cuda` was asked for but torch sees no CUDA device")
         if threads:
             torch.set_num_threads(threads)
         self._device = torch.device(device)
