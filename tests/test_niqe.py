@@ -20,8 +20,8 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from batchsr.errors import BatchSRError, DecodeError, NIQEError
-from batchsr.metrics import FolderScore, niqe, score_folder
-from batchsr.metrics.folder import decode_rgb8
+from batchsr.metrics import niqe
+from batchsr.metrics.folder import FolderScore, decode_rgb8, score_folder
 from batchsr.metrics.niqe import (
     _HALF_TAPS,
     _fit_input,
