@@ -99,7 +99,7 @@ class OnnxUpscaler:
     """Runs a model folder's ONNX artifact on a whole image."""
 
     def __init__(self, folder: Path, border: BorderMode = DEFAULT_BORDER) -> None:
-        import onnxruntime as ort
+        from batchsr.engines.onnx import OnnxEngine
 
         self._folder = folder
         self._border = border
@@ -107,11 +107,7 @@ class OnnxUpscaler:
         art = self.manifest.artifact("onnx")
         if art is None:
             raise SystemExit(f"{folder} has no ONNX artifact")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 2
-        self._session = ort.InferenceSession(
-            str(folder / art.path), opts, providers=["CPUExecutionProvider"]
-        )
+        self._engine = OnnxEngine(folder / art.path, threads=2, scale=self.manifest.scale)
 
     def parameters(self) -> int:
         """Weights in the ONNX graph (its initializers' elements)."""
@@ -129,14 +125,13 @@ class OnnxUpscaler:
         times = []
         for i in range(runs + 3):
             t0 = time.perf_counter()
-            self._session.run(["output"], {"input": x})
+            self._engine.run(x)
             if i >= 3:
                 times.append((time.perf_counter() - t0) * 1000.0)
         return float(np.median(times))
 
     def _run(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
-        out: NDArray[np.float32] = self._session.run(["output"], {"input": x})[0]
-        return out
+        return self._engine.run(x)
 
     @property
     def _pad(self) -> int:
