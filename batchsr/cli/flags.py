@@ -83,7 +83,7 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def add_model_flags(p: argparse.ArgumentParser, *, model_help: str) -> None:
+def add_model_flags(p: argparse._ActionsContainer, *, model_help: str) -> None:
     """``--model``, ``--backend``, ``--device``: which model runs on what."""
     from batchsr.vocab import BACKENDS, DEVICES
 

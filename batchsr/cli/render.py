@@ -150,7 +150,15 @@ def _secs(v: float | None) -> str:
 
 
 def format_analysis(a: RunAnalysis, *, ramp: str = _SPARK_ASCII) -> str:
-    """The human report of one analysed run."""
+    """The human report of one analysed run: what ran, the stage table, where the
+    resources went, the bottleneck and the advice."""
+    lines = [*_analysis_head(a), "", *_stage_table(a, ramp), *_resources(a)]
+    lines += ["", f"bottleneck: {a.bottleneck or 'n/a'}", f"suggestion: {worded(a.suggestion)}"]
+    lines += [f"buffers: {worded(note)}" for note in a.advice]
+    return "\n".join(lines)
+
+
+def _analysis_head(a: RunAnalysis) -> list[str]:
     head = f"== {a.label}"
     if a.interrupted is not None:
         head += f"  (interrupted by {a.interrupted})"
@@ -173,12 +181,16 @@ def format_analysis(a: RunAnalysis, *, ramp: str = _SPARK_ASCII) -> str:
         f"{a.images} images ({a.ok} ok, {a.failed} failed); wall {wall}, stage span "
         f"{a.span_s:.2f} s, {rate} images/s; runtime_avg {_secs(a.runtime_avg_s)} s"
     )
+    return lines
+
+
+def _stage_table(a: RunAnalysis, ramp: str) -> list[str]:
     header = (
         f"{'stage':<7} {'wkrs':>4} {'items':>5} {'busy s':>7} {'util':>5} {'starved':>7} "
         f"{'blocked':>7} {'svc mean':>8} {'p50':>7} {'p95':>7} {'queue in':>12}  "
         f"throughput ({a.bin_s:.2f} s bins)"
     )
-    lines += ["", header]
+    lines = [header]
     for s in a.stages:
         q = s.queue
         queue = (
@@ -196,6 +208,11 @@ def format_analysis(a: RunAnalysis, *, ramp: str = _SPARK_ASCII) -> str:
         "util/starved/blocked: shares of workers x span busy, waiting for input, blocked "
         "sending; queue in: most items seen buffered / buffer size"
     )
+    return lines
+
+
+def _resources(a: RunAnalysis) -> list[str]:
+    lines = []
     if a.concurrency is not None:
         lines.append(f"busy workers on average (all stages): {a.concurrency:.2f}")
     if a.cores is not None and a.cpu_busy is not None:
@@ -219,9 +236,7 @@ def format_analysis(a: RunAnalysis, *, ramp: str = _SPARK_ASCII) -> str:
         )
     if a.slowest_node is not None:
         lines.append(f"slowest node: {a.slowest_node} (fewest images/s per pipeline)")
-    lines += ["", f"bottleneck: {a.bottleneck or 'n/a'}", f"suggestion: {worded(a.suggestion)}"]
-    lines += [f"buffers: {worded(note)}" for note in a.advice]
-    return "\n".join(lines)
+    return lines
 
 
 def format_comparison(runs: Sequence[RunAnalysis]) -> str:

@@ -41,7 +41,8 @@ __all__ = ["build_parser", "main"]
 
 
 def build_parser(subcommands: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
-    """The main job's flags; ``subcommands`` (name -> one line) are listed after them."""
+    """The main job's flags, in groups; ``subcommands`` (name -> one line) are listed
+    after them."""
     p = Parser(
         prog="run.py",
         description="Upscale a folder x4 with a super-resolution model, score it with the "
@@ -50,6 +51,16 @@ def build_parser(subcommands: Mapping[str, str] | None = None) -> argparse.Argum
         + "\n".join(f"  {name:10} {line}" for name, line in (subcommands or {}).items()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _files(p)
+    _model(p.add_argument_group("model and engines"))
+    _pipeline(p.add_argument_group("pipeline (throughput and memory)"))
+    _tiling(p.add_argument_group("tiling"))
+    _outputs(p.add_argument_group("outputs"))
+    _cluster(p.add_argument_group("cluster (Ray; pip install -r requirements-ray.txt)"))
+    return p
+
+
+def _files(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--input", "-i", type=Path, required=True, help="an image file, or a folder of images"
     )
@@ -59,6 +70,30 @@ def build_parser(subcommands: Mapping[str, str] | None = None) -> argparse.Argum
         action="store_true",
         help="also read the folder's subfolders; their tree is mirrored under --output",
     )
+    p.add_argument("--output", "-o", type=Path, help="output folder (default results/<model>/)")
+    p.add_argument("--log", type=Path, help="JSON-lines log (default OUTPUT/run.jsonl)")
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning"],
+        help="run.jsonl detail: debug adds per-tile records (default info)",
+    )
+    p.add_argument("--config", type=Path, help="TOML config (default configs/default.toml)")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip images an earlier run of this configuration finished in --output",
+    )
+    again.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the results --output holds, even of another configuration",
+    )
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
+
+
+def _model(p: argparse._ArgumentGroup) -> None:
     add_model_flags(
         p, model_help="model name (models/NAME), model folder, or .onnx/.pt/.bmodel file"
     )
@@ -71,15 +106,15 @@ def build_parser(subcommands: Mapping[str, str] | None = None) -> argparse.Argum
         metavar="S",
         help="fail an engine call after S s (0 = never; default 60, cmodel 1800)",
     )
-    p.add_argument("--output", "-o", type=Path, help="output folder (default results/<model>/)")
-    p.add_argument("--log", type=Path, help="JSON-lines log (default OUTPUT/run.jsonl)")
     p.add_argument(
-        "--log-level",
-        default="info",
-        choices=["debug", "info", "warning"],
-        help="run.jsonl detail: debug adds per-tile records (default info)",
+        "--no-warmup",
+        action="store_true",
+        help="no engine call before timing starts (the first image then pays the engine's "
+        "one-off costs)",
     )
-    p.add_argument("--config", type=Path, help="TOML config (default configs/default.toml)")
+
+
+def _pipeline(p: argparse._ArgumentGroup) -> None:
     p.add_argument("--queue-size", type=int, metavar="N", help="buffer size of every stream")
     p.add_argument(
         "--queue",
@@ -95,6 +130,24 @@ def build_parser(subcommands: Mapping[str, str] | None = None) -> argparse.Argum
         metavar="STAGE=N",
         help=f"tasks for one stage; STAGE is one of {', '.join(MULTI_WORKER_STAGES)}",
     )
+    p.add_argument(
+        "--in-flight",
+        type=int,
+        metavar="N",
+        help="images between the start of tiling and their stitched image at once (the "
+        "contest runtime's span): small keeps images from queueing behind each other; 0 = "
+        "only the buffer sizes bound it",
+    )
+    p.add_argument(
+        "--max-memory",
+        type=int,
+        metavar="MIB",
+        help="keep the process's memory to about MIB: images in flight are bounded by their "
+        "pixels (large ones take more of it), not only by buffer sizes (default: no limit)",
+    )
+
+
+def _tiling(p: argparse._ArgumentGroup) -> None:
     p.add_argument("--tile", type=int, help="tile size in input pixels (0 = whole image)")
     p.add_argument("--tile-pad", type=int, help="context margin cropped at stitching")
     p.add_argument("--batch", type=int, help="tiles per engine call (dynamic-batch models)")
@@ -112,6 +165,9 @@ def build_parser(subcommands: Mapping[str, str] | None = None) -> argparse.Argum
     p.add_argument(
         "--y-only", action="store_true", default=None, help="run the model on the Y channel only"
     )
+
+
+def _outputs(p: argparse._ArgumentGroup) -> None:
     p.add_argument("--compress-level", type=int, help="PNG compression level 0-9")
     p.add_argument(
         "--filter",
@@ -135,40 +191,9 @@ def build_parser(subcommands: Mapping[str, str] | None = None) -> argparse.Argum
         help="write grey inputs' outputs as RGB (by default grey stays grey: one channel)",
     )
     p.add_argument("--no-score", action="store_true", help="skip NIQE")
-    p.add_argument(
-        "--no-warmup",
-        action="store_true",
-        help="no engine call before timing starts (the first image then pays the engine's "
-        "one-off costs)",
-    )
-    p.add_argument(
-        "--in-flight",
-        type=int,
-        metavar="N",
-        help="images between the start of tiling and their stitched image at once (the "
-        "contest runtime's span): small keeps images from queueing behind each other; 0 = "
-        "only the buffer sizes bound it",
-    )
-    p.add_argument(
-        "--max-memory",
-        type=int,
-        metavar="MIB",
-        help="keep the process's memory to about MIB: images in flight are bounded by their "
-        "pixels (large ones take more of it), not only by buffer sizes (default: no limit)",
-    )
-    again = p.add_mutually_exclusive_group()
-    again.add_argument(
-        "--resume",
-        action="store_true",
-        help="skip images an earlier run of this configuration finished in --output",
-    )
-    again.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace the results --output holds, even of another configuration",
-    )
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
-    cluster = p.add_argument_group("cluster (Ray; pip install -r requirements-ray.txt)")
+
+
+def _cluster(cluster: argparse._ArgumentGroup) -> None:
     cluster.add_argument(
         "--cluster",
         metavar="ADDRESS",
@@ -194,7 +219,6 @@ def build_parser(subcommands: Mapping[str, str] | None = None) -> argparse.Argum
         help="what each pipeline asks Ray for, instead of the default (the node's TPUs for "
         "a bmodel, else CPU=1); repeatable, e.g. CPU=2 or TPU=1",
     )
-    return p
 
 
 def main(argv: Sequence[str], subcommands: Mapping[str, str] | None = None) -> int:
