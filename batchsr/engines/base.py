@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 
 from batchsr.errors import ShapeMismatchError
 
-__all__ = ["Engine", "Shape", "check_batch", "preferred_first", "shape_matches"]
+__all__ = ["Engine", "EngineBase", "Shape", "check_batch", "preferred_first", "shape_matches"]
 
 # NCHW; None marks a dynamic axis (any batch, or any height/width).
 Shape = tuple[int | None, int, int | None, int | None]
@@ -83,3 +83,28 @@ def check_batch(batch: NDArray[np.float32], accepted: tuple[Shape, ...]) -> None
             f"batch {batch.dtype}{list(batch.shape)} fits none of the engine's input "
             f"shapes {[list(a) for a in accepted]} (None = any)"
         )
+
+
+class EngineBase:
+    """What every backend's engine shares: the :class:`Engine` properties over the
+    shapes and scale it was opened with, and the batch check before each call. A
+    backend sets ``_shapes`` and ``_scale`` when it opens and implements ``_run``
+    (given a batch that fits) and ``close``."""
+
+    _shapes: tuple[Shape, ...]
+    _scale: int
+
+    @property
+    def input_shapes(self) -> tuple[Shape, ...]:
+        return self._shapes
+
+    @property
+    def scale(self) -> int:
+        return self._scale
+
+    def run(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
+        check_batch(batch, self._shapes)
+        return self._run(batch)
+
+    def _run(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
+        raise NotImplementedError

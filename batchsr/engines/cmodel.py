@@ -36,7 +36,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from batchsr.bmodel_info import BmodelInfo, read_bmodel_info
-from batchsr.engines.base import Shape, check_batch, preferred_first
+from batchsr.engines.base import EngineBase, Shape, preferred_first
 from batchsr.errors import EngineError, EngineUnavailableError, ModelError, ToolNotFoundError
 from batchsr.tpumlir import TpuMlir, find_tpu_mlir
 from batchsr.vocab import NCHW
@@ -68,7 +68,7 @@ def open_tpu_mlir(tpu: TpuMlir | None = None) -> TpuMlir:
     return found
 
 
-class CmodelEngine:
+class CmodelEngine(EngineBase):
     """One emulator worker process serving the stages of one bmodel.
 
     Args:
@@ -116,20 +116,11 @@ class CmodelEngine:
         self._shapes: tuple[Shape, ...] = preferred_first(self._stages)
 
     @property
-    def input_shapes(self) -> tuple[Shape, ...]:
-        return self._shapes
-
-    @property
-    def scale(self) -> int:
-        return self._scale
-
-    @property
     def pid(self) -> int | None:
         """The worker's process id (tests kill it to stand for an emulator crash)."""
         return None if self._proc is None else self._proc.pid
 
-    def run(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
-        check_batch(batch, self._shapes)
+    def _run(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
         shape = (int(batch.shape[0]), int(batch.shape[1]), int(batch.shape[2]), int(batch.shape[3]))
         net, out_shape = self._stages[shape]
         proc = self._proc

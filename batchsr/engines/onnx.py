@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from batchsr.engines.base import Shape, check_batch
+from batchsr.engines.base import EngineBase, Shape
 from batchsr.errors import EngineError, EngineUnavailableError
 
 try:
@@ -20,7 +20,7 @@ except ImportError as err:  # pragma: no cover - onnxruntime is a core requireme
 __all__ = ["OnnxEngine"]
 
 
-class OnnxEngine:
+class OnnxEngine(EngineBase):
     """An onnxruntime session over one ``.onnx`` file.
 
     Args:
@@ -63,19 +63,11 @@ class OnnxEngine:
             )
         self._input_name = inputs[0].name
         self._shape = _shape_of(inputs[0].shape, path)
+        self._shapes = (self._shape,)
         self.providers = tuple(self._session.get_providers())
         self._scale = scale or _static_scale(inputs[0].shape, outputs[0].shape) or self._probe()
 
-    @property
-    def input_shapes(self) -> tuple[Shape, ...]:
-        return (self._shape,)
-
-    @property
-    def scale(self) -> int:
-        return self._scale
-
-    def run(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
-        check_batch(batch, self.input_shapes)
+    def _run(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
         try:
             (out,) = self._session.run(None, {self._input_name: batch})
         except Exception as err:

@@ -35,7 +35,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from batchsr.engines.base import Shape, check_batch, preferred_first
+from batchsr.engines.base import EngineBase, Shape, preferred_first
 from batchsr.errors import EngineError, EngineUnavailableError, ShapeMismatchError
 
 __all__ = ["INSTALL_HINT", "ProcessForm", "SailEngine", "import_sail"]
@@ -80,7 +80,7 @@ class _Stage:
     out_shape: tuple[int, ...]
 
 
-class SailEngine:
+class SailEngine(EngineBase):
     """One sail Engine on one TPU, running the graphs of one bmodel.
 
     Args:
@@ -187,16 +187,7 @@ class SailEngine:
         static = [(int(n), int(c), int(h), int(w)) for n, c, h, w in self._stages]
         self._shapes: tuple[Shape, ...] = preferred_first(static)
 
-    @property
-    def input_shapes(self) -> tuple[Shape, ...]:
-        return self._shapes
-
-    @property
-    def scale(self) -> int:
-        return self._scale
-
-    def run(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
-        check_batch(batch, self._shapes)
+    def _run(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
         stage = self._stages[batch.shape]
         in_name, out_name, in_dtype, out_dtype, in_scale, out_scale = self._io[stage.graph]
         # sail "fixes" a non-contiguous numpy input by writing into the caller's buffer

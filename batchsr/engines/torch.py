@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from batchsr.engines.base import Shape, check_batch
+from batchsr.engines.base import EngineBase, Shape
 from batchsr.errors import BatchSRError, EngineError, EngineUnavailableError
 
 try:
@@ -25,7 +25,7 @@ except ImportError as err:
 __all__ = ["TorchEngine"]
 
 
-class TorchEngine:
+class TorchEngine(EngineBase):
     """Runs a torch module under ``inference_mode``.
 
     Args:
@@ -51,7 +51,7 @@ class TorchEngine:
             torch.set_num_threads(threads)
         self._device = torch.device(device)
         self._module = module.to(self._device).eval()
-        self._shape: Shape = (None, in_channels, None, None)
+        self._shapes: tuple[Shape, ...] = ((None, in_channels, None, None),)
         self._scale = scale
 
     @classmethod
@@ -72,16 +72,7 @@ class TorchEngine:
             scale = int(out.shape[2] // 16)
         return cls(module, in_channels=in_channels, scale=scale, device=device, threads=threads)
 
-    @property
-    def input_shapes(self) -> tuple[Shape, ...]:
-        return (self._shape,)
-
-    @property
-    def scale(self) -> int:
-        return self._scale
-
-    def run(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
-        check_batch(batch, self.input_shapes)
+    def _run(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
         # Pipeline batches are read-only; torch cannot wrap those without a copy.
         data = batch if batch.flags.writeable else batch.copy()
         try:
