@@ -1,0 +1,218 @@
+"""How close inference runs to this machine's convolution limit, side by side in one run.
+
+1. Peak: GFLOP/s of one large 3x3 convolution (64 -> 64 channels, 256x256, a graph made
+   here with onnx.helper) in onnxruntime at every thread count up to the cores, at two
+   graph optimisation levels: the most this CPU gives a conv in onnxruntime.
+2. Engine: GFLOP/s of ``OnnxEngine`` (batchsr's own session settings) on batches of the
+   tile shape the pipeline cuts, for the default model and a static 1x3x128x128 RGB
+   ESPCN (the seed's, exported from ../shared/anchors/espcn_ex.pt when present; else
+   our ESPCN architecture with RGB channels and random weights, the same FLOPs per
+   pixel as a seed-size network would not be: the row says which).
+3. In the pipeline: ``run.py`` on a folder (the contest samples, or synthetic
+   contest-size images), its infer stage's GFLOP/s from the run log: the FLOPs of every
+   window it ran (padded slots included: the engine computes them) over the infer
+   workers' busy seconds.
+
+FLOPs are counted from the ONNX graph (shape inference): 2 x multiply-adds of every
+Conv, nothing else (activations and depth-to-space are a few percent of a conv's work).
+
+    python benchmarks/roofline.py [--images 8] [--seconds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
+
+from contest_inputs import make_inputs  # noqa: E402
+
+SEED_PT = REPO.parent / "shared" / "anchors" / "espcn_ex.pt"
+
+
+def conv_flops(path: Path, shape: tuple[int, int, int, int]) -> int:
+    """2 x multiply-adds of every Conv in the ONNX at ``path`` for one input of ``shape``."""
+    import onnx
+    from onnx import shape_inference
+
+    model = onnx.load(str(path))
+    weights = {t.name: list(t.dims) for t in model.graph.initializer}
+    (inp,) = [i for i in model.graph.input if i.name not in weights]
+    for dim, value in zip(inp.type.tensor_type.shape.dim, shape, strict=True):
+        dim.ClearField("dim_param")
+        dim.dim_value = value
+    inferred = shape_inference.infer_shapes(model).graph
+    shapes = {
+        v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+        for v in [*inferred.value_info, *inferred.output, *inferred.input]
+    }
+    total = 0
+    for node in inferred.node:
+        if node.op_type != "Conv":
+            continue
+        out = shapes[node.output[0]]
+        cout, cin_per_group, kh, kw = weights[node.input[1]]
+        total += 2 * out[0] * cout * out[2] * out[3] * cin_per_group * kh * kw
+    return total
+
+
+def _median_call_s(call: Callable[[], object], seconds: float) -> float:
+    """Median wall time of ``call`` over about ``seconds`` (after two warm-up calls)."""
+    call()
+    call()
+    times: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(times) < 5:
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _conv_graph(path: Path, channels: int = 64, size: int = 256) -> tuple[int, int, int, int]:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((channels, channels, 3, 3)).astype(np.float32) * 0.05
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+        "conv3x3",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, size, size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, size, size])],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return (1, channels, size, size)
+
+
+def peak(tmp: Path, seconds: float) -> list[tuple[str, float]]:
+    """GFLOP/s of the big conv per (threads, optimisation level)."""
+    import onnxruntime as ort
+
+    path = tmp / "conv3x3.onnx"
+    shape = _conv_graph(path)
+    flops = conv_flops(path, shape)
+    x = np.random.default_rng(1).random(shape, dtype=np.float32)
+    rows = []
+    levels = {
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all (NCHWc)": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }
+    for threads in range(1, (os.cpu_count() or 1) + 1):
+        for name, level in levels.items():
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.graph_optimization_level = level
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            call_s = _median_call_s(lambda s=session: s.run(None, {"x": x}), seconds)
+            rows.append((f"{threads} thread(s), {name}", flops / call_s / 1e9))
+    return rows
+
+
+def seed_like_onnx(tmp: Path) -> tuple[Path, str]:
+    """A static 1x3x128x128 RGB ESPCN and what it is."""
+    import torch
+
+    path = tmp / "seed_espcn.onnx"
+    x = torch.rand(1, 3, 128, 128)
+    if SEED_PT.is_file():
+        module = torch.jit.load(str(SEED_PT))
+        what = "the seed's espcn_ex.pt"
+    else:
+        from batchsr.models import get_arch
+
+        module = get_arch("espcn").create(in_channels=3, out_channels=3, upscale=4).module
+        what = "our ESPCN, RGB, random weights (../shared absent)"
+    # The seed's file is TorchScript, which only the TorchScript-based exporter reads
+    # (deprecated, and it says so at length).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module, (x,), str(path), dynamo=False, input_names=["input"], output_names=["output"]
+        )
+    return path, what
+
+
+def engine_row(path: Path, shape: tuple[int, int, int, int], seconds: float) -> float:
+    """GFLOP/s of OnnxEngine (the pipeline's session settings) on one batch shape."""
+    from batchsr.engines.onnx import OnnxEngine
+
+    engine = OnnxEngine(path, scale=4)
+    batch = np.random.default_rng(2).random(shape, dtype=np.float32)
+    call_s = _median_call_s(lambda: engine.run(batch), seconds)
+    engine.close()
+    return conv_flops(path, shape) / call_s / 1e9
+
+
+def pipeline_row(model: str, folder: Path, out: Path) -> tuple[float, float, int]:
+    """The infer stage's GFLOP/s in a real run: (GFLOP/s, infer busy s, windows run)."""
+    subprocess.run(
+        [sys.executable, str(REPO / "run.py"), "--model", model, "--input", str(folder),
+         "--output", str(out), "--quiet", "--no-score"],
+        check=True,
+    )  # fmt: skip
+    records = [json.loads(line) for line in (out / "run.jsonl").read_text().splitlines()]
+    start = next(r for r in records if r.get("event") == "run_started")
+    geo = start["geometry"]
+    channels = start["engine"]["input_shapes"][0][1]
+    model_path = Path(start["model"]["path"])
+    infer = [r for r in records if r.get("event") == "item_done" and r.get("stage") == "infer"]
+    windows = sum(int(r["tiles"]) + int(r.get("padded", 0)) for r in infer)
+    busy = sum(float(r["busy_s"]) for r in infer)
+    per_window = conv_flops(model_path, (1, channels, geo["tile_h"], geo["tile_w"]))
+    return per_window * windows / busy / 1e9, busy, windows
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--images", type=int, default=8, help="images for the pipeline rows")
+    p.add_argument("--seconds", type=float, default=2.0, help="timing per engine figure")
+    args = p.parse_args()
+    from batchsr.resolve import resolve_model
+
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        peaks = peak(tmp, args.seconds)
+        best = max(g for _, g in peaks)
+        print(f"peak: one 3x3 conv 64->64 at 256x256 in onnxruntime ({os.cpu_count()} cores)")
+        for name, gflops in peaks:
+            print(f"  {name:<28} {gflops:7.1f} GFLOP/s")
+        default = resolve_model("espcn", backend="onnx").path
+        seed, what = seed_like_onnx(tmp)
+        print(f"\nengine (OnnxEngine as the pipeline opens it), share of the peak {best:.1f}")
+        for label, path, shapes in (
+            ("default espcn (Y)", default, [(4, 1, 128, 128), (1, 1, 128, 128)]),
+            (f"static RGB ESPCN: {what}", seed, [(1, 3, 128, 128)]),
+        ):
+            for shape in shapes:
+                g = engine_row(path, shape, args.seconds)
+                tag = "x".join(map(str, shape))
+                print(f"  {label:<48} {tag:<12} {g:7.1f} GFLOP/s {g / best:6.0%}")
+        folder = tmp / "in"
+        source = make_inputs(folder, args.images)
+        print(f"\nin the pipeline ({args.images} {source}, default settings, NIQE off)")
+        for label, model in (("default espcn", "espcn"), ("static RGB ESPCN", str(seed))):
+            g, busy, windows = pipeline_row(model, folder, tmp / f"out-{len(label)}")
+            print(
+                f"  {label:<48} {windows:5d} windows {busy:6.2f} s busy {g:7.1f} GFLOP/s "
+                f"{g / best:6.0%}"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
