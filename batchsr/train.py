@@ -30,6 +30,7 @@ from PIL import Image, ImageFilter
 from batchsr.color import MATLAB_Y, upscale_image
 from batchsr.errors import ConfigError
 from batchsr.filters import FILTER_NAMES, kernel_of
+from batchsr.manifest import MANIFEST_NAME
 from batchsr.metrics.niqe import BLOCK_SIZE as NIQE_BLOCK
 from batchsr.models import SRModel, get_arch
 from batchsr.models.info import Hyper
@@ -890,62 +891,57 @@ def build_model_folder(result: TrainResult, cfg: TrainConfig, out: Path) -> Path
     """
     # The training CLI is an application entry point (like run.py), so it may drive
     # compile/; the zoo itself (batchsr.models) never imports compile.
-    import onnx
-    import onnxruntime
     import onnxscript
-    from safetensors.torch import save_file
 
-    from batchsr.manifest import ArtifactFormat, file_artifact, manifest_for, write_manifest
+    from batchsr.manifest import file_artifact
     from batchsr.models.postprocess import with_filter
-    from compile.onnx import check_onnx, export_onnx
+    from compile.model_folder import write_model_folder, write_onnx
 
     out.mkdir(parents=True, exist_ok=True)
-    info, net = result.model.info, result.model.module
     weights = out / f"{cfg.name}.safetensors"
-    state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
-    save_file(
-        state,
-        str(weights),
-        metadata={"architecture": info.architecture, "config_sha256": cfg.sha256},
-    )
+    save_weights(result.model.module.state_dict(), weights, result.model, cfg)
     onnx_path = out / f"{cfg.name}.onnx"
-    export_onnx(net, onnx_path, shape=cfg.example_shape, dynamic=True, opset=cfg.opset)
-    max_diff = check_onnx(net, onnx_path, shapes=cfg.check_shapes, atol=1e-4)
+    shapes, example, opset = cfg.check_shapes, cfg.example_shape, cfg.opset
+    bare = write_onnx(result.model, onnx_path, check_shapes=shapes, example=example, opset=opset)
+    onnx = bare
     if cfg.postprocess is not None:
         # The deployed file embeds the filter. Its input rounding to 8-bit levels
         # flips where torch and onnxruntime straddle a half level, moving an output
         # by up to sum(|kernel|) / 255; the network itself was checked at 1e-4 above.
         deployed = with_filter(result.model, cfg.postprocess)
-        info = deployed.info
-        export_onnx(
-            deployed.module, onnx_path, shape=cfg.example_shape, dynamic=True, opset=cfg.opset
-        )
         bound = float(abs(kernel_of(cfg.postprocess).as_array()).sum()) / 255.0 + 1e-4
-        check_onnx(deployed.module, onnx_path, shapes=cfg.check_shapes, atol=bound)
-    dynamic = (None, info.in_channels, None, None)
-    files: list[tuple[Path, ArtifactFormat]] = [(onnx_path, "onnx")]
-    if cfg.postprocess is None:
-        files.append((weights, "safetensors"))
-    artifacts = tuple(file_artifact(p, fmt, (dynamic,)) for p, fmt in files)
+        onnx = write_onnx(
+            deployed, onnx_path, check_shapes=shapes, example=example, opset=opset, atol=bound
+        )
+    # With an embedded filter the bare weights are no artifact: run alone, they skip it.
+    more = [file_artifact(weights, "safetensors", onnx.shapes)] if cfg.postprocess is None else []
     (out / "train.toml").write_text(cfg.source, encoding="utf-8")
-    manifest = manifest_for(
+    (out / "TRAINING.md").write_text(_training_md(result, cfg, bare.max_abs_diff), encoding="utf-8")
+    write_model_folder(
+        out,
         cfg.name,
-        info,
-        artifacts,
+        onnx,
+        more=more,
         postprocess=cfg.postprocess,
-        tools={
-            "torch": torch.__version__,
-            "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__,
-            "onnxscript": onnxscript.__version__,
-        },
+        tools={"onnxscript": onnxscript.__version__},
         notes=(
             f"Trained by batchsr.train (config train.toml, sha256 {cfg.sha256[:12]}) on "
             "openly licensed photos from scikit-image's skimage/data; see TRAINING.md."
         ),
     )
-    (out / "TRAINING.md").write_text(_training_md(result, cfg, max_diff), encoding="utf-8")
-    return write_manifest(out, manifest)
+    return out / MANIFEST_NAME
+
+
+def save_weights(
+    state: dict[str, torch.Tensor], path: Path, model: SRModel, cfg: TrainConfig
+) -> Path:
+    """Write ``state`` as safetensors, tagged with the architecture and the config's digest."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().contiguous() for k, v in state.items()}
+    meta = {"architecture": model.info.architecture, "config_sha256": cfg.sha256}
+    save_file(tensors, str(path), metadata=meta)
+    return path
 
 
 def _training_md(result: TrainResult, cfg: TrainConfig, max_diff: float) -> str:
@@ -1091,13 +1087,9 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     if args.save_endpoints is not None and result.endpoints:
-        from safetensors.torch import save_file
-
         args.save_endpoints.mkdir(parents=True, exist_ok=True)
         for label, state in zip(("l1", "tuned"), result.endpoints, strict=True):
-            weights = {k: v.contiguous() for k, v in state.items()}
-            meta = {"architecture": result.model.info.architecture, "config_sha256": cfg.sha256}
-            save_file(weights, str(args.save_endpoints / f"{label}.safetensors"), metadata=meta)
+            save_weights(state, args.save_endpoints / f"{label}.safetensors", result.model, cfg)
         figures = {
             "config_sha256": cfg.sha256,
             "losses": result.losses,
