@@ -12,11 +12,12 @@ x4 downscale of the high-resolution photo, rounded to uint8.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import math
 import time
-import tomllib
+import typing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from numpy.typing import NDArray
 from PIL import Image, ImageFilter
 
 from batchsr.color import MATLAB_Y, upscale_image
+from batchsr.config import build_section, coerce_table, read_toml
 from batchsr.errors import ConfigError
 from batchsr.filters import FILTER_NAMES, kernel_of
 from batchsr.manifest import MANIFEST_NAME
@@ -228,20 +230,10 @@ class TrainConfig:
         return hashlib.sha256(self.source.encode()).hexdigest()
 
 
-_SECTIONS: dict[str, set[str]] = {
-    "": {
-        "name",
-        "seed",
-        "threads",
-        "model",
-        "data",
-        "optim",
-        "export",
-        "niqe",
-        "lattice",
-        "polish",
-    },
-    "data": {
+# Where the file sets each TrainConfig field: at the top level ("") or in a table.
+_FIELDS: dict[str, tuple[str, ...]] = {
+    "": ("name", "seed", "threads"),
+    "data": (
         "train",
         "valid",
         "rescales",
@@ -250,13 +242,14 @@ _SECTIONS: dict[str, set[str]] = {
         "lr_blurs",
         "target_sharpen",
         "target_sigma",
-    },
-    "optim": {"loss", "steps", "lr", "lr_final", "log_every"},
-    "export": {"opset", "example_shape", "check_shapes", "postprocess"},
-    "niqe": {"weight", "steps", "lr", "lr_final", "lr_patch", "batch", "consistency", "blend"},
-    "lattice": {"weight", "l1_weight", "batch", "lr_patch", "noise"},
-    "polish": {"steps", "lr", "lattice_weight", "dark", "batch"},
+    ),
+    "optim": ("loss", "steps", "lr", "lr_final", "log_every"),
+    "export": ("opset", "example_shape", "check_shapes", "postprocess"),
 }
+# Tables that are a phase's dataclass as they stand.
+_PHASES: dict[str, type] = {"niqe": NiqePhase, "lattice": LatticeTerm, "polish": PolishPhase}
+# Values of the fields that TrainConfig gives no default but a file may leave out.
+_FILE_DEFAULTS: dict[str, Any] = {"threads": 2, "valid": ()}
 
 
 def load_train_config(path: Path) -> TrainConfig:
@@ -266,96 +259,48 @@ def load_train_config(path: Path) -> TrainConfig:
         ConfigError: the file is missing, not TOML, has an unknown key, names an image
             without a recorded open licence, or a value is out of range.
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-        raw = tomllib.loads(text)
-    except FileNotFoundError as err:
-        raise ConfigError(f"{path}: no such training config") from err
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: not valid TOML ({err})") from err
-    for section, allowed in _SECTIONS.items():
-        table = raw.get(section, {}) if section else raw
-        unknown = set(table) - allowed
-        if unknown:
-            where = f"[{section}]" if section else "the top level"
-            raise ConfigError(
-                f"{path}: unknown key(s) {sorted(unknown)} in {where}; known: {sorted(allowed)}"
-            )
-    model = dict(raw.get("model", {}))
-    data, optim, export = raw.get("data", {}), raw.get("optim", {}), raw.get("export", {})
-    try:
-        niqe = raw.get("niqe")
-        phase = None
-        if niqe is not None:
-            phase = NiqePhase(
-                weight=float(niqe["weight"]),
-                steps=int(niqe["steps"]),
-                lr=float(niqe.get("lr", 2e-4)),
-                lr_final=float(niqe.get("lr_final", 1e-5)),
-                lr_patch=int(niqe.get("lr_patch", 96)),
-                batch=int(niqe.get("batch", 4)),
-                consistency=float(niqe.get("consistency", 0.0)),
-                blend=float(niqe.get("blend", 1.0)),
-            )
-        lat = raw.get("lattice")
-        lattice = None
-        if lat is not None:
-            lattice = LatticeTerm(
-                weight=float(lat["weight"]),
-                batch=int(lat.get("batch", 8)),
-                lr_patch=int(lat.get("lr_patch", 32)),
-                noise=float(lat.get("noise", 1.0)),
-                l1_weight=None if "l1_weight" not in lat else float(lat["l1_weight"]),
-            )
-        pol = raw.get("polish")
-        polish = None
-        if pol is not None:
-            polish = PolishPhase(
-                steps=int(pol["steps"]),
-                lr=float(pol.get("lr", 1e-4)),
-                lattice_weight=float(pol.get("lattice_weight", 0.3)),
-                dark=float(pol.get("dark", 0.3)),
-                batch=int(pol.get("batch", 16)),
-            )
-        cfg = TrainConfig(
-            name=str(raw["name"]),
-            seed=int(raw["seed"]),
-            threads=int(raw.get("threads", 2)),
-            architecture=str(model.pop("architecture")),
-            hyperparameters=tuple(sorted(model.items())),
-            train=tuple(data["train"]),
-            valid=tuple(data.get("valid", ())),
-            rescales=tuple(float(r) for r in data.get("rescales", (1.0,))),
-            lr_patch=int(data.get("lr_patch", 24)),
-            batch=int(data.get("batch", 16)),
-            lr_blurs=tuple(float(b) for b in data.get("lr_blurs", (0.0,))),
-            target_sharpen=float(data.get("target_sharpen", 0.0)),
-            target_sigma=float(data.get("target_sigma", 1.0)),
-            loss=str(optim.get("loss", "l1")),
-            steps=int(optim.get("steps", 3000)),
-            lr=float(optim.get("lr", 1e-3)),
-            lr_final=float(optim.get("lr_final", 1e-5)),
-            log_every=int(optim.get("log_every", 250)),
-            opset=int(export.get("opset", 18)),
-            example_shape=_nchw(export.get("example_shape", (1, 3, 64, 80))),
-            check_shapes=tuple(_nchw(s) for s in export.get("check_shapes", ((1, 3, 64, 80),))),
-            postprocess=export.get("postprocess"),
-            niqe=phase,
-            lattice=lattice,
-            polish=polish,
-            source=text,
+    text, raw = read_toml(path)
+    tables = {"model", *_PHASES, *(section for section in _FIELDS if section)}
+    unknown = set(raw) - tables - set(_FIELDS[""])
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown key(s) {sorted(unknown)} at the top level; known: "
+            f"{sorted(tables | set(_FIELDS['']))}"
         )
-    except KeyError as err:
-        raise ConfigError(f"{path}: missing required key {err}") from err
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"{path}: bad value ({err})") from err
+    hints = typing.get_type_hints(TrainConfig)
+    values: dict[str, Any] = dict(_FILE_DEFAULTS)
+    for section, names in _FIELDS.items():
+        table = raw.get(section, {}) if section else {k: raw[k] for k in names if k in raw}
+        where = f"{path} [{section}]" if section else str(path)
+        values |= coerce_table(table, {n: hints[n] for n in names}, where=where)
+    for section, cls in _PHASES.items():
+        if section in raw:
+            values[section] = build_section(cls, raw[section], where=f"{path} [{section}]")
+    values |= _model_fields(raw.get("model", {}), where=f"{path} [model]")
+    where_set = {n: f"{s}." if s else "" for s, names in _FIELDS.items() for n in names}
+    missing = [
+        f"{where_set.get(f.name, 'model.')}{f.name}"
+        for f in dataclasses.fields(TrainConfig)
+        if f.default is dataclasses.MISSING and f.name not in values
+    ]
+    if missing:
+        raise ConfigError(f"{path}: missing required key(s) {missing}")
+    cfg = TrainConfig(**values, source=text)
     _validate(cfg, path)
     return cfg
 
 
-def _nchw(raw: Any) -> tuple[int, int, int, int]:
-    n, c, h, w = (int(v) for v in raw)
-    return (n, c, h, w)
+def _model_fields(table: Any, *, where: str) -> dict[str, Any]:
+    """``[model]``: the architecture, and its network's keyword arguments as given."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table of keys")
+    hyper = dict(table)
+    if "architecture" not in hyper:
+        return {"hyperparameters": tuple(sorted(hyper.items()))}
+    architecture = coerce_table(
+        {"architecture": hyper.pop("architecture")}, {"architecture": str}, where=where
+    )
+    return {**architecture, "hyperparameters": tuple(sorted(hyper.items()))}
 
 
 def _validate(cfg: TrainConfig, path: Path) -> None:
