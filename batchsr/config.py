@@ -46,7 +46,10 @@ __all__ = [
     "QueueConfig",
     "TilingConfig",
     "WorkerConfig",
+    "build_section",
+    "coerce_table",
     "load_config",
+    "read_toml",
 ]
 
 DEFAULT_CONFIG_PATH = data_folder("configs") / "default.toml"
@@ -286,12 +289,7 @@ def load_config(path: Path | None = None, overrides: Mapping[str, Any] | None = 
     raw: dict[str, Any] = {}
     source = path if path is not None else DEFAULT_CONFIG_PATH
     if path is not None or DEFAULT_CONFIG_PATH.exists():
-        try:
-            raw = tomllib.loads(source.read_text(encoding="utf-8"))
-        except FileNotFoundError as err:
-            raise ConfigError(f"config file {source} does not exist") from err
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-            raise ConfigError(f"{source} is not valid TOML: {err}") from err
+        _text, raw = read_toml(source)
     for dotted, value in (overrides or {}).items():
         section, _, key = dotted.partition(".")
         if not key:
@@ -306,7 +304,7 @@ def load_config(path: Path | None = None, overrides: Mapping[str, Any] | None = 
             f"{source}: unknown section(s) {sorted(unknown)}; known: {sorted(_SECTIONS)}"
         )
     built = {
-        name: _build(cls, raw.get(name, {}), where=f"{source} [{name}]")
+        name: build_section(cls, raw.get(name, {}), where=f"{source} [{name}]")
         for name, cls in _SECTIONS.items()
     }
     config = Config(**built)
@@ -314,18 +312,54 @@ def load_config(path: Path | None = None, overrides: Mapping[str, Any] | None = 
     return config
 
 
-def _build(cls: type, table: Any, *, where: str) -> Any:
+def read_toml(path: Path) -> tuple[str, dict[str, Any]]:
+    """A TOML file's text and its parsed table.
+
+    Raises:
+        ConfigError: the file is missing or not valid TOML.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+        return text, tomllib.loads(text)
+    except FileNotFoundError as err:
+        raise ConfigError(f"config file {path} does not exist") from err
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path} is not valid TOML: {err}") from err
+
+
+def build_section(cls: type, table: Any, *, where: str) -> Any:
+    """The dataclass ``cls`` from a TOML table: keys are its fields, values checked
+    against their types; a field without a default must be given.
+
+    Raises:
+        ConfigError: not a table, an unknown or missing key, or a value of the wrong type.
+    """
+    fields = dataclasses.fields(cls)
+    hints = typing.get_type_hints(cls)
+    values = coerce_table(table, {f.name: hints[f.name] for f in fields}, where=where)
+    required = {
+        f.name
+        for f in fields
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
+    missing = required - set(values)
+    if missing:
+        raise ConfigError(f"{where}: missing required key(s) {sorted(missing)}")
+    return cls(**values)
+
+
+def coerce_table(table: Any, hints: Mapping[str, Any], *, where: str) -> dict[str, Any]:
+    """A TOML table's values checked against ``hints`` (key -> type), by key.
+
+    Raises:
+        ConfigError: not a table, a key not in ``hints``, or a value of the wrong type.
+    """
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table of keys")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(table) - names
+    unknown = set(table) - set(hints)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(names)}")
-    values = {
-        key: _coerce(value, hints[key], where=f"{where} {key}") for key, value in table.items()
-    }
-    return cls(**values)
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(hints)}")
+    return {key: _coerce(value, hints[key], where=f"{where} {key}") for key, value in table.items()}
 
 
 def _coerce(value: Any, hint: Any, *, where: str) -> Any:
@@ -343,6 +377,8 @@ def _coerce(value: Any, hint: Any, *, where: str) -> Any:
             except ConfigError as err:
                 errors.append(str(err))
         raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if origin is tuple:
+        return _coerce_tuple(value, args, where=where)
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
@@ -374,6 +410,22 @@ def _coerce(value: Any, hint: Any, *, where: str) -> Any:
     elif hint is Path and isinstance(value, str | Path):
         return Path(value)
     raise ConfigError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def _coerce_tuple(value: Any, args: tuple[Any, ...], *, where: str) -> tuple[Any, ...]:
+    """A TOML array as ``tuple[X, ...]`` (any length) or ``tuple[A, B, ...]`` (fixed)."""
+    if not isinstance(value, list | tuple):
+        raise ConfigError(f"{where}: expected an array, got {value!r}")
+    if len(args) == 2 and args[1] is Ellipsis:
+        hints = [args[0]] * len(value)
+    elif len(value) == len(args):
+        hints = list(args)
+    else:
+        raise ConfigError(f"{where}: expected {len(args)} values, got {value!r}")
+    return tuple(
+        _coerce(v, h, where=f"{where}[{i}]")
+        for i, (v, h) in enumerate(zip(value, hints, strict=True))
+    )
 
 
 def _validate(config: Config) -> None:

@@ -3,6 +3,7 @@ distributions' metadata (no package is imported to learn its version)."""
 
 from __future__ import annotations
 
+import contextlib
 import platform
 from importlib import metadata
 
@@ -20,8 +21,6 @@ def versions(*packages: str, python: bool = False) -> dict[str, str]:
         if name == "batchsr":  # a checkout runs uninstalled: no metadata of its own
             found[name] = __version__
             continue
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
     return found

@@ -25,7 +25,6 @@ from batchsr.manifest import (
     Manifest,
     file_artifact,
     load_manifest,
-    manifest_for,
     write_manifest,
 )
 from batchsr.models import SRModel, get_arch, load_checkpoint
@@ -39,7 +38,8 @@ from compile.calibration import (
     write_calibration,
     write_test_input,
 )
-from compile.onnx import check_onnx, export_onnx, for_tpu_mlir
+from compile.model_folder import PENDING_NOTES, python_tools, write_model_folder, write_onnx
+from compile.onnx import for_tpu_mlir
 from compile.plan import WORK_DIR, CompilePlan, bmodel_name, make_plan, shape_tag
 from compile.tpu_mlir import run_plan, stage_facts, write_script
 
@@ -148,19 +148,6 @@ def check_shape(shape: NCHW, info: ModelInfo) -> None:
         )
 
 
-def python_tools() -> dict[str, str]:
-    """Versions of the Python-side tools that export and check the ONNX."""
-    import onnx
-    import onnxruntime
-    import torch
-
-    return {
-        "torch": torch.__version__,
-        "onnx": onnx.__version__,
-        "onnxruntime": onnxruntime.__version__,
-    }
-
-
 def compile_model(
     spec: str,
     out: Path,
@@ -244,20 +231,69 @@ def compile_model(
     # built from the very file the onnx backend runs, once it is shown to be this model.
     out.mkdir(parents=True, exist_ok=True)
     previous = load_manifest(out) if (out / MANIFEST_NAME).is_file() else None
+    onnx_path, reuse = out / onnx_name, False
     shipped = previous.artifact("onnx") if previous is not None else None
     if shipped is not None and (out / shipped.path).is_file():
-        onnx_path = out / shipped.path
-    else:
-        m = info.size_multiple
-        # Unequal H, W and N so that torch.export keeps every axis dynamic (compile.onnx).
-        example = (2, info.in_channels, 16 * m + 2 * info.margin, 24 * m + 2 * info.margin)
-        onnx_path = export_onnx(model.module, out / onnx_name, shape=example, dynamic=True)
-    diff = check_onnx(model.module, onnx_path, shapes=list(shapes), atol=1e-4)
-    log.info("compile.onnx", path=str(onnx_path), max_abs_diff=diff)
+        onnx_path, reuse = out / shipped.path, True
+    onnx = write_onnx(model, onnx_path, check_shapes=shapes, reuse=reuse)
+    log.info("compile.onnx", path=str(onnx.path), max_abs_diff=onnx.max_abs_diff)
 
-    # --- tpu-mlir's ONNX, test inputs and calibration npz in the work folder ---
-    work = out / WORK_DIR
-    for_tpu_mlir(onnx_path, work / tpu_onnx_name)
+    _write_tpu_inputs(onnx.path, out / WORK_DIR, plan, images, info, input_num)
+    found = (tpu_mlir or find_tpu_mlir()) if use_tools else None
+    bmodel: Path | None = None
+    script: Path | None = None
+    more: list[Artifact] = []
+    tools: dict[str, str] = {}
+    if found is not None:
+        tools["tpu-mlir"] = found.version
+        log.info("compile.tpu_mlir", source=found.source, version=found.version)
+        bmodel, stages = run_plan(plan, out, found)
+        more.append(
+            file_artifact(
+                bmodel,
+                "bmodel",
+                tuple(plan.shapes),
+                quantize=quantize,
+                stages=stages,
+                command=command,
+            )
+        )
+        notes = f"bmodel built by tpu-mlir for {quantize} at {', '.join(map(shape_tag, shapes))}."
+    else:
+        rerun = _register_command(out, name, quantize, shapes)
+        script = write_script(plan, out, rerun=rerun)
+        notes = (
+            f"{PENDING_NOTES}: no tpu-mlir environment was found; run {script.name} where "
+            f"it is (`make tpu-env`, or Python 3.10 with requirements-tpu-mlir.txt), then "
+            f"`{rerun}`."
+        )
+        log.info("compile.script", path=str(script))
+    # Adding to an existing model folder: its other artifacts (weights, other bmodels)
+    # and its provenance notes stay; same-named files are replaced.
+    manifest = write_model_folder(
+        out,
+        name,
+        onnx,
+        more=more,
+        postprocess=filter_name,
+        tools=tools,
+        notes=notes,
+        previous=previous,
+    )
+    return CompileResult(folder=out, manifest=manifest, plan=plan, bmodel=bmodel, script=script)
+
+
+def _write_tpu_inputs(
+    onnx_path: Path,
+    work: Path,
+    plan: CompilePlan,
+    images: list[Path],
+    info: ModelInfo,
+    input_num: int,
+) -> None:
+    """tpu-mlir's ONNX, test inputs and (INT8) calibration npz in the work folder."""
+    for_tpu_mlir(onnx_path, work / plan.onnx)
+    shapes = plan.shapes
     for shape, inp in zip(shapes, plan.test_inputs, strict=True):
         if images:
             n = shape[0]
@@ -273,53 +309,6 @@ def compile_model(
             images, work / cali, shape, pad=info.margin, scale=info.scale, limit=input_num
         )
         log.info("compile.calibration", shape=shape_tag(shape), samples=count)
-
-    tools = python_tools()
-    artifacts: list[Artifact] = [
-        file_artifact(onnx_path, "onnx", ((None, info.in_channels, None, None),))
-    ]
-    found = (tpu_mlir or find_tpu_mlir()) if use_tools else None
-    bmodel: Path | None = None
-    script: Path | None = None
-    if found is not None:
-        tools["tpu-mlir"] = found.version
-        log.info("compile.tpu_mlir", source=found.source, version=found.version)
-        bmodel, stages = run_plan(plan, out, found)
-        artifacts.append(
-            file_artifact(
-                bmodel,
-                "bmodel",
-                tuple(plan.shapes),
-                quantize=quantize,
-                stages=stages,
-                command=command,
-            )
-        )
-        notes = f"bmodel built by tpu-mlir for {quantize} at {', '.join(map(shape_tag, shapes))}."
-    else:
-        rerun = _register_command(out, name, quantize, shapes)
-        script = write_script(plan, out, rerun=rerun)
-        notes = (
-            f"bmodel pending: no tpu-mlir environment was found; run {script.name} where "
-            f"it is (`make tpu-env`, or Python 3.10 with requirements-tpu-mlir.txt), then "
-            f"`{rerun}`."
-        )
-        log.info("compile.script", path=str(script))
-    if previous is not None:
-        # Adding to an existing model folder: its other artifacts (weights, other
-        # bmodels) and its provenance notes stay; same-named files are replaced.
-        built = {a.path: a for a in artifacts}
-        kept = [built.pop(a.path, a) for a in previous.artifacts]
-        artifacts = [*kept, *built.values()]
-        tools = {**dict(previous.tools), **tools}
-        # Provenance (training notes) stays; a "bmodel pending" note is now out of date.
-        if previous.notes and not previous.notes.startswith("bmodel pending"):
-            notes = previous.notes
-    manifest = manifest_for(
-        name, info, tuple(artifacts), postprocess=filter_name, tools=tools, notes=notes
-    )
-    write_manifest(out, manifest)
-    return CompileResult(folder=out, manifest=manifest, plan=plan, bmodel=bmodel, script=script)
 
 
 def register_bmodel(
