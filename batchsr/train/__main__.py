@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import batchsr.train
+from batchsr.errors import BatchSRError
 from batchsr.train.config import load_train_config
 from batchsr.train.folder import build_model_folder
 from batchsr.train.loop import TrainResult, from_endpoints, save_endpoints, train
@@ -51,8 +53,17 @@ def _summary(result: TrainResult) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: train, and write the model folder unless ``--no-export`` is given."""
+    """CLI: train, and write the model folder unless ``--no-export`` is given; a
+    config or model error is one line on stderr and exit code 2."""
     args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except BatchSRError as err:
+        print(f"error: {err}", file=sys.stderr)  # noqa: T201 - the CLI's error line
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     cfg = load_train_config(args.config)
     if args.steps is not None:
         cfg = replace(cfg, steps=args.steps)
