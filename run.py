@@ -27,10 +27,10 @@ from batchsr.allocator import configure_malloc
 from batchsr.analysis import RunAnalysis, analyze_run, read_runs
 from batchsr.config import Config, load_config
 from batchsr.errors import BatchSRError, ConfigError
+from batchsr.images import list_inputs, unread_subfolders
 from batchsr.logging import configure_logging
 from batchsr.manifest import file_sha256
 from batchsr.metrics.folder import score_folder
-from batchsr.pipeline.decode import list_inputs, unread_subfolders
 from batchsr.pipeline.report import Progress, RunSummary, write_report
 from batchsr.pipeline.run import RunResult, run_pipeline
 from batchsr.resolve import resolve_model

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from batchsr.errors import ConfigError
-from batchsr.pipeline.save import output_path
+from batchsr.files import output_path
 from batchsr.records import Job, Scored
 
 __all__ = ["STATE_NAME", "ResumePlan", "RunState", "plan_resume"]

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from batchsr.errors import DecodeError, InputError
-from batchsr.pipeline.decode import decode_image, list_inputs
+from batchsr.images import decode_image, list_inputs
 
 
 def _save(img: Image.Image, path: Path, **kw: object) -> Path:
@@ -102,8 +102,8 @@ def test_list_inputs_sorts_keeps_bad_entries_and_disambiguates_stems(tmp_path: P
 
 
 def test_recursive_input_mirrors_the_tree_and_skips_hidden_folders(tmp_path: Path) -> None:
-    from batchsr.pipeline.decode import unread_subfolders
-    from batchsr.pipeline.save import output_path
+    from batchsr.files import output_path
+    from batchsr.images import unread_subfolders
 
     for rel in ("top.png", "sub/a.png", "sub/deeper/b.jpg", "sub/a.jpg", ".cache/x.png"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)

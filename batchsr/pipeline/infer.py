@@ -31,8 +31,8 @@ from numpy.typing import NDArray
 from batchsr.engines.base import Engine
 from batchsr.errors import EngineError, ShapeMismatchError
 from batchsr.pipeline.stage import Meter, failed_from
-from batchsr.pipeline.stitch import batch_to_uint8, is_direct
 from batchsr.records import Failed, SRBatch, TileBatch, freeze
+from batchsr.tiling import batch_to_uint8, is_direct
 
 __all__ = ["InferPool", "abandoned_calls", "call_engine", "run_infer"]
 

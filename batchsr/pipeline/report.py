@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Any
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from batchsr.errors import ReportError
+from batchsr.files import atomic_write
 from batchsr.pipeline.budget import Budget
 from batchsr.pipeline.stage import Meter
 from batchsr.records import Failed, Scored
@@ -192,14 +192,11 @@ def build_report(
 
 def write_report(path: Path, report: dict[str, Any]) -> None:
     """Write ``report`` as JSON atomically (temp file, then rename)."""
-    tmp = path.with_name(f".{path.name}.partial")
+    text = json.dumps(report, indent=4) + "\n"
     try:
-        tmp.write_text(json.dumps(report, indent=4) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     except OSError as err:
         raise ReportError(f"cannot write the report {path}: {err}") from err
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 async def run_report(

@@ -45,10 +45,11 @@ from batchsr.pipeline.report import (
 from batchsr.pipeline.save import run_save
 from batchsr.pipeline.score import Scorer, run_score
 from batchsr.pipeline.stitch import run_stitch
-from batchsr.pipeline.tile import TileGeometry, run_tile
+from batchsr.pipeline.tile import run_tile
 from batchsr.records import Job, Scored
 from batchsr.resolve import ResolvedModel
 from batchsr.resume import RunState
+from batchsr.tiling import TileGeometry
 from batchsr.vocab import CORE_MODES
 
 __all__ = [
