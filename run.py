@@ -17,9 +17,9 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import anyio
 
@@ -33,6 +33,7 @@ from batchsr.manifest import file_sha256
 from batchsr.metrics.folder import score_folder
 from batchsr.pipeline.report import Progress, RunSummary, write_report
 from batchsr.pipeline.run import RunResult, run_pipeline
+from batchsr.pipeline.stop import StopRequest
 from batchsr.resolve import resolve_model
 from batchsr.resume import RunState, plan_resume
 from batchsr.selfcheck import SelfCheckResult
@@ -51,6 +52,8 @@ from batchsr.vocab import (
 
 if TYPE_CHECKING:  # Ray's side is imported only for --cluster
     from batchsr.cluster.driver import ClusterOptions, ClusterResult
+
+T = TypeVar("T")
 
 
 def _pairs(values: Sequence[str], known: Sequence[str], flag: str) -> dict[str, int]:
@@ -404,16 +407,17 @@ def cmd_run(argv: Sequence[str]) -> int:
             result = _run_on_cluster(args, cluster, config, model, out_dir, plan, state, sink, bar)
         else:
             result = anyio.run(
-                lambda: run_pipeline(
+                _until_signalled,
+                lambda stop: run_pipeline(
                     plan.todo,
                     config=config,
                     model=model,
                     out_dir=out_dir,
                     on_progress=bar,
-                    handle_signals=True,
+                    stop=stop,
                     carried=plan.done,
                     state=state,
-                )
+                ),
             )
     except BatchSRError:
         # Refused before any image ran (an engine that cannot open): leave behind
@@ -452,8 +456,52 @@ def cmd_run(argv: Sequence[str]) -> int:
             file=sys.stderr,
         )
         code = 1
-    _exit_if_engine_calls_hang(code)
+    _exit_if_engine_calls_hang(code, result.abandoned_calls)
     return code
+
+
+async def _until_signalled(run: Callable[[StopRequest], Awaitable[T]]) -> T:
+    """``run(stop)`` beside :func:`stop_on_signals`, so the first SIGINT/SIGTERM stops
+    it cleanly; what it raises comes out as itself, not inside an ExceptionGroup."""
+    stop = StopRequest()
+    failure: Exception | None = None
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stop_on_signals, stop)
+        try:
+            result = await run(stop)
+        except Exception as err:
+            failure = err
+        tg.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+    return result
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+async def stop_on_signals(stop: StopRequest) -> None:
+    """The first SIGINT/SIGTERM requests ``stop`` (the run keeps every finished image);
+    from then on a second one exits the process at once, with 128 + its number. Runs
+    until cancelled, then puts the previous handlers back."""
+    previous: dict[int, Any] = {sig: signal.getsignal(sig) for sig in _STOP_SIGNALS}
+    try:
+        with anyio.open_signal_receiver(*_STOP_SIGNALS) as received:
+            async for signum in received:
+                stop.request(int(signum))
+                break
+        # From here on the user wants out now: no second graceful stop. A handler, not
+        # the receiver: it acts even while the event loop is blocked.
+        for sig in _STOP_SIGNALS:
+            signal.signal(sig, _exit_now)
+        await anyio.sleep_forever()
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _exit_now(signum: int, _frame: object) -> None:
+    os._exit(128 + signum)
 
 
 def _cluster_options(args: argparse.Namespace) -> ClusterOptions:
@@ -496,19 +544,24 @@ def _run_on_cluster(
 ) -> ClusterResult:
     from batchsr.cluster.driver import run_cluster
 
-    return run_cluster(
-        plan.todo,
-        config=config,
-        model=model,
-        out_dir=out_dir,
-        options=options,
-        forward=sink.write_lines,
-        carried=plan.done,
-        state=state,
-        on_progress=bar,
-        handle_signals=True,
-        log_level=args.log_level,
-    )
+    # The driver blocks on Ray; it runs in a thread while the event loop watches the
+    # signals, and reads the stop within a quarter second.
+    def drive(stop: StopRequest) -> ClusterResult:
+        return run_cluster(
+            plan.todo,
+            config=config,
+            model=model,
+            out_dir=out_dir,
+            options=options,
+            forward=sink.write_lines,
+            carried=plan.done,
+            state=state,
+            on_progress=bar,
+            stop=stop,
+            log_level=args.log_level,
+        )
+
+    return anyio.run(_until_signalled, lambda stop: anyio.to_thread.run_sync(drive, stop))
 
 
 def _cluster_line(result: ClusterResult) -> str:
@@ -829,18 +882,16 @@ def cmd_tune(argv: Sequence[str]) -> int:
         ],
     )
     print("\n".join(["", *summary, f"wrote {path}; use: python run.py --config {path} ..."]))
-    _exit_if_engine_calls_hang(0)
+    _exit_if_engine_calls_hang(0, result.abandoned_calls)
     return 0
 
 
-def _exit_if_engine_calls_hang(code: int) -> None:
+def _exit_if_engine_calls_hang(code: int, abandoned: int) -> None:
     """A device call abandoned after --engine-timeout may never return, and Python waits
     for every thread at exit: the run is complete and written, so leave without them."""
-    from batchsr.pipeline.infer import abandoned_calls
-
-    if abandoned_calls():
+    if abandoned:
         print(
-            f"warning: {abandoned_calls()} engine call(s) timed out and are still running; "
+            f"warning: {abandoned} engine call(s) timed out and are still running; "
             "exiting without waiting for them",
             file=sys.stderr,
         )

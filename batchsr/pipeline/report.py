@@ -27,6 +27,7 @@ from batchsr.records import Failed, Scored
 
 __all__ = [
     "Progress",
+    "RowCollector",
     "RunSummary",
     "build_report",
     "contest_score",
@@ -199,22 +200,45 @@ def write_report(path: Path, report: dict[str, Any]) -> None:
         raise ReportError(f"cannot write the report {path}: {err}") from err
 
 
+class RowCollector:
+    """A run's finished rows, in the order they arrived: the report stage adds each one
+    as it comes, and the run reads them for its checkpoints and its result (so an
+    interrupted run still has every row that arrived).
+
+    Args:
+        carried: rows finished by an earlier run (``resume``), reported as they are.
+    """
+
+    def __init__(self, carried: Sequence[Row] = ()) -> None:
+        self._rows: list[Row] = list(carried)
+
+    def add(self, row: Row) -> None:
+        self._rows.append(row)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @property
+    def rows(self) -> tuple[Row, ...]:
+        """The rows so far."""
+        return tuple(self._rows)
+
+
 async def run_report(
     receive: MemoryObjectReceiveStream[Row],
-    rows: list[Row],
+    collector: RowCollector,
     *,
     total: int,
     t0: float,
     on_progress: Callable[[Progress], None] | None = None,
-    checkpoint: Callable[[], None] | None = None,
+    checkpoint: Callable[[], object] | None = None,
     checkpoint_every_s: float = 2.0,
     on_row: Callable[[Row], None] | None = None,
     budget: Budget | None = None,
 ) -> None:
-    """Append every finished row to ``rows`` until the upstream closes.
+    """Send every finished row to ``collector`` until the upstream closes.
 
     Args:
-        rows: filled in place, so that an interrupted run still has every finished row.
         checkpoint: called at most every ``checkpoint_every_s`` seconds to persist the
             rows so far (a partial report survives even a hard kill).
         on_row: called with each row as it arrives (the resume state records it).
@@ -225,7 +249,7 @@ async def run_report(
     last_checkpoint = time.perf_counter()
     async with receive:
         while (row := await meter.receive(receive)) is not None:
-            rows.append(row)
+            collector.add(row)
             if budget is not None:
                 budget.release(row.id)
             if on_row is not None:
@@ -233,7 +257,7 @@ async def run_report(
             errors += is_error(row)
             meter.done(image_id=row.id, failed=isinstance(row, Failed))
             if on_progress is not None:
-                on_progress(Progress(len(rows), total, errors, time.perf_counter() - t0))
+                on_progress(Progress(len(collector), total, errors, time.perf_counter() - t0))
             if (
                 checkpoint is not None
                 and time.perf_counter() - last_checkpoint >= checkpoint_every_s

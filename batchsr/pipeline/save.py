@@ -18,7 +18,7 @@ from PIL import Image
 from batchsr.color import luma_u8
 from batchsr.files import atomic_write, output_path
 from batchsr.filters import apply_filter
-from batchsr.pipeline.stage import Meter, failed_from
+from batchsr.pipeline.stage import Meter, failed_from, pass_failed
 from batchsr.png import encode_png
 from batchsr.records import Failed, Saved, Stitched, freeze
 
@@ -117,8 +117,7 @@ async def run_save(
     async with receive, send:
         while (item := await meter.receive(receive)) is not None:
             if isinstance(item, Failed):
-                await meter.send(send, item)
-                meter.done(image_id=item.id, failed=True)
+                await pass_failed(meter, send, item)
                 continue
             out: Saved | Failed
             size = 0

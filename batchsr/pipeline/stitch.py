@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 
 from batchsr.color import merge_y
 from batchsr.pipeline.budget import Budget
-from batchsr.pipeline.stage import Meter
+from batchsr.pipeline.stage import Meter, pass_failed
 from batchsr.records import Failed, ImagePlan, SRBatch, Stitched, TileSpec, freeze
 from batchsr.tiling import is_direct, to_uint8
 from batchsr.vocab import CORE_MODES
@@ -224,11 +224,14 @@ async def run_stitch(
     async with receive, send:
         while (item := await meter.receive(receive)) is not None:
             if isinstance(item, Failed):
+                # An image with tiles in several batches can fail in each of them:
+                # its first record goes on, as one row.
                 if assembler.fail(item.id):
                     if window is not None:
                         window.release(item.id)
-                    await meter.send(send, item)
-                meter.done(image_id=item.id, failed=True)
+                    await pass_failed(meter, send, item)
+                else:
+                    meter.done(image_id=item.id, failed=True)
                 continue
             completed = await anyio.to_thread.run_sync(assembler.add, item)
             for image in completed:

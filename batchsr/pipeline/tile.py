@@ -24,8 +24,8 @@ from numpy.typing import NDArray
 
 from batchsr.color import GREY_MODES
 from batchsr.pipeline.budget import Budget, image_cost
-from batchsr.pipeline.stage import Meter, failed_from
-from batchsr.records import Carried, Decoded, Failed, Slot, TileBatch, freeze
+from batchsr.pipeline.stage import Meter, failed_from, pass_failed
+from batchsr.records import Carried, Decoded, Failed, ImagePlan, Slot, TileBatch, freeze
 from batchsr.tiling import TileGeometry, plan_image, prepare_image
 
 __all__ = ["run_tile"]
@@ -42,6 +42,12 @@ class _Batcher:
 
     def __len__(self) -> int:
         return len(self._slots)
+
+    @property
+    def static(self) -> bool:
+        """The engine's batch size is fixed: a partial batch waits to be filled (only
+        the run's last one is padded)."""
+        return self._geometry.static_batch
 
     def add(self, window: NDArray[np.float32], slot: Slot) -> list[TileBatch]:
         """Queue one tile; return the batches that are now complete (0, 1 or 2)."""
@@ -89,52 +95,21 @@ async def run_tile(
     meter: Meter[Decoded | Failed] = Meter("tile")
     batcher = _Batcher(geometry)
     async with receive, send:
-        while True:
-            item: Decoded | Failed | None
-            try:
-                item = meter.receive_nowait(receive)
-            except anyio.WouldBlock:
-                if len(batcher) and not geometry.static_batch:
-                    # Nothing else is waiting: send what we have rather than idle the engine.
-                    partial = batcher.flush()
-                    assert partial is not None
-                    await meter.send(send, partial)
-                item = await meter.receive(receive)
-            except anyio.EndOfStream:
-                item = None
-            if item is None:
-                break
+        while (item := await _next_image(meter, receive, send, batcher)) is not None:
             if isinstance(item, Failed):
-                await meter.send(send, item)
-                meter.done(image_id=item.id, failed=True)
+                await pass_failed(meter, send, item)
                 continue
-            gates = [] if window is None else [(window, 1)]
-            if budget is not None:
-                h, w = item.rgb.shape[:2]
-                cost = image_cost(h, w, scale=geometry.scale, bytes_per_pixel=bytes_per_pixel)
-                gates.append((budget, cost))
+            gates = _gates(item, geometry, budget, window, bytes_per_pixel)
             for gate, share in gates:
+                # The images holding the gate may have tiles in the partly filled
+                # batch: it goes first, so that they can finish and give it back.
                 if not gate.fits(share) and (partial := batcher.flush()) is not None:
                     await meter.send(send, partial)
                 await meter.hold(gate.acquire(item.id, share))
             t_start_ns = time.perf_counter_ns()  # contest runtime starts at tiling
-            admitted: dict[str, Any] = (
-                {} if budget is None and window is None else {"t_admitted": t_start_ns / 1e9}
-            )
+            admitted: dict[str, Any] = {"t_admitted": t_start_ns / 1e9} if gates else {}
             try:
-                chw, chroma = await anyio.to_thread.run_sync(prepare_image, item.rgb, geometry)
-                height, width = item.rgb.shape[:2]
-                plan = plan_image(
-                    item.id, item.name, height, width, geometry, t_start_ns=t_start_ns
-                )
-                # The thread's wait for the event loop counts as the image's work: on
-                # a busy loop it is part of what this stage costs the image.
-                plan = dataclasses.replace(
-                    plan,
-                    tile_s=(time.perf_counter_ns() - t_start_ns) / 1e9,
-                    chroma=None if chroma is None else freeze(chroma),
-                    carried=Carried(grey=item.mode in GREY_MODES, icc_profile=item.icc_profile),
-                )
+                chw, plan = await _prepare(item, geometry, t_start_ns)
             except Exception as err:
                 await meter.send(
                     send,
@@ -153,3 +128,58 @@ async def run_tile(
         if final is not None:
             await meter.send(send, final)
             meter.done("batch_flushed", batch_id=final.batch_id, padded=final.padded)
+
+
+async def _next_image(
+    meter: Meter[Decoded | Failed],
+    receive: MemoryObjectReceiveStream[Decoded | Failed],
+    send: MemoryObjectSendStream[TileBatch | Failed],
+    batcher: _Batcher,
+) -> Decoded | Failed | None:
+    """The next image, or None at the end of input."""
+    try:
+        return meter.receive_nowait(receive)
+    except anyio.WouldBlock:
+        if len(batcher) and not batcher.static:
+            # Nothing else is waiting: send what we have rather than idle the engine.
+            partial = batcher.flush()
+            assert partial is not None
+            await meter.send(send, partial)
+        return await meter.receive(receive)
+    except anyio.EndOfStream:
+        return None
+
+
+def _gates(
+    item: Decoded,
+    geometry: TileGeometry,
+    budget: Budget | None,
+    window: Budget | None,
+    bytes_per_pixel: float,
+) -> list[tuple[Budget, int]]:
+    """What the image must take before it is cut: a place in the in-flight window and
+    its estimated share of the memory budget."""
+    gates = [] if window is None else [(window, 1)]
+    if budget is not None:
+        h, w = item.rgb.shape[:2]
+        cost = image_cost(h, w, scale=geometry.scale, bytes_per_pixel=bytes_per_pixel)
+        gates.append((budget, cost))
+    return gates
+
+
+async def _prepare(
+    item: Decoded, geometry: TileGeometry, t_start_ns: int
+) -> tuple[NDArray[np.float32], ImagePlan]:
+    """The image's input plane(s), made in a worker thread, and its plan."""
+    chw, chroma = await anyio.to_thread.run_sync(prepare_image, item.rgb, geometry)
+    height, width = item.rgb.shape[:2]
+    plan = plan_image(item.id, item.name, height, width, geometry, t_start_ns=t_start_ns)
+    # The thread's wait for the event loop counts as the image's work: on a busy loop
+    # it is part of what this stage costs the image.
+    plan = dataclasses.replace(
+        plan,
+        tile_s=(time.perf_counter_ns() - t_start_ns) / 1e9,
+        chroma=None if chroma is None else freeze(chroma),
+        carried=Carried(grey=item.mode in GREY_MODES, icc_profile=item.icc_profile),
+    )
+    return chw, plan
