@@ -46,12 +46,12 @@ def list_inputs(path: Path, *, recursive: bool = False) -> list[Job]:
     suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
     if path.is_file():
         if recursive:
-            raise InputError(f"--recursive needs a folder, and --input {path} is a file")
+            raise InputError(f"`recursive` needs a folder, and `input` {path} is a file")
         if path.suffix.lower() not in IMAGE_SUFFIXES:
-            raise InputError(f"--input {path} is not an image file (looked for {suffixes})")
+            raise InputError(f"`input` {path} is not an image file (looked for {suffixes})")
         return [Job(id=0, name=path.stem, path=path)]
     if not path.is_dir():
-        raise InputError(f"--input {path} is not a folder or an image file: it does not exist")
+        raise InputError(f"`input` {path} is not a folder or an image file: it does not exist")
     found = path.rglob("*") if recursive else path.iterdir()
     entries = sorted(
         (p for p in found if p.suffix.lower() in IMAGE_SUFFIXES and _kept(p, path)),
@@ -59,7 +59,7 @@ def list_inputs(path: Path, *, recursive: bool = False) -> list[Job]:
     )
     if not entries:
         where = "its tree" if recursive else path
-        raise InputError(f"--input {path}: {where} holds no images (looked for {suffixes})")
+        raise InputError(f"`input` {path}: {where} holds no images (looked for {suffixes})")
     stems = [p.relative_to(path).with_suffix("").as_posix() for p in entries]
     # Two inputs with one stem (a.png, a.jpg) would write one output: keep the suffix.
     names = [
@@ -114,7 +114,7 @@ def decode_image(path: Path, *, max_pixels: int) -> tuple[NDArray[np.uint8], str
                 if width * height > max_pixels:
                     raise DecodeError(
                         f"{path.name}: {width}x{height} is over the {max_pixels}-pixel "
-                        "limit (output.max_pixels); refused before decoding"
+                        "limit (`output.max_pixels`); refused before decoding"
                     )
                 img.load()
                 mode = img.mode

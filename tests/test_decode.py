@@ -95,7 +95,7 @@ def test_list_inputs_sorts_keeps_bad_entries_and_disambiguates_stems(tmp_path: P
     assert (single.name, single.path) == ("b", tmp_path / "b.png")
     with pytest.raises(InputError, match="is not an image file"):
         list_inputs(tmp_path / "notes.txt")
-    with pytest.raises(InputError, match="--recursive needs a folder"):
+    with pytest.raises(InputError, match="`recursive` needs a folder"):
         list_inputs(tmp_path / "b.png", recursive=True)
     with pytest.raises(InputError, match="is not a folder or an image file"):
         list_inputs(tmp_path / "missing")

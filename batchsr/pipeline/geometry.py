@@ -30,11 +30,11 @@ def geometry_for(engine: Engine, tiling: TilingConfig, model: ResolvedModel) -> 
     if c != (1 if y_only else 3):
         raise EngineError(
             f"{model.path} takes {c} input channels; the pipeline feeds RGB (3), or Y (1) "
-            "with --y-only"
+            "with `tiling.y_only`"
         )
     if tiling.tile == 0 and (h is not None or w is not None):
         raise ConfigError(
-            f"--tile 0 (whole images) needs a model with dynamic height and width; "
+            f"`tiling.tile` 0 (whole images) needs a model with dynamic height and width; "
             f"{model.path} is fixed at {h}x{w}"
         )
     tile_h = h if h is not None else tiling.tile
@@ -86,7 +86,7 @@ def _margins(
     if tile_h and min(tile_h, tile_w) <= 2 * pad:
         raise ConfigError(
             f"tile {tile_h}x{tile_w} leaves no core inside a margin of {pad} px; "
-            "use a larger tile or a smaller --tile-pad"
+            "use a larger tile or a smaller `tiling.tile_pad`"
         )
     return pad, rim
 

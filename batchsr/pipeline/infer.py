@@ -93,7 +93,7 @@ async def call_engine(
         # abandon_on_cancel: the thread keeps running, we stop waiting for it.
         return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
     abandoned.add(done)
-    raise _Abandoned(f"no result after {timeout_s:g} s (--engine-timeout); call abandoned")
+    raise _Abandoned(f"no result after {timeout_s:g} s (`model.engine_timeout_s`); call abandoned")
 
 
 class EngineSlot:

@@ -411,7 +411,7 @@ def _budget(config: Config) -> Budget | None:
     limit = config.memory.max_mib * MIB
     if base >= limit:
         raise ConfigError(
-            f"memory.max_mib = {config.memory.max_mib}: the process holds "
+            f"`memory.max_mib` {config.memory.max_mib}: the process holds "
             f"{base / MIB:.0f} MiB before the first image (interpreter, libraries, engine); "
             "give more than that"
         )
