@@ -26,7 +26,9 @@ border pixels are computed with context too: by the context margin (the image fr
 that ``crop`` tiles and whole-image inference read), or to whole tiles (``plain``).
 
 Windows are always the engine's tile size (static-shape models need exact shapes); an
-image smaller than a tile is padded up to it. In Y-only mode the model sees MATLAB's Y
+image smaller than a tile is padded up to it. A model with free height and width takes
+a whole image, or one smaller than a tile, as it is, extended only up to its
+``size_multiple`` (``TileGeometry.multiple``). In Y-only mode the model sees MATLAB's Y
 channel and Cb and Cr are kept for the stitcher to upscale bicubically.
 
 The tile stage (``batchsr.pipeline.tile``) and calibration (``batchsr.sample_tiles``)
@@ -56,6 +58,7 @@ __all__ = [
     "plan_axis_plain",
     "plan_image",
     "prepare_image",
+    "round_up",
     "tile_for",
     "to_uint8",
 ]
@@ -90,6 +93,9 @@ class TileGeometry:
             ``plain`` fills its padding to whole tiles the same way.
         rim: input pixels along each window's edge that ``average`` and ``blend``
             give no weight (at most ``pad // 2``, so every pixel keeps some weight).
+        multiple: what window heights and widths must be multiples of (the model's
+            ``size_multiple``): a whole image, or a frame smaller than a tile for a
+            model with free height and width, is extended up to the next multiple.
     """
 
     tile_h: int
@@ -105,6 +111,7 @@ class TileGeometry:
     alt_tiles: tuple[tuple[int, int], ...] = ()
     border: BorderMode = DEFAULT_BORDER
     rim: int = 0
+    multiple: int = 1
 
     @property
     def channels(self) -> int:
@@ -114,6 +121,21 @@ class TileGeometry:
     def padded_size(self, count: int) -> int:
         """Rows a static batch holding ``count`` tiles is padded to."""
         return min(n for n in (self.batch, *self.tail_batches) if n >= count)
+
+
+def round_up(length: int, multiple: int) -> int:
+    """The smallest multiple of ``multiple`` that is at least ``length``."""
+    return -(-length // multiple) * multiple
+
+
+def _window(frame: int, tile: int, geometry: TileGeometry) -> int:
+    """The window length over an axis whose bordered frame is ``frame`` long: the tile;
+    or the frame, extended to the model's size multiple, for a whole image or, with a
+    model of free height and width, for a frame smaller than a tile."""
+    whole = round_up(frame, geometry.multiple)
+    if not tile:
+        return whole
+    return min(tile, whole) if geometry.dynamic_hw else tile
 
 
 def plan_axis(length: int, tile: int, pad: int) -> list[tuple[int, int, int]]:
@@ -183,20 +205,18 @@ def plan_image(
     """The tiles of one image, row by row."""
     geometry = tile_for(height, width, geometry)
     if geometry.mode == "plain":
-        off_y, rows = plan_axis_plain(height, geometry.tile_h)
-        off_x, cols = plan_axis_plain(width, geometry.tile_w)
-        win_h, win_w = geometry.tile_h or height, geometry.tile_w or width
+        win_h, win_w = _plain_tiles(height, width, geometry)
+        off_y, rows = plan_axis_plain(height, win_h)
+        off_x, cols = plan_axis_plain(width, win_w)
     else:
         off_y = off_x = geometry.pad
         rows = plan_axis(height, geometry.tile_h, geometry.pad)
         cols = plan_axis(width, geometry.tile_w, geometry.pad)
-        frame_h, frame_w = height + 2 * geometry.pad, width + 2 * geometry.pad
         # Windows are exactly the tile size (prepare_image extends a smaller frame up to
         # it), except that a model with free height and width takes a smaller frame as
-        # it is.
-        win_h, win_w = geometry.tile_h or frame_h, geometry.tile_w or frame_w
-        if geometry.dynamic_hw:
-            win_h, win_w = min(win_h, frame_h), min(win_w, frame_w)
+        # it is (up to its size multiple).
+        win_h = _window(height + 2 * geometry.pad, geometry.tile_h, geometry)
+        win_w = _window(width + 2 * geometry.pad, geometry.tile_w, geometry)
     tiles = tuple(
         TileSpec(
             index=r * len(cols) + c,
@@ -251,22 +271,26 @@ def prepare_image(
         chw *= np.float32(1.0 / 255.0)
     height, width = rgb.shape[:2]
     if geometry.mode == "plain":
-        (oy, rows), (ox, cols) = (
-            plan_axis_plain(height, geometry.tile_h),
-            plan_axis_plain(width, geometry.tile_w),
-        )
-        full_h = len(rows) * geometry.tile_h if geometry.tile_h else height
-        full_w = len(cols) * geometry.tile_w if geometry.tile_w else width
+        tile_h, tile_w = _plain_tiles(height, width, geometry)
+        (oy, rows), (ox, cols) = plan_axis_plain(height, tile_h), plan_axis_plain(width, tile_w)
+        full_h, full_w = len(rows) * tile_h, len(cols) * tile_w
         pads = ((oy, full_h - height - oy), (ox, full_w - width - ox))
     else:
         b = geometry.pad
         frame_h, frame_w = height + 2 * b, width + 2 * b
-        extra_h = extra_w = 0
-        if not geometry.dynamic_hw:
-            extra_h = max(0, geometry.tile_h - frame_h) if geometry.tile_h else 0
-            extra_w = max(0, geometry.tile_w - frame_w) if geometry.tile_w else 0
+        extra_h = max(0, _window(frame_h, geometry.tile_h, geometry) - frame_h)
+        extra_w = max(0, _window(frame_w, geometry.tile_w, geometry) - frame_w)
         pads = ((b, b + extra_h), (b, b + extra_w))
     return extend(chw, pads, geometry.border), chroma
+
+
+def _plain_tiles(height: int, width: int, geometry: TileGeometry) -> tuple[int, int]:
+    """``plain``'s tile size: a whole image is one tile, extended to the model's size
+    multiple."""
+    return (
+        geometry.tile_h or round_up(height, geometry.multiple),
+        geometry.tile_w or round_up(width, geometry.multiple),
+    )
 
 
 def to_uint8(chw: NDArray[np.float32]) -> NDArray[np.uint8]:

@@ -8,7 +8,7 @@ from batchsr.config import TilingConfig
 from batchsr.engines.base import Engine
 from batchsr.errors import ConfigError, EngineError
 from batchsr.resolve import ResolvedModel
-from batchsr.tiling import TileGeometry
+from batchsr.tiling import TileGeometry, round_up
 from batchsr.vocab import CORE_MODES
 
 __all__ = ["DEFAULT_TILE_PAD", "geometry_for"]
@@ -37,8 +37,16 @@ def geometry_for(engine: Engine, tiling: TilingConfig, model: ResolvedModel) -> 
             f"`tiling.tile` 0 (whole images) needs a model with dynamic height and width; "
             f"{model.path} is fixed at {h}x{w}"
         )
-    tile_h = h if h is not None else tiling.tile
-    tile_w = w if w is not None else tiling.tile
+    multiple = model.size_multiple
+    if any(side is not None and side % multiple for side in (h, w)):
+        raise EngineError(
+            f"{model.path} is fixed at {h}x{w}, but its model takes only multiples of "
+            f"{multiple} (the manifest's size_multiple)"
+        )
+    # A free side is cut in tiles of the configured size, rounded up to what the model
+    # can take.
+    tile_h = h if h is not None else round_up(tiling.tile, multiple)
+    tile_w = w if w is not None else round_up(tiling.tile, multiple)
     pad, rim = _margins(tiling, model, tile_h, tile_w)
     batch = n if n is not None else (1 if tiling.tile == 0 else tiling.batch)
     # A combined bmodel may hold the same tile at smaller batch sizes: use them for the
@@ -60,6 +68,7 @@ def geometry_for(engine: Engine, tiling: TilingConfig, model: ResolvedModel) -> 
         border=tiling.border,
         y_only=y_only,
         tail_batches=tuple(t for t in tails if t < batch) if n is not None else (),
+        multiple=multiple,
     )
 
 

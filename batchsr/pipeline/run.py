@@ -46,7 +46,7 @@ from batchsr.pipeline.wiring import StageWiring, engine_opener, run_stages
 from batchsr.records import Job, Scored
 from batchsr.resolve import ResolvedModel
 from batchsr.resume import RunState
-from batchsr.tiling import TileGeometry
+from batchsr.tiling import TileGeometry, round_up
 
 __all__ = [
     "RunResult",
@@ -420,8 +420,8 @@ def _budget(config: Config) -> Budget | None:
 
 def warmup_shape(geometry: TileGeometry) -> tuple[int, int, int, int]:
     """The batch shape the run's engine calls use (a small one for whole images)."""
-    h = geometry.tile_h or 2 * geometry.pad + 16
-    w = geometry.tile_w or 2 * geometry.pad + 16
+    h = geometry.tile_h or round_up(2 * geometry.pad + 16, geometry.multiple)
+    w = geometry.tile_w or round_up(2 * geometry.pad + 16, geometry.multiple)
     return (geometry.batch, geometry.channels, h, w)
 
 
