@@ -48,14 +48,7 @@ from batchsr.resolve import ResolvedModel
 from batchsr.resume import RunState
 from batchsr.tiling import TileGeometry, round_up
 
-__all__ = [
-    "RunResult",
-    "default_scorer",
-    "infer_placements",
-    "run_pipeline",
-    "warm_up",
-    "warmup_shape",
-]
+__all__ = ["RunResult", "default_scorer", "infer_placements", "run_pipeline"]
 
 
 @dataclass(frozen=True, slots=True)
