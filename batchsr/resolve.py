@@ -46,34 +46,97 @@ _SUFFIX_FORMATS: dict[str, ArtifactFormat] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class ResolvedModel:
     """The artifact chosen for a run and what is known about its model.
+
+    What the model is (scale, margin, channels, size multiple) is read from its
+    manifest when there is one, the one record of those facts; a model without one (a
+    bare file, a checkpoint) carries what is known of it instead, None where nothing is
+    (the engine then reports scale, and tiling uses its own margin).
 
     Attributes:
         name: model name, used for the default output folder.
         path: the artifact file that will run.
         format: how it runs.
-        scale, margin, in_channels: from the manifest; None when only a bare file was
-            given (the engine then reports scale, and tiling uses its own margin).
         manifest: the model folder's manifest, if there is one.
         artifact: the manifest's entry for ``path``, if there is one.
+
+    Args:
+        scale, margin, in_channels, size_multiple: what is known of a model without a
+            manifest; beside a manifest they may only repeat it.
+
+    Raises:
+        ModelError: a fact given beside a manifest contradicts it.
     """
 
     name: str
     path: Path
     format: ArtifactFormat
-    scale: int | None = None
-    margin: int | None = None
-    in_channels: int | None = None
-    manifest: Manifest | None = None
-    artifact: Artifact | None = None
+    manifest: Manifest | None
+    artifact: Artifact | None
+    _scale: int | None
+    _margin: int | None
+    _in_channels: int | None
+    _size_multiple: int | None
 
-    def __post_init__(self) -> None:
-        if self.artifact is None and self.manifest is not None:
-            # Built by hand from a manifest (tools, tests): its entry for this file.
-            listed = next((a for a in self.manifest.artifacts if a.path == self.path.name), None)
-            object.__setattr__(self, "artifact", listed)
+    def __init__(
+        self,
+        name: str,
+        path: Path,
+        format: ArtifactFormat,
+        scale: int | None = None,
+        margin: int | None = None,
+        in_channels: int | None = None,
+        manifest: Manifest | None = None,
+        artifact: Artifact | None = None,
+        *,
+        size_multiple: int | None = None,
+    ) -> None:
+        given = {
+            "scale": scale,
+            "margin": margin,
+            "in_channels": in_channels,
+            "size_multiple": size_multiple,
+        }
+        if manifest is not None:
+            wrong = {k: v for k, v in given.items() if v not in (None, getattr(manifest, k))}
+            if wrong:
+                raise ModelError(f"{path}: {wrong} contradicts its manifest")
+            if artifact is None:
+                # Built by hand from a manifest (tools, tests): its entry for this file.
+                artifact = next((a for a in manifest.artifacts if a.path == path.name), None)
+        for attr, value in (
+            ("name", name),
+            ("path", path),
+            ("format", format),
+            ("manifest", manifest),
+            ("artifact", artifact),
+            *((f"_{k}", v) for k, v in given.items()),
+        ):
+            object.__setattr__(self, attr, value)
+
+    @property
+    def scale(self) -> int | None:
+        """The upscale factor, if known before an engine is opened."""
+        return self.manifest.scale if self.manifest is not None else self._scale
+
+    @property
+    def margin(self) -> int | None:
+        """The receptive-field radius in input pixels, if known."""
+        return self.manifest.margin if self.manifest is not None else self._margin
+
+    @property
+    def in_channels(self) -> int | None:
+        """Input channels (3 RGB, 1 Y-only), if known."""
+        return self.manifest.in_channels if self.manifest is not None else self._in_channels
+
+    @property
+    def size_multiple(self) -> int:
+        """What input heights and widths must be multiples of (1: anything)."""
+        if self.manifest is not None:
+            return self.manifest.size_multiple
+        return self._size_multiple or 1
 
     @property
     def size_bytes(self) -> int:
@@ -153,9 +216,6 @@ def _from_manifest(folder: Path, manifest: Manifest, artifact: Artifact) -> Reso
         name=manifest.name,
         path=artifact_path,
         format=artifact.format,
-        scale=manifest.scale,
-        margin=manifest.margin,
-        in_channels=manifest.in_channels,
         manifest=manifest,
         artifact=artifact,
     )
@@ -191,4 +251,5 @@ def _resolve_checkpoint(path: Path) -> ResolvedModel:
         scale=info.scale,
         margin=info.margin,
         in_channels=info.in_channels,
+        size_multiple=info.size_multiple,
     )

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from batchsr.errors import ConfigError
-from batchsr.pipeline.save import output_path
+from batchsr.files import output_path
 from batchsr.records import Job, Scored
 
 __all__ = ["STATE_NAME", "ResumePlan", "RunState", "plan_resume"]
@@ -112,7 +112,7 @@ def plan_resume(
     )
     if clash is not None:
         raise ConfigError(
-            f"--output {out_dir} would overwrite the input {clash.path}; "
+            f"`output` {out_dir} would overwrite the input {clash.path}; "
             "write the results to another folder"
         )
     state, recorded = _load_state(out_dir / STATE_NAME)
@@ -134,10 +134,10 @@ def plan_resume(
             if unknown
             else _differences(settings, [recorded[h] for h in sorted(foreign) if h in recorded])
         )
-        hint = "" if resume else "pass --resume to continue a run of these settings there; "
+        hint = "" if resume else "pass `resume` to continue a run of these settings there; "
         raise ConfigError(
             f"{out_dir} already holds results of another configuration ({diff}); {hint}"
-            "pass --overwrite to replace them, or choose another --output"
+            "pass `overwrite` to replace them, or choose another `output`"
         )
     if not resume:
         return ResumePlan(todo=tuple(hashed), done=())

@@ -17,8 +17,8 @@ from numpy.typing import NDArray
 
 from batchsr.config import OutputConfig
 from batchsr.errors import ConfigError, DecodeError
-from batchsr.pipeline.decode import decode_image
-from batchsr.pipeline.tile import TileGeometry, plan_image, prepare_image
+from batchsr.images import decode_image
+from batchsr.tiling import TileGeometry, plan_image, prepare_image
 from batchsr.vocab import NCHW
 
 __all__ = ["batches_of", "iter_tiles"]

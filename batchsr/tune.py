@@ -113,6 +113,8 @@ class TuneResult:
         queue_sizes: the buffer sizes tried.
         noise: median of the trials' ``spread``; differences between trials smaller
             than this are not evidence. None with one repeat.
+        abandoned_calls: engine calls of the trials that timed out and were still
+            running when their trial ended (``RunResult.abandoned_calls``).
     """
 
     trials: tuple[Trial, ...]
@@ -121,6 +123,7 @@ class TuneResult:
     stages: tuple[str, ...]
     queue_sizes: tuple[int, ...]
     noise: float | None = None
+    abandoned_calls: int = 0
 
     @property
     def baseline(self) -> Trial:
@@ -213,12 +216,14 @@ async def tune(
     chosen = sample_jobs(jobs, sample)
     await anyio.Path(out_dir).mkdir(parents=True, exist_ok=True)
 
+    abandoned: list[int] = []  # per run
+
     async def run_once(config: Config, log: Path) -> None:
         """One run of ``config`` on the sample, its log appended to ``log``."""
         scratch = Path(await anyio.to_thread.run_sync(tempfile.mkdtemp, "", "batchsr-tune-"))
         sink = open_log(log)
         try:
-            await run_pipeline(
+            result = await run_pipeline(
                 chosen,
                 config=config,
                 model=model,
@@ -226,6 +231,7 @@ async def tune(
                 scorer=scorer,
                 engine_factory=engine_factory,
             )
+            abandoned.append(result.abandoned_calls)
         finally:
             sink.close()
             await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
@@ -269,6 +275,7 @@ async def tune(
         sample=tuple(job.name for job in chosen),
         stages=tuple(stages),
         queue_sizes=tuple(sorted(set(queue_sizes))),
+        abandoned_calls=sum(abandoned),
     )
 
 

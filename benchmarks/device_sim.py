@@ -31,9 +31,9 @@ import sophon.sail as sail  # noqa: E402  (the fake, found through tests/fakes)
 
 import batchsr.engines.sail as sail_backend  # noqa: E402
 from batchsr.config import Config, load_config  # noqa: E402
+from batchsr.images import list_inputs  # noqa: E402
 from batchsr.logging import configure_logging  # noqa: E402
 from batchsr.manifest import Artifact, Manifest  # noqa: E402
-from batchsr.pipeline.decode import list_inputs  # noqa: E402
 from batchsr.pipeline.run import RunResult, run_pipeline  # noqa: E402
 from batchsr.resolve import ResolvedModel  # noqa: E402
 

@@ -24,8 +24,8 @@ from batchsr.cli.render import format_analysis
 from batchsr.config import load_config
 from batchsr.engines import Engine
 from batchsr.errors import AnalysisError
+from batchsr.images import list_inputs
 from batchsr.logging import configure_logging
-from batchsr.pipeline.decode import list_inputs
 from batchsr.pipeline.run import run_pipeline
 from batchsr.resolve import ResolvedModel
 from batchsr.timeline import lanes, plot_timeline

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from batchsr.config import load_config
+from batchsr.images import list_inputs
 from batchsr.metrics.artifacts import border_energy_ratio, flat_boxes, lattice_ratio, seam_jump
-from batchsr.pipeline.decode import list_inputs
 from batchsr.pipeline.run import run_pipeline
 from batchsr.resolve import resolve_model
 from tests.conftest import photo_like

@@ -17,9 +17,9 @@ import pytest
 from PIL import Image
 
 from batchsr.config import load_config
-from batchsr.pipeline.decode import list_inputs
+from batchsr.files import output_path
+from batchsr.images import list_inputs
 from batchsr.pipeline.run import run_pipeline
-from batchsr.pipeline.save import output_path
 from batchsr.resolve import ResolvedModel
 from tests.conftest import photo_like
 
@@ -179,7 +179,7 @@ def test_output_names_cannot_escape_the_output_folder(tmp_path: Path) -> None:
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
 def test_unreadable_file_is_a_decode_error(tmp_path: Path) -> None:
     from batchsr.errors import DecodeError
-    from batchsr.pipeline.decode import decode_image
+    from batchsr.images import decode_image
 
     path = tmp_path / "locked.png"
     path.write_bytes(GOOD_PNG)

@@ -14,9 +14,9 @@ import pytest
 
 from batchsr.config import Config, load_config
 from batchsr.errors import ConfigError
+from batchsr.images import list_inputs
 from batchsr.logging import configure_logging
 from batchsr.pipeline.budget import MIB, Budget, image_cost, resident_bytes
-from batchsr.pipeline.decode import list_inputs
 from batchsr.pipeline.run import run_pipeline
 from batchsr.resolve import ResolvedModel
 from tests.conftest import REPO, photo_like, write_png

@@ -36,8 +36,8 @@ from batchsr.cluster.connect import import_ray, parse_cluster
 from batchsr.cluster.driver import ClusterOptions, run_cluster
 from batchsr.config import load_config
 from batchsr.errors import ClusterError
+from batchsr.images import list_inputs
 from batchsr.logging import configure_logging
-from batchsr.pipeline.decode import list_inputs
 from batchsr.resolve import ResolvedModel
 from tests.conftest import REPO, photo_like, run_cli, write_png
 

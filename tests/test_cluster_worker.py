@@ -17,7 +17,7 @@ from batchsr.cluster.driver import pipeline_request, plan_nodes
 from batchsr.cluster.worker import PipelineWorker, WorkerSpec
 from batchsr.config import load_config
 from batchsr.errors import ClusterError, EngineError
-from batchsr.pipeline.decode import list_inputs
+from batchsr.images import list_inputs
 from batchsr.records import Failed, Scored
 from batchsr.resolve import ResolvedModel
 from tests.conftest import photo_like, write_png

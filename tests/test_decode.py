@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from batchsr.errors import DecodeError, InputError
-from batchsr.pipeline.decode import decode_image, list_inputs
+from batchsr.images import decode_image, list_inputs
 
 
 def _save(img: Image.Image, path: Path, **kw: object) -> Path:
@@ -95,15 +95,15 @@ def test_list_inputs_sorts_keeps_bad_entries_and_disambiguates_stems(tmp_path: P
     assert (single.name, single.path) == ("b", tmp_path / "b.png")
     with pytest.raises(InputError, match="is not an image file"):
         list_inputs(tmp_path / "notes.txt")
-    with pytest.raises(InputError, match="--recursive needs a folder"):
+    with pytest.raises(InputError, match="`recursive` needs a folder"):
         list_inputs(tmp_path / "b.png", recursive=True)
     with pytest.raises(InputError, match="is not a folder or an image file"):
         list_inputs(tmp_path / "missing")
 
 
 def test_recursive_input_mirrors_the_tree_and_skips_hidden_folders(tmp_path: Path) -> None:
-    from batchsr.pipeline.decode import unread_subfolders
-    from batchsr.pipeline.save import output_path
+    from batchsr.files import output_path
+    from batchsr.images import unread_subfolders
 
     for rel in ("top.png", "sub/a.png", "sub/deeper/b.jpg", "sub/a.jpg", ".cache/x.png"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)

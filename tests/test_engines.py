@@ -12,7 +12,7 @@ from batchsr.config import ModelConfig, TilingConfig
 from batchsr.engines import Engine, open_engine
 from batchsr.engines.onnx import OnnxEngine
 from batchsr.errors import ConfigError, ShapeMismatchError
-from batchsr.pipeline.run import geometry_for
+from batchsr.pipeline.geometry import geometry_for
 from batchsr.resolve import ResolvedModel
 
 

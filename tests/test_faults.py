@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from batchsr.config import load_config
-from batchsr.pipeline.decode import list_inputs
+from batchsr.images import list_inputs
 from batchsr.pipeline.run import RunResult, run_pipeline
 from batchsr.resolve import ResolvedModel
 from tests.conftest import photo_like, write_png

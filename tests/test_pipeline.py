@@ -14,12 +14,12 @@ from structlog.testing import capture_logs
 
 from batchsr.config import load_config
 from batchsr.engines.onnx import OnnxEngine
-from batchsr.pipeline.decode import list_inputs, run_decode
+from batchsr.images import list_inputs
+from batchsr.pipeline.decode import run_decode
 from batchsr.pipeline.run import run_pipeline
-from batchsr.pipeline.stitch import to_uint8
-from batchsr.pipeline.tile import TileGeometry, prepare_image
 from batchsr.records import Decoded, Job
 from batchsr.resolve import ResolvedModel, resolve_model
+from batchsr.tiling import TileGeometry, prepare_image, to_uint8
 from tests.conftest import contest_inputs, photo_like, write_png
 
 

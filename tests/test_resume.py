@@ -11,7 +11,7 @@ import pytest
 
 from batchsr.config import load_config
 from batchsr.errors import ConfigError
-from batchsr.pipeline.decode import list_inputs
+from batchsr.images import list_inputs
 from batchsr.pipeline.run import RunResult, run_pipeline
 from batchsr.resolve import ResolvedModel
 from batchsr.resume import STATE_NAME, RunState, plan_resume

@@ -25,8 +25,8 @@ from batchsr.config import load_config
 from batchsr.engines import open_engine
 from batchsr.engines.onnx import OnnxEngine
 from batchsr.errors import EngineError, EngineUnavailableError, ShapeMismatchError
+from batchsr.images import list_inputs
 from batchsr.manifest import Artifact, Manifest, file_sha256, write_manifest
-from batchsr.pipeline.decode import list_inputs
 from batchsr.pipeline.run import run_pipeline
 from batchsr.records import Failed
 from batchsr.resolve import ResolvedModel, resolve_model
@@ -399,7 +399,7 @@ def test_bad_tpu_settings_raise_config_errors(key: str, value: object, message: 
 
 
 def test_partial_batch_pads_to_the_smallest_held_batch_size() -> None:
-    from batchsr.pipeline.tile import TileGeometry
+    from batchsr.tiling import TileGeometry
 
     geometry = TileGeometry(48, 48, 4, 8, True, 4, tail_batches=(1, 4))
     assert [geometry.padded_size(k) for k in (1, 2, 4, 5, 8)] == [1, 4, 4, 8, 8]

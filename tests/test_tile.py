@@ -14,16 +14,17 @@ from hypothesis import strategies as st
 
 from batchsr.color import chroma_planes, rgb_to_ycbcr, upscale_chroma, ycbcr_to_rgb
 from batchsr.engines.onnx import OnnxEngine
-from batchsr.pipeline.stitch import Assembler, to_uint8
-from batchsr.pipeline.tile import (
+from batchsr.pipeline.stitch import Assembler
+from batchsr.pipeline.tile import _Batcher
+from batchsr.records import Slot, SRBatch, Stitched
+from batchsr.tiling import (
     TileGeometry,
-    _Batcher,
     plan_axis,
     plan_axis_plain,
     plan_image,
     prepare_image,
+    to_uint8,
 )
-from batchsr.records import Slot, SRBatch, Stitched
 from batchsr.vocab import TILE_MODES, TileMode
 from tests.conftest import photo_like
 
@@ -256,7 +257,7 @@ def test_crop_tiling_equals_whole_image_for_fsrcnn(tmp_path: Path) -> None:
 def test_planner_picks_the_held_tile_size_with_fewest_calls() -> None:
     """A combined model holding 128x128 and 192x256 tiles: a contest-size image needs
     20 tiles of the first and 9 of the second; a 100x120 image fits one small tile."""
-    from batchsr.pipeline.tile import tile_for
+    from batchsr.tiling import tile_for
 
     geometry = TileGeometry(128, 128, 4, 1, True, 4, alt_tiles=((192, 256),))
     big = plan_image(0, "x", 408, 510, geometry, t_start_ns=0)

@@ -14,8 +14,8 @@ import pytest
 
 from batchsr.analysis import read_runs
 from batchsr.config import Config, load_config
+from batchsr.images import list_inputs
 from batchsr.logging import configure_logging
-from batchsr.pipeline.decode import list_inputs
 from batchsr.records import Job
 from batchsr.resolve import ResolvedModel
 from batchsr.tune import TUNED_EDGES, config_to_toml, grid_configs, sample_jobs, tune, write_toml

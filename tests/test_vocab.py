@@ -77,6 +77,12 @@ def test_config_tables_are_the_vocabulary() -> None:
     assert [INPUT_EDGE[s] for s in STAGES] == list(EDGES)
 
 
+def test_the_wiring_streams_are_the_edges_in_pipeline_order() -> None:
+    from batchsr.pipeline.wiring import Streams
+
+    assert tuple(f.name for f in dataclasses.fields(Streams)) == EDGES
+
+
 def test_config_literals_refuse_values_outside_the_vocabulary() -> None:
     from batchsr.config import load_config
 

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from batchsr.cli.flags import Parser
+from batchsr.images import list_inputs
 from batchsr.metrics.folder import niqe_report, score_folder
-from batchsr.pipeline.decode import list_inputs
 from batchsr.pipeline.report import write_report
 
 __all__ = ["HELP", "main"]

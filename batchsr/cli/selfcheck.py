@@ -8,8 +8,8 @@ from pathlib import Path
 
 from batchsr.cli.flags import Parser
 from batchsr.cli.render import render_selfcheck
+from batchsr.images import list_inputs
 from batchsr.paths import data_folder
-from batchsr.pipeline.decode import list_inputs
 from batchsr.selfcheck import MIN_PSNR_DB, check_model
 
 __all__ = ["FLAGS", "HELP", "main"]

@@ -14,8 +14,8 @@ from batchsr.cli.flags import Parser, add_model_flags, ints
 from batchsr.cli.process import exit_if_engine_calls_hang
 from batchsr.cli.render import format_trial, trial_header, tune_summary
 from batchsr.config import load_config
+from batchsr.images import list_inputs
 from batchsr.logging import configure_logging
-from batchsr.pipeline.decode import list_inputs
 from batchsr.resolve import resolve_model
 from batchsr.tune import tune, write_toml
 
@@ -103,5 +103,5 @@ def main(argv: Sequence[str]) -> int:
         ],
     )
     print("\n".join(["", *summary, f"wrote {path}; use: python run.py --config {path} ..."]))
-    exit_if_engine_calls_hang(0)
+    exit_if_engine_calls_hang(0, result.abandoned_calls)
     return 0

@@ -15,14 +15,15 @@ import anyio
 
 from batchsr.allocator import configure_malloc
 from batchsr.cli.flags import Parser, add_model_flags, overrides_from
-from batchsr.cli.process import exit_if_engine_calls_hang
+from batchsr.cli.process import exit_if_engine_calls_hang, until_signalled
 from batchsr.cli.render import ProgressBar, cluster_line, format_summary
 from batchsr.config import Config, load_config
 from batchsr.errors import BatchSRError, ConfigError
+from batchsr.images import list_inputs, unread_subfolders
 from batchsr.logging import configure_logging
 from batchsr.manifest import file_sha256
-from batchsr.pipeline.decode import list_inputs, unread_subfolders
 from batchsr.pipeline.run import RunResult, run_pipeline
+from batchsr.pipeline.stop import StopRequest
 from batchsr.resolve import resolve_model
 from batchsr.resume import RunState, plan_resume
 from batchsr.vocab import (
@@ -268,16 +269,17 @@ def main(argv: Sequence[str], subcommands: Mapping[str, str] | None = None) -> i
             result = _run_on_cluster(args, cluster, config, model, out_dir, plan, state, sink, bar)
         else:
             result = anyio.run(
-                lambda: run_pipeline(
+                until_signalled,
+                lambda stop: run_pipeline(
                     plan.todo,
                     config=config,
                     model=model,
                     out_dir=out_dir,
                     on_progress=bar,
-                    handle_signals=True,
+                    stop=stop,
                     carried=plan.done,
                     state=state,
-                )
+                ),
             )
     except BatchSRError:
         # Refused before any image ran (an engine that cannot open): leave behind
@@ -316,7 +318,7 @@ def main(argv: Sequence[str], subcommands: Mapping[str, str] | None = None) -> i
             file=sys.stderr,
         )
         code = 1
-    exit_if_engine_calls_hang(code)
+    exit_if_engine_calls_hang(code, result.abandoned_calls)
     return code
 
 
@@ -360,19 +362,24 @@ def _run_on_cluster(
 ) -> ClusterResult:
     from batchsr.cluster.driver import run_cluster
 
-    return run_cluster(
-        plan.todo,
-        config=config,
-        model=model,
-        out_dir=out_dir,
-        options=options,
-        forward=sink.write_lines,
-        carried=plan.done,
-        state=state,
-        on_progress=bar,
-        handle_signals=True,
-        log_level=args.log_level,
-    )
+    # The driver blocks on Ray; it runs in a thread while the event loop watches the
+    # signals, and reads the stop within a quarter second.
+    def drive(stop: StopRequest) -> ClusterResult:
+        return run_cluster(
+            plan.todo,
+            config=config,
+            model=model,
+            out_dir=out_dir,
+            options=options,
+            forward=sink.write_lines,
+            carried=plan.done,
+            state=state,
+            on_progress=bar,
+            stop=stop,
+            log_level=args.log_level,
+        )
+
+    return anyio.run(until_signalled, lambda stop: anyio.to_thread.run_sync(drive, stop))
 
 
 def _remove_created(paths: Sequence[Path]) -> None:

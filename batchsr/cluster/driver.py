@@ -22,14 +22,12 @@ file with a whole file.
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import structlog
@@ -48,6 +46,7 @@ from batchsr.pipeline.report import (
     summarize,
     write_report,
 )
+from batchsr.pipeline.stop import StopRequest
 from batchsr.records import Failed, Job, Scored
 from batchsr.resolve import ResolvedModel
 from batchsr.resume import RunState
@@ -120,6 +119,9 @@ class ClusterResult:
     interrupted: int | None = None
     engines_lost: bool = False
     requeued: int = 0
+    # Engine calls run in the pipelines' processes, which the driver ends: none of
+    # them can keep this process from exiting (``RunResult.abandoned_calls``).
+    abandoned_calls: int = 0
 
 
 def pipeline_request(
@@ -279,28 +281,6 @@ class _Books:
         return summary
 
 
-class _Stop:
-    """SIGINT/SIGTERM -> stop handing out work; the loop notices within ``_WAIT_S``."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _Stop:
-        for s in self.SIGNALS:
-            self._previous[s] = signal.signal(s, self._note)
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
-
-    def _note(self, signum: int, _frame: FrameType | None) -> None:
-        self.signum = signum
-
-
 def run_cluster(
     jobs: Sequence[Job],
     *,
@@ -312,7 +292,7 @@ def run_cluster(
     carried: Sequence[Scored] = (),
     state: RunState | None = None,
     on_progress: Callable[[Progress], None] | None = None,
-    handle_signals: bool = False,
+    stop: StopRequest | None = None,
     log_level: str = "info",
 ) -> ClusterResult:
     """Run ``jobs`` across the cluster's nodes, as :func:`run_pipeline` runs them here.
@@ -321,8 +301,11 @@ def run_cluster(
         out_dir: the shared output folder: every node writes its images there, so it
             must be one path that all of them reach (a shared filesystem).
         forward: writes the pipelines' JSON-lines records into the run's log.
-        handle_signals: SIGINT/SIGTERM stop the run: pipelines are stopped, the report
-            keeps every finished image, ``ClusterResult.interrupted`` names the signal.
+        stop: once requested, no more work is handed out and the pipelines are stopped;
+            the report keeps every finished image and ``ClusterResult.interrupted``
+            names the signal. The driver only reads it (it may run in a worker thread
+            while the caller's event loop requests the stop) and acts within a quarter
+            second.
 
     Raises:
         ClusterError: Ray is missing, the cluster cannot be reached, or no node offers
@@ -406,30 +389,29 @@ def run_cluster(
             state=state,
             on_progress=on_progress,
         )
-        stop = _Stop()
         cpu0 = time.process_time()
-        with stop if handle_signals else contextlib.nullcontext():
-            requeued = _dispatch(ray, slots, jobs, options, books, forward, stop, log)
+        requeued = _dispatch(ray, slots, jobs, options, books, forward, stop, log)
+        signum = stop.signum if stop is not None else None
         # The driver's own load per image: what bounds how many hosts one driver feeds.
         driver = {
             "cpu_s": round(time.process_time() - cpu0, 4),
             "wall_s": round(books.elapsed(), 4),
             "chunks": -(-len(jobs) // options.chunk) + requeued,
         }
-        if stop.signum is None:
+        if signum is None:
             for slot in slots:
                 if slot.alive:
                     forward(_finish(ray, slot))
         summary = books.checkpoint()
         lost = not any(s.alive for s in slots)
-        event = "run_finished" if stop.signum is None else "run_interrupted"
+        event = "run_finished" if signum is None else "run_interrupted"
         fields: dict[str, Any] = {
             "summary": summary.as_dict(),
             "requeued_chunks": requeued,
             "driver": driver,
         }
-        if stop.signum is not None:
-            fields["signal"] = signal.Signals(stop.signum).name
+        if signum is not None:
+            fields["signal"] = signal.Signals(signum).name
             fields["finished"] = len(books.rows)
         log.info(event, report=str(out_dir / "report.json"), **fields)
         return ClusterResult(
@@ -439,7 +421,7 @@ def run_cluster(
             out_dir=out_dir,
             nodes=dict(books.nodes),
             plans=plans,
-            interrupted=stop.signum,
+            interrupted=signum,
             engines_lost=lost,
             requeued=requeued,
         )
@@ -454,7 +436,7 @@ def _dispatch(
     options: ClusterOptions,
     books: _Books,
     forward: Callable[[Sequence[str]], None],
-    stop: _Stop,
+    stop: StopRequest | None,
     log: Any,
 ) -> int:
     """Hand out chunks until every job is reported; the number of chunks handed out
@@ -480,7 +462,7 @@ def _dispatch(
 
     fill()
     while in_flight:
-        if stop.signum is not None:
+        if stop is not None and stop.signum is not None:
             for slot in slots:
                 ray.kill(slot.actor, no_restart=True)
             return requeued

@@ -19,8 +19,8 @@ from numpy.typing import NDArray
 
 from batchsr.config import OutputConfig
 from batchsr.errors import DecodeError, NIQEError
+from batchsr.images import decode_image
 from batchsr.metrics.niqe import niqe
-from batchsr.pipeline.decode import decode_image
 
 __all__ = ["FolderScore", "decode_rgb8", "niqe_report", "score_file", "score_folder"]
 

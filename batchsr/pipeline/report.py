@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,12 +20,14 @@ from typing import Any
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from batchsr.errors import ReportError
+from batchsr.files import atomic_write
 from batchsr.pipeline.budget import Budget
 from batchsr.pipeline.stage import Meter
 from batchsr.records import Failed, Scored
 
 __all__ = [
     "Progress",
+    "RowCollector",
     "RunSummary",
     "build_report",
     "contest_score",
@@ -192,32 +193,52 @@ def build_report(
 
 def write_report(path: Path, report: dict[str, Any]) -> None:
     """Write ``report`` as JSON atomically (temp file, then rename)."""
-    tmp = path.with_name(f".{path.name}.partial")
+    text = json.dumps(report, indent=4) + "\n"
     try:
-        tmp.write_text(json.dumps(report, indent=4) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     except OSError as err:
         raise ReportError(f"cannot write the report {path}: {err}") from err
-    finally:
-        tmp.unlink(missing_ok=True)
+
+
+class RowCollector:
+    """A run's finished rows, in the order they arrived: the report stage adds each one
+    as it comes, and the run reads them for its checkpoints and its result (so an
+    interrupted run still has every row that arrived).
+
+    Args:
+        carried: rows finished by an earlier run (``resume``), reported as they are.
+    """
+
+    def __init__(self, carried: Sequence[Row] = ()) -> None:
+        self._rows: list[Row] = list(carried)
+
+    def add(self, row: Row) -> None:
+        self._rows.append(row)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @property
+    def rows(self) -> tuple[Row, ...]:
+        """The rows so far."""
+        return tuple(self._rows)
 
 
 async def run_report(
     receive: MemoryObjectReceiveStream[Row],
-    rows: list[Row],
+    collector: RowCollector,
     *,
     total: int,
     t0: float,
     on_progress: Callable[[Progress], None] | None = None,
-    checkpoint: Callable[[], None] | None = None,
+    checkpoint: Callable[[], object] | None = None,
     checkpoint_every_s: float = 2.0,
     on_row: Callable[[Row], None] | None = None,
     budget: Budget | None = None,
 ) -> None:
-    """Append every finished row to ``rows`` until the upstream closes.
+    """Send every finished row to ``collector`` until the upstream closes.
 
     Args:
-        rows: filled in place, so that an interrupted run still has every finished row.
         checkpoint: called at most every ``checkpoint_every_s`` seconds to persist the
             rows so far (a partial report survives even a hard kill).
         on_row: called with each row as it arrives (the resume state records it).
@@ -228,7 +249,7 @@ async def run_report(
     last_checkpoint = time.perf_counter()
     async with receive:
         while (row := await meter.receive(receive)) is not None:
-            rows.append(row)
+            collector.add(row)
             if budget is not None:
                 budget.release(row.id)
             if on_row is not None:
@@ -236,7 +257,7 @@ async def run_report(
             errors += is_error(row)
             meter.done(image_id=row.id, failed=isinstance(row, Failed))
             if on_progress is not None:
-                on_progress(Progress(len(rows), total, errors, time.perf_counter() - t0))
+                on_progress(Progress(len(collector), total, errors, time.perf_counter() - t0))
             if (
                 checkpoint is not None
                 and time.perf_counter() - last_checkpoint >= checkpoint_every_s

@@ -6,7 +6,6 @@ disk is always whole, even if the run is killed mid-write.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,40 +16,18 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from batchsr.color import luma_u8
+from batchsr.files import atomic_write, output_path
 from batchsr.filters import apply_filter
-from batchsr.pipeline.stage import Meter, failed_from
+from batchsr.pipeline.stage import Meter, failed_from, pass_failed
 from batchsr.png import encode_png
 from batchsr.records import Failed, Saved, Stitched, freeze
 
-__all__ = ["output_path", "run_save", "save_lossy", "save_png"]
+__all__ = ["run_save", "save_lossy", "save_png"]
 
 
-def output_path(out_dir: Path, name: str, suffix: str = "", ext: str = "png") -> Path:
-    """Where the image named ``name`` is written; never outside ``out_dir``.
-
-    ``name`` is a file stem, or for a recursive input a ``/``-separated relative path
-    (``sub/a``), which the output mirrors; ``suffix`` is appended to the file name.
-    """
-    # Refuse any part that would resolve elsewhere (``..``, empty, a separator of
-    # another kind), so a crafted name cannot escape out_dir.
-    parts = name.split("/")
-    if any(
-        not part or part in (".", "..") or os.sep in part or (os.altsep and os.altsep in part)
-        for part in parts
-    ):
-        raise ValueError(f"image name {name!r} cannot be used as an output file name")
-    return out_dir.joinpath(*parts[:-1], f"{parts[-1]}{suffix}.{ext}")
-
-
-def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """``write(tmp)`` to a temporary file beside ``path``, then rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.partial")
+def _write(path: Path, write: Callable[[Path], object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)  # a recursive input's subfolder
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, write)
 
 
 def save_png(
@@ -59,7 +36,7 @@ def save_png(
     """Write ``rgb`` (HxWx3, or HxW grey, uint8) to ``path`` as PNG, atomically, with
     ``icc_profile`` embedded if given; return the byte size."""
     data = encode_png(rgb, level=compress_level, icc_profile=icc_profile)
-    _atomic_write(path, lambda tmp: tmp.write_bytes(data))
+    _write(path, lambda tmp: tmp.write_bytes(data))
     return path.stat().st_size
 
 
@@ -92,9 +69,7 @@ def save_lossy(
     reads back; NIQE is scored on those)."""
     fmt = _PIL_FORMATS[ext]
     extra = {"icc_profile": icc_profile} if icc_profile else {}
-    _atomic_write(
-        path, lambda tmp: Image.fromarray(rgb).save(tmp, format=fmt, quality=quality, **extra)
-    )
+    _write(path, lambda tmp: Image.fromarray(rgb).save(tmp, format=fmt, quality=quality, **extra))
     with Image.open(path) as im:
         return freeze(np.asarray(im.convert("RGB")))
 
@@ -142,8 +117,7 @@ async def run_save(
     async with receive, send:
         while (item := await meter.receive(receive)) is not None:
             if isinstance(item, Failed):
-                await meter.send(send, item)
-                meter.done(image_id=item.id, failed=True)
+                await pass_failed(meter, send, item)
                 continue
             out: Saved | Failed
             size = 0

@@ -14,7 +14,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from numpy.typing import NDArray
 
 from batchsr.errors import NIQEError
-from batchsr.pipeline.stage import Meter
+from batchsr.pipeline.stage import Meter, pass_failed
 from batchsr.records import Failed, Saved, Scored
 
 __all__ = ["run_score"]
@@ -35,8 +35,7 @@ async def run_score(
     async with receive, send:
         while (item := await meter.receive(receive)) is not None:
             if isinstance(item, Failed):
-                await meter.send(send, item)
-                meter.done(image_id=item.id, failed=True)
+                await pass_failed(meter, send, item)
                 continue
             value: float | None = None
             error: str | None = None

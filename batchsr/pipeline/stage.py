@@ -1,4 +1,5 @@
-"""What every stage worker shares: timed stream I/O and its one log record per item.
+"""What every stage worker shares: timed stream I/O, its one log record per item, and
+how a failed image is passed on.
 
 Each worker wraps its streams in a :class:`Meter`, which separates the time spent
 waiting for input (starvation), blocked sending (backpressure) and working. The
@@ -19,9 +20,10 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from batchsr.records import Failed
 
-__all__ = ["Meter", "failed_from"]
+__all__ = ["Meter", "failed_from", "pass_failed"]
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 
 class Meter(Generic[T]):
@@ -60,7 +62,7 @@ class Meter(Generic[T]):
         self._t_start = time.perf_counter()
         return item
 
-    async def send(self, stream: MemoryObjectSendStream[Any], item: object) -> None:
+    async def send(self, stream: MemoryObjectSendStream[U], item: U) -> None:
         t = time.perf_counter()
         await stream.send(item)
         self._wait_out += time.perf_counter() - t
@@ -102,3 +104,12 @@ def failed_from(err: BaseException, *, image_id: int, name: str, stage: str, log
     return Failed(
         id=image_id, name=name, stage=stage, error_type=type(err).__name__, message=str(err)
     )
+
+
+async def pass_failed(
+    meter: Meter[Any], send: MemoryObjectSendStream[Failed], item: Failed
+) -> None:
+    """Send an image that failed upstream on unchanged, as this stage's item for it: its
+    one ``Failed`` record travels to the report, so a bad image is one row."""
+    await meter.send(send, item)
+    meter.done(image_id=item.id, failed=True)

@@ -21,27 +21,12 @@ from numpy.typing import NDArray
 
 from batchsr.color import merge_y
 from batchsr.pipeline.budget import Budget
-from batchsr.pipeline.stage import Meter
+from batchsr.pipeline.stage import Meter, pass_failed
 from batchsr.records import Failed, ImagePlan, SRBatch, Stitched, TileSpec, freeze
+from batchsr.tiling import is_direct, to_uint8
 from batchsr.vocab import CORE_MODES
 
-__all__ = [
-    "Assembler",
-    "batch_to_uint8",
-    "blend_weights",
-    "is_direct",
-    "paste_tile",
-    "run_stitch",
-    "to_uint8",
-]
-
-
-def to_uint8(chw: NDArray[np.float32]) -> NDArray[np.uint8]:
-    """float32 CxHxW in [0, 1] to HxWxC uint8, clipped and rounded to nearest."""
-    scaled = np.multiply(chw, np.float32(255.0))
-    np.clip(scaled, 0.0, 255.0, out=scaled)
-    np.rint(scaled, out=scaled)
-    return scaled.astype(np.uint8).transpose(1, 2, 0)
+__all__ = ["Assembler", "blend_weights", "paste_tile", "run_stitch"]
 
 
 def _core_in_tile(spec: TileSpec, plan: ImagePlan) -> tuple[slice, slice, slice, slice]:
@@ -56,12 +41,6 @@ def _core_in_tile(spec: TileSpec, plan: ImagePlan) -> tuple[slice, slice, slice,
         slice(ty, ty + h),
         slice(tx, tx + w),
     )
-
-
-def is_direct(plan: ImagePlan) -> bool:
-    """True if the image's tiles paste their cores straight into a uint8 image (no
-    overlap to average, no chroma to merge), so tiles may be rounded to uint8 early."""
-    return plan.mode in CORE_MODES and plan.chroma is None
 
 
 def paste_tile(
@@ -175,18 +154,6 @@ class _Image:
         return to_uint8(self.acc / self.wsum)
 
 
-def batch_to_uint8(nchw: NDArray[np.float32]) -> NDArray[np.uint8]:
-    """float32 NxCxHxW in [0, 1] to NxHxWxC uint8, exactly as :func:`to_uint8` per tile."""
-    scaled = np.multiply(nchw, np.float32(255.0))
-    np.clip(scaled, 0.0, 255.0, out=scaled)
-    np.rint(scaled, out=scaled)
-    n, c, h, w = nchw.shape
-    out = np.empty((n, h, w, c), np.uint8)
-    # One pass casts and transposes (exact: the values are already whole, in 0..255).
-    np.copyto(out, scaled.transpose(0, 2, 3, 1), casting="unsafe")
-    return out
-
-
 class Assembler:
     """Partly assembled images, keyed by image id; owned by the one stitch task."""
 
@@ -257,11 +224,14 @@ async def run_stitch(
     async with receive, send:
         while (item := await meter.receive(receive)) is not None:
             if isinstance(item, Failed):
+                # An image with tiles in several batches can fail in each of them:
+                # its first record goes on, as one row.
                 if assembler.fail(item.id):
                     if window is not None:
                         window.release(item.id)
-                    await meter.send(send, item)
-                meter.done(image_id=item.id, failed=True)
+                    await pass_failed(meter, send, item)
+                else:
+                    meter.done(image_id=item.id, failed=True)
                 continue
             completed = await anyio.to_thread.run_sync(assembler.add, item)
             for image in completed:
