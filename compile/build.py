@@ -18,7 +18,7 @@ import numpy as np
 import structlog
 
 from batchsr.bmodel_info import read_bmodel_info
-from batchsr.errors import ConfigError, ModelError
+from batchsr.errors import ConfigError, ModelError, setting
 from batchsr.manifest import (
     MANIFEST_NAME,
     Artifact,
@@ -188,10 +188,10 @@ def compile_model(
     if quantize not in QUANTIZE:
         raise ConfigError(f"unknown quantize {quantize!r}; choose one of {', '.join(QUANTIZE)}")
     if quantize == "INT8" and calibration is None:
-        raise ConfigError("INT8 needs --calibration DIR (images to calibrate on)")
+        raise ConfigError("INT8 needs a folder of images to calibrate on (`calibration`)")
     images = calibration_images(calibration) if calibration is not None else []
     if input_num <= 0:
-        raise ConfigError(f"--input-num must be positive, got {input_num}")
+        raise ConfigError(f"{setting('input_num', input_num)}: must be positive")
     model = load_model(spec, models_dir=models_dir)
     if filter_name is not None:
         from batchsr.models.postprocess import with_filter
@@ -333,7 +333,7 @@ def register_bmodel(
         if held != sorted(shapes):
             raise ModelError(
                 f"{path} holds stages {[shape_tag(s) for s in held]}, not the "
-                f"--shape values given ({[shape_tag(s) for s in shapes]})"
+                f"shapes given (`shapes`: {[shape_tag(s) for s in shapes]})"
             )
     plan = make_plan(
         model_name=manifest.name,

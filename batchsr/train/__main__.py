@@ -10,10 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import batchsr.train
-from batchsr.errors import BatchSRError
+from batchsr.errors import BatchSRError, reword
 from batchsr.train.config import load_train_config
 from batchsr.train.folder import build_model_folder
 from batchsr.train.loop import TrainResult, from_endpoints, save_endpoints, train
+
+# The training library's parameters, as its messages name them, and their flags here.
+_FLAGS = {"from_endpoints": "--from-endpoints", "save_endpoints": "--save-endpoints"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -59,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args)
     except BatchSRError as err:
-        print(f"error: {err}", file=sys.stderr)  # noqa: T201 - the CLI's error line
+        message = reword(str(err), lambda key, _value: _FLAGS.get(key))
+        print(f"error: {message}", file=sys.stderr)  # noqa: T201 - the CLI's error line
         return 2
 
 

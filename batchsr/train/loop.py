@@ -211,14 +211,16 @@ def from_endpoints(cfg: TrainConfig, folder: Path) -> TrainResult:
     from safetensors.torch import load_file
 
     if cfg.niqe is None:
-        raise ConfigError("--from-endpoints needs a config with a [niqe] phase to blend")
+        raise ConfigError(
+            "blending saved endpoints (`from_endpoints`) needs a config with a [niqe] phase"
+        )
     try:
         l1 = load_file(str(folder / "l1.safetensors"))
         tuned = load_file(str(folder / "tuned.safetensors"))
         run = json.loads((folder / "run.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise ConfigError(
-            f"{folder}: no saved endpoints ({err}); train with --save-endpoints"
+            f"{folder}: no saved endpoints ({err}); train with `save_endpoints` first"
         ) from err
     model = get_arch(cfg.architecture).create(**dict(cfg.hyperparameters))
     blend = cfg.niqe.blend
