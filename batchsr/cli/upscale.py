@@ -8,8 +8,9 @@ import json
 import signal
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 
@@ -20,12 +21,13 @@ from batchsr.cli.render import ProgressBar, cluster_line, format_summary
 from batchsr.config import Config, load_config
 from batchsr.errors import BatchSRError, ConfigError
 from batchsr.images import list_inputs, unread_subfolders
-from batchsr.logging import configure_logging
+from batchsr.logging import LogSink, configure_logging
 from batchsr.manifest import file_sha256
 from batchsr.pipeline.run import RunResult, run_pipeline
 from batchsr.pipeline.stop import StopRequest
-from batchsr.resolve import resolve_model
-from batchsr.resume import RunState, plan_resume
+from batchsr.records import Job
+from batchsr.resolve import ResolvedModel, resolve_model
+from batchsr.resume import ResumePlan, RunState, plan_resume
 from batchsr.vocab import (
     BORDER_MODES,
     EDGES,
@@ -222,10 +224,31 @@ def _cluster(cluster: argparse._ArgumentGroup) -> None:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """What a run needs once the flags are read and nothing is written yet."""
+
+    config: Config
+    jobs: list[Job]
+    model: ResolvedModel
+    out_dir: Path
+    plan: ResumePlan
+    pixel_hash: str
+    settings: dict[str, Any]
+    log_path: Path
+    cluster: ClusterOptions | None
+
+
 def main(argv: Sequence[str], subcommands: Mapping[str, str] | None = None) -> int:
     """Upscale, score and report; the exit code: 0, 1 when every engine failed, 128 +
     signal when interrupted."""
     args = build_parser(subcommands).parse_args(argv)
+    run = _prepare(args)
+    result = _execute(args, run)
+    return _conclude(args, run, result)
+
+
+def _prepare(args: argparse.Namespace) -> _Prepared:
     config = load_config(args.config, overrides_from(args))
     if config.memory.mmap_threshold:  # before the pipeline's threads allocate
         configure_malloc(mmap_threshold=config.memory.mmap_threshold)
@@ -259,31 +282,33 @@ def main(argv: Sequence[str], subcommands: Mapping[str, str] | None = None) -> i
         ext=config.output.ext,
     )
     log_path = args.log or out_dir / "run.jsonl"
-    fresh = [p for p in (out_dir, log_path) if not p.exists()]
-    sink = configure_logging(log_path, level=args.log_level, append=args.resume)
-    state = RunState(out_dir, pixel_hash=pixel_hash, append=args.resume, settings=settings)
-    bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty())
-    result: RunResult | ClusterResult
+    return _Prepared(config, jobs, model, out_dir, plan, pixel_hash, settings, log_path, cluster)
+
+
+def _execute(args: argparse.Namespace, run: _Prepared) -> RunResult | ClusterResult:
+    """The run, locally or on the cluster; a run refused before any image ran leaves
+    nothing behind that it created."""
+    fresh = [p for p in (run.out_dir, run.log_path) if not p.exists()]
+    sink = configure_logging(run.log_path, level=args.log_level, append=args.resume)
+    state = RunState(
+        run.out_dir, pixel_hash=run.pixel_hash, append=args.resume, settings=run.settings
+    )
+    # The arguments a local and a cluster run share.
+    common: dict[str, Any] = {
+        "config": run.config,
+        "model": run.model,
+        "out_dir": run.out_dir,
+        "carried": run.plan.done,
+        "state": state,
+        "on_progress": ProgressBar(enabled=not args.quiet and sys.stderr.isatty()),
+    }
     try:
-        if cluster is not None:
-            result = _run_on_cluster(args, cluster, config, model, out_dir, plan, state, sink, bar)
-        else:
-            result = anyio.run(
-                until_signalled,
-                lambda stop: run_pipeline(
-                    plan.todo,
-                    config=config,
-                    model=model,
-                    out_dir=out_dir,
-                    on_progress=bar,
-                    stop=stop,
-                    carried=plan.done,
-                    state=state,
-                ),
-            )
+        if run.cluster is not None:
+            return _run_on_cluster(args, run.cluster, run.plan.todo, sink, common)
+        return anyio.run(
+            until_signalled, lambda stop: run_pipeline(run.plan.todo, stop=stop, **common)
+        )
     except BatchSRError:
-        # Refused before any image ran (an engine that cannot open): leave behind
-        # nothing this run created.
         state.close()
         sink.close()
         _remove_created(fresh)
@@ -291,25 +316,18 @@ def main(argv: Sequence[str], subcommands: Mapping[str, str] | None = None) -> i
     finally:
         state.close()
         sink.close()
+
+
+def _conclude(args: argparse.Namespace, run: _Prepared, result: RunResult | ClusterResult) -> int:
+    """What the user reads after the run, and the exit code."""
     if result.interrupted is not None:
         print(
             f"\ninterrupted by {signal.Signals(result.interrupted).name}: "
-            f"{result.summary.images} of {len(jobs)} images finished and reported",
+            f"{result.summary.images} of {len(run.jobs)} images finished and reported",
             file=sys.stderr,
         )
     if not args.quiet:
-        rows = json.loads(result.report_path.read_text(encoding="utf-8"))["A"][0]["images"]
-        summary = format_summary(
-            result.summary, result.report_path, log_path, rows, score=config.output.score
-        )
-        if config.output.ext != "png":
-            summary += (
-                f"\noutputs {config.output.ext.upper()} at quality {config.output.quality}: "
-                "lossy, so NIQE scores the compressed pixels (the report says so)"
-            )
-        if cluster is not None:
-            summary += "\n" + cluster_line(result)  # type: ignore[arg-type]
-        print(summary)
+        print(_summary(run, result))
     code = 0 if result.interrupted is None else 128 + result.interrupted
     if result.engines_lost and code == 0:
         print(
@@ -320,6 +338,22 @@ def main(argv: Sequence[str], subcommands: Mapping[str, str] | None = None) -> i
         code = 1
     exit_if_engine_calls_hang(code, result.abandoned_calls)
     return code
+
+
+def _summary(run: _Prepared, result: RunResult | ClusterResult) -> str:
+    output = run.config.output
+    rows = json.loads(result.report_path.read_text(encoding="utf-8"))["A"][0]["images"]
+    summary = format_summary(
+        result.summary, result.report_path, run.log_path, rows, score=output.score
+    )
+    if output.ext != "png":
+        summary += (
+            f"\noutputs {output.ext.upper()} at quality {output.quality}: "
+            "lossy, so NIQE scores the compressed pixels (the report says so)"
+        )
+    if run.cluster is not None:
+        summary += "\n" + cluster_line(cast("ClusterResult", result))
+    return summary
 
 
 def _cluster_options(args: argparse.Namespace) -> ClusterOptions:
@@ -352,13 +386,9 @@ def _cluster_options(args: argparse.Namespace) -> ClusterOptions:
 def _run_on_cluster(
     args: argparse.Namespace,
     options: ClusterOptions,
-    config: Config,
-    model: Any,
-    out_dir: Path,
-    plan: Any,
-    state: RunState,
-    sink: Any,
-    bar: ProgressBar,
+    todo: Sequence[Job],
+    sink: LogSink,
+    common: Mapping[str, Any],
 ) -> ClusterResult:
     from batchsr.cluster.driver import run_cluster
 
@@ -366,17 +396,12 @@ def _run_on_cluster(
     # signals, and reads the stop within a quarter second.
     def drive(stop: StopRequest) -> ClusterResult:
         return run_cluster(
-            plan.todo,
-            config=config,
-            model=model,
-            out_dir=out_dir,
+            todo,
             options=options,
             forward=sink.write_lines,
-            carried=plan.done,
-            state=state,
-            on_progress=bar,
             stop=stop,
             log_level=args.log_level,
+            **common,
         )
 
     return anyio.run(until_signalled, lambda stop: anyio.to_thread.run_sync(drive, stop))
