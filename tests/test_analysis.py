@@ -29,8 +29,9 @@ from batchsr.pipeline.decode import list_inputs
 from batchsr.pipeline.run import run_pipeline
 from batchsr.resolve import ResolvedModel
 from batchsr.timeline import lanes, plot_timeline
-from tests.conftest import photo_like, run_cli, write_png
-from tests.delayed_engine import DelayedEngine
+from tests.helpers.cli import run_cli
+from tests.helpers.delayed_engine import DelayedEngine
+from tests.helpers.images import photo_like, write_png
 
 
 def _folder(tmp_path: Path, n: int = 6) -> Path:

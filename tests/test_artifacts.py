@@ -17,7 +17,7 @@ from batchsr.metrics.artifacts import border_energy_ratio, flat_boxes, lattice_r
 from batchsr.pipeline.decode import list_inputs
 from batchsr.pipeline.run import run_pipeline
 from batchsr.resolve import resolve_model
-from tests.conftest import photo_like
+from tests.helpers.images import photo_like
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.png"))

@@ -19,7 +19,8 @@ from batchsr.pipeline.budget import MIB, Budget, image_cost, resident_bytes
 from batchsr.pipeline.decode import list_inputs
 from batchsr.pipeline.run import run_pipeline
 from batchsr.resolve import ResolvedModel
-from tests.conftest import REPO, photo_like, write_png
+from tests.helpers.images import photo_like, write_png
+from tests.helpers.paths import REPO
 
 
 @pytest.mark.asyncio

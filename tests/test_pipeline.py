@@ -20,7 +20,8 @@ from batchsr.pipeline.stitch import to_uint8
 from batchsr.pipeline.tile import TileGeometry, prepare_image
 from batchsr.records import Decoded, Job
 from batchsr.resolve import ResolvedModel, resolve_model
-from tests.conftest import contest_inputs, photo_like, write_png
+from tests.helpers.images import photo_like, write_png
+from tests.helpers.paths import contest_inputs
 
 
 def _model(path: Path) -> ResolvedModel:

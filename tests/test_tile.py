@@ -26,7 +26,7 @@ from batchsr.pipeline.tile import (
     prepare_image,
 )
 from batchsr.records import Slot, SRBatch, Stitched
-from tests.conftest import photo_like
+from tests.helpers.images import photo_like
 
 
 @settings(max_examples=300, deadline=None)
