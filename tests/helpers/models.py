@@ -4,6 +4,41 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+def export_traced(
+    net: nn.Module, path: Path, *, shape: tuple[int, int, int, int], dynamic: bool = True
+) -> Path:
+    """Export ``net`` to ONNX with torch's TorchScript-based (tracing) exporter; dynamic
+    N/H/W unless not ``dynamic``, then fixed at ``shape`` (the example input's).
+
+    For tests that need an ONNX of some network, not a test of ``compile.onnx``: this
+    exporter is deprecated in torch 2.9+ but exports plain convolutional networks
+    exactly, and in a fraction of the time torch.export takes with dynamic shapes
+    (seconds for an RRDBNet).
+    """
+    import torch
+
+    dynamic_axes = (
+        {"input": {0: "n", 2: "h", 3: "w"}, "output": {0: "n", 2: "H", 3: "W"}} if dynamic else None
+    )
+    net.eval()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the exporter's deprecation warning is expected
+        torch.onnx.export(
+            net,
+            (torch.rand(*shape),),
+            str(path),
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_axes=dynamic_axes,
+            dynamo=False,
+        )
+    return path
 
 
 def export_espcn(
@@ -21,22 +56,5 @@ def export_espcn(
         nn.Tanh(),
         nn.Conv2d(8, channels * 16, 3, padding=1),
         nn.PixelShuffle(4),
-    ).eval()
-    shape = static or (1, channels, 32, 32)
-    dynamic = (
-        None if static else {"input": {0: "n", 2: "h", 3: "w"}, "output": {0: "n", 2: "H", 3: "W"}}
     )
-    with warnings.catch_warnings():
-        # The TorchScript-based exporter is deprecated in torch 2.9+ but exports these
-        # plain convolutions exactly and quickly; the warning is expected.
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            net,
-            (torch.rand(*shape),),
-            str(path),
-            input_names=["input"],
-            output_names=["output"],
-            dynamic_axes=dynamic,
-            dynamo=False,
-        )
-    return path
+    return export_traced(net, path, shape=static or (1, channels, 32, 32), dynamic=static is None)
