@@ -283,6 +283,7 @@ async def test_the_timeline_plot_is_produced(tmp_path: Path, espcn_onnx: Path) -
         assert img.format == "PNG" and img.width >= 800 and img.height >= 400
 
 
+@pytest.mark.slow  # four run.py processes, one drawing with matplotlib: 3-4 s
 @pytest.mark.asyncio
 async def test_cli_analyze_prints_the_table_json_and_compares_runs(
     tmp_path: Path, espcn_onnx: Path
