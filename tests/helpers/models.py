@@ -18,8 +18,8 @@ def export_traced(
 
     For tests that need an ONNX of some network, not a test of ``compile.onnx``: this
     exporter is deprecated in torch 2.9+ but exports plain convolutional networks
-    exactly, and in a fraction of the time torch.export takes with dynamic shapes
-    (seconds for an RRDBNet).
+    exactly, in about a tenth of the time torch.export takes with dynamic shapes (a
+    two-block RRDBNet: 0.6 s instead of 6.7 s).
     """
     import torch
 
