@@ -1,6 +1,6 @@
 """Device utilisation of the sail infer workers, on the sophon.sail fake.
 
-The fake (tests/fakes/sophon/sail.py) stands for the TPUs: no host compute, a fixed
+The fake (tests/helpers/fakes/sophon/sail.py) stands for the TPUs: no host compute, a fixed
 device time per ``process`` call, one call at a time per device. The whole pipeline runs
 (decode, tile, infer, stitch, save; NIQE off) on contest-sized images with the default
 queue sizes, and for each device this prints how busy it was between its first and
@@ -25,9 +25,9 @@ import numpy as np
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests" / "fakes")]
+sys.path[:0] = [str(REPO), str(REPO / "tests" / "helpers" / "fakes")]
 
-import sophon.sail as sail  # noqa: E402  (the fake, found through tests/fakes)
+import sophon.sail as sail  # noqa: E402  (the fake, found through tests/helpers/fakes)
 
 import batchsr.engines.sail as sail_backend  # noqa: E402
 from batchsr.config import Config, load_config  # noqa: E402

@@ -6,7 +6,7 @@ Run from the repository root, in an environment with requirements-bench.txt inst
     python benchmarks/make_niqe_refs.py
 
 It fetches BasicSR's sdist into .cache/basicsr/ if needed (see official_niqe.py), rebuilds
-each image from its recipe (tests/niqe_cases.py) and scores it with the unmodified
+each image from its recipe (tests/helpers/niqe_cases.py) and scores it with the unmodified
 ``calculate_niqe(img_bgr, 0, input_order='HWC', convert_to='y')``. Contest images are read
 with ``cv2.imread``, as the contest harness read them. Where the official code raises,
 the exception is recorded instead of a value. Needs ../shared/contest for the contest
@@ -25,7 +25,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "tests" / "helpers"))
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -85,7 +85,7 @@ def main() -> int:
         rows.append(row)
     doc = {
         "about": "Official NIQE (BasicSR 1.4.2 calculate_niqe(img_bgr, 0, input_order='HWC', "
-        "convert_to='y')) of the cases in tests/niqe_cases.py.",
+        "convert_to='y')) of the cases in tests/helpers/niqe_cases.py.",
         "command": COMMAND,
         "basicsr": {
             "version": BASICSR_VERSION,

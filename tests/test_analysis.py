@@ -30,8 +30,9 @@ from batchsr.pipeline.run import run_pipeline
 from batchsr.resolve import ResolvedModel
 from batchsr.timeline import lanes, plot_timeline
 from batchsr.vocab import STAGES
-from tests.conftest import photo_like, run_cli, write_png
-from tests.delayed_engine import DelayedEngine
+from tests.helpers.cli import run_cli
+from tests.helpers.delayed_engine import DelayedEngine
+from tests.helpers.images import photo_like, write_png
 
 
 def _folder(tmp_path: Path, n: int = 6) -> Path:
@@ -287,6 +288,7 @@ async def test_the_timeline_plot_is_produced(tmp_path: Path, espcn_onnx: Path) -
         assert img.format == "PNG" and img.width >= 800 and img.height >= 400
 
 
+@pytest.mark.slow  # four run.py processes, one drawing with matplotlib: 3-4 s
 @pytest.mark.asyncio
 async def test_cli_analyze_prints_the_table_json_and_compares_runs(
     tmp_path: Path, espcn_onnx: Path

@@ -21,7 +21,7 @@ from batchsr.files import output_path
 from batchsr.images import list_inputs
 from batchsr.pipeline.run import run_pipeline
 from batchsr.resolve import ResolvedModel
-from tests.conftest import photo_like
+from tests.helpers.images import photo_like
 
 
 def _png16_rgb(arr: np.ndarray) -> bytes:

@@ -19,7 +19,8 @@ from batchsr.logging import configure_logging
 from batchsr.pipeline.budget import MIB, Budget, image_cost, resident_bytes
 from batchsr.pipeline.run import run_pipeline
 from batchsr.resolve import ResolvedModel
-from tests.conftest import REPO, photo_like, write_png
+from tests.helpers.images import photo_like, write_png
+from tests.helpers.paths import REPO
 
 
 @pytest.mark.asyncio
@@ -172,23 +173,23 @@ def _peak_rss_mib(args: list[str]) -> float:
 def test_max_memory_holds_a_run_of_large_photos_that_the_default_exceeds(
     tmp_path: Path,
 ) -> None:
-    """Six 1000x800 photos (output 4000x3200: about 300 MB each at their peak, NIQE's
-    transients included): the default config lets two or more coincide (measured about
-    550 MiB); --max-memory 480 takes them one at a time and keeps the whole process
-    under 480 MiB (measured about 420)."""
+    """Four 800x640 photos (output 3200x2560: about 190 MiB each at their peak, NIQE's
+    transients included, over a process of about 115 MiB): the default config lets two
+    coincide (measured about 405 MiB); --max-memory 350 takes them one at a time and
+    keeps the whole process under 350 MiB (measured about 305)."""
     folder = tmp_path / "in"
     folder.mkdir()
-    for i in range(6):
-        write_png(folder / f"big_{i}.png", photo_like(800, 1000, seed=i))
+    for i in range(4):
+        write_png(folder / f"big_{i}.png", photo_like(640, 800, seed=i))
     common = ["--input", str(folder), "--quiet"]
     default = _peak_rss_mib([*common, "--output", str(tmp_path / "d")])
-    limited = _peak_rss_mib([*common, "--output", str(tmp_path / "m"), "--max-memory", "480"])
-    assert limited < 480 < default, (limited, default)
+    limited = _peak_rss_mib([*common, "--output", str(tmp_path / "m"), "--max-memory", "350"])
+    assert limited < 350 < default, (limited, default)
     log: list[dict[str, Any]] = [
         json.loads(x) for x in (tmp_path / "m" / "run.jsonl").read_text().splitlines()
     ]
     (finished,) = [r for r in log if r["event"] == "run_finished"]
-    assert finished["summary"]["ok"] == 6 and finished["memory"]["peak_images"] == 1
+    assert finished["summary"]["ok"] == 4 and finished["memory"]["peak_images"] == 1
 
 
 @pytest.mark.asyncio

@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, photo_like, run_cli, write_png
+from tests.helpers.cli import run_cli
+from tests.helpers.images import photo_like, write_png
+from tests.helpers.paths import REPO
 
 
 def test_cli_run_writes_outputs_report_and_log(
@@ -164,7 +166,8 @@ def test_help_lists_every_subcommand_and_every_flag_has_help() -> None:
 
 
 def test_summary_names_each_failed_image_and_says_why_a_figure_is_na(tmp_path: Path) -> None:
-    from tests.conftest import photo_like, run_cli, write_png
+    from tests.helpers.cli import run_cli
+    from tests.helpers.images import photo_like, write_png
 
     folder = tmp_path / "in"
     folder.mkdir()
@@ -398,7 +401,8 @@ def test_setting_references_in_library_messages_are_spelled_as_flags() -> None:
 
 
 def test_a_library_error_reaches_the_console_in_flag_terms(tmp_path: Path) -> None:
-    from tests.conftest import photo_like, run_cli, write_png
+    from tests.helpers.cli import run_cli
+    from tests.helpers.images import photo_like, write_png
 
     write_png(tmp_path / "a.png", photo_like(24, 24))
     done = run_cli("tune", "--input", str(tmp_path), "--sample", "0", cwd=tmp_path)

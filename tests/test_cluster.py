@@ -3,7 +3,7 @@
 The cluster is Ray's own test cluster (``ray.cluster_utils.Cluster``): a head that runs
 no work (``num_cpus=0``), node A with one CPU, node B with one CPU and a custom
 resource ``sr_chip``, and node C, a TPU host: two ``TPU`` and no CPU for pipelines,
-with the sophon.sail fake (``tests/fakes``, standing for the hardware we lack) on its
+with the sophon.sail fake (``tests/helpers/fakes``, standing for the hardware we lack) on its
 workers' path and on no other node's. Every process of it, and of the drivers the tests start, must
 listen on 127.0.0.1 only; the first test reads their sockets to show it. The module
 starts and stops its own cluster, and each run is bounded in time.
@@ -39,12 +39,13 @@ from batchsr.errors import ClusterError
 from batchsr.images import list_inputs
 from batchsr.logging import configure_logging
 from batchsr.resolve import ResolvedModel
-from tests.conftest import REPO, photo_like, run_cli, write_png
+from tests.helpers.cli import run_cli
+from tests.helpers.images import photo_like, write_png
+from tests.helpers.paths import FAKES, REPO
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1", "::1"}
-FAKES = REPO / "tests" / "fakes"
 IMAGES = 12
 LONG = 40
 

@@ -20,7 +20,7 @@ from batchsr.errors import ClusterError, EngineError
 from batchsr.images import list_inputs
 from batchsr.records import Failed, Scored
 from batchsr.resolve import ResolvedModel
-from tests.conftest import photo_like, write_png
+from tests.helpers.images import photo_like, write_png
 
 
 def _spec(model: Path, out: Path, **overrides: object) -> WorkerSpec:

@@ -15,8 +15,8 @@ from batchsr.config import load_config
 from batchsr.images import list_inputs
 from batchsr.pipeline.run import RunResult, run_pipeline
 from batchsr.resolve import ResolvedModel
-from tests.conftest import photo_like, write_png
-from tests.faulty_engine import FaultScript, FaultyEngine
+from tests.helpers.faulty_engine import FaultScript, FaultyEngine
+from tests.helpers.images import photo_like, write_png
 
 
 async def _run(tmp_path: Path, model: Path, script: FaultScript, *, images: int) -> RunResult:

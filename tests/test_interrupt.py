@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, photo_like, write_png
+from tests.helpers.images import photo_like, write_png
+from tests.helpers.paths import REPO
 
 
 def _first_report_row_logged(log: Path) -> bool:

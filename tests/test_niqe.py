@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from niqe_cases import CONTEST_DIR, make_case, needs_contest
 from numpy.typing import NDArray
 from PIL import Image
 
@@ -35,6 +34,7 @@ from batchsr.metrics.niqe import (
     block_features,
     y_channel,
 )
+from tests.helpers.niqe_cases import CONTEST_DIR, make_case, needs_contest
 
 REFERENCE = json.loads((Path(__file__).parent / "data" / "niqe_reference.json").read_text())
 CASES: list[dict[str, Any]] = REFERENCE["cases"]

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import REPO, photo_like
+from tests.helpers.images import photo_like
+from tests.helpers.paths import REPO
 
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,8 @@ from batchsr.pipeline.run import run_pipeline
 from batchsr.records import Decoded, Job
 from batchsr.resolve import ResolvedModel, resolve_model
 from batchsr.tiling import TileGeometry, prepare_image, to_uint8
-from tests.conftest import contest_inputs, photo_like, write_png
+from tests.helpers.images import photo_like, write_png
+from tests.helpers.paths import contest_inputs
 
 
 def _model(path: Path) -> ResolvedModel:

@@ -15,7 +15,7 @@ from batchsr.images import list_inputs
 from batchsr.pipeline.run import RunResult, run_pipeline
 from batchsr.resolve import ResolvedModel
 from batchsr.resume import STATE_NAME, RunState, plan_resume
-from tests.conftest import photo_like, write_png
+from tests.helpers.images import photo_like, write_png
 
 
 def _score(rgb) -> float:
@@ -129,7 +129,7 @@ def test_resume_with_other_settings_names_them_and_overwrite_replaces(
 ) -> None:
     """--resume into a folder of other settings is refused, naming what differs; the
     outputs are untouched; --overwrite replaces them."""
-    from tests.conftest import run_cli
+    from tests.helpers.cli import run_cli
 
     folder = tmp_path / "in"
     folder.mkdir()

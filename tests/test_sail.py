@@ -1,5 +1,5 @@
 """The sail backend and the infer workers on several TPUs, through the sophon.sail fake
-(tests/fakes/sophon/sail.py stands for the TPU hardware we lack)."""
+(tests/helpers/fakes/sophon/sail.py stands for the TPU hardware we lack)."""
 
 from __future__ import annotations
 
@@ -30,9 +30,9 @@ from batchsr.manifest import Artifact, Manifest, file_sha256, write_manifest
 from batchsr.pipeline.run import run_pipeline
 from batchsr.records import Failed
 from batchsr.resolve import ResolvedModel, resolve_model
-from tests.conftest import REPO, photo_like, write_png
+from tests.helpers.images import photo_like, write_png
+from tests.helpers.paths import FAKES, REPO
 
-FAKES = REPO / "tests" / "fakes"
 STAGES = [[2, 3, 48, 48], [1, 3, 48, 48]]
 
 
@@ -360,7 +360,7 @@ def test_selfcheck_fails_when_the_bmodel_computes_something_else(
     sail: ModuleType, tmp_path: Path, espcn_onnx: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from batchsr.cli import main
-    from tests.conftest import export_espcn
+    from tests.helpers.models import export_espcn
 
     other = export_espcn(tmp_path / "other.onnx", seed=7)
     path = sail.write_bmodel(tmp_path / "m.bmodel", onnx=other, stages=[[1, 3, 48, 48]])

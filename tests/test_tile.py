@@ -26,7 +26,7 @@ from batchsr.tiling import (
     to_uint8,
 )
 from batchsr.vocab import TILE_MODES, TileMode
-from tests.conftest import photo_like
+from tests.helpers.images import photo_like
 
 
 @settings(max_examples=300, deadline=None)

@@ -39,7 +39,7 @@ from compile.build import CompileResult, compile_model
 from compile.onnx import export_onnx, for_tpu_mlir
 from compile.plan import WORK_DIR, make_plan
 from compile.tpu_mlir import run_plan
-from tests.conftest import REPO, SHARED
+from tests.helpers.paths import REPO, SHARED
 
 pytestmark = [pytest.mark.slow, pytest.mark.tpu]
 

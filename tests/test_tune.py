@@ -19,7 +19,8 @@ from batchsr.logging import configure_logging
 from batchsr.records import Job
 from batchsr.resolve import ResolvedModel
 from batchsr.tune import TUNED_EDGES, config_to_toml, grid_configs, sample_jobs, tune, write_toml
-from tests.conftest import REPO, photo_like, write_png
+from tests.helpers.images import photo_like, write_png
+from tests.helpers.paths import REPO
 
 
 def _folder(tmp_path: Path, n: int = 3) -> Path:

@@ -22,7 +22,7 @@ from PIL import Image
 __all__ = ["CASES", "CONTEST_DIR", "make_case", "needs_contest"]
 
 # ../shared/contest next to the repository root (read-only contest data, not in the repo).
-CONTEST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "contest"
+CONTEST_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "contest"
 
 # Each recipe names its kind and parameters; "needs_contest" ones read CONTEST_DIR.
 CASES: list[dict[str, Any]] = [

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from tests.delayed_engine import DelayedEngine
+from tests.helpers.delayed_engine import DelayedEngine
 
 __all__ = ["FaultScript", "FaultyEngine"]
 
