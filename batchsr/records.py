@@ -234,6 +234,10 @@ class Stitched:
     carried: Carried = Carried()
     service_s: float = 0.0
 
+    def saved(self, rgb: NDArray[np.uint8], path: Path) -> Saved:
+        """This image once written: ``rgb`` as saved (filtered, grey kept) at ``path``."""
+        return Saved(self.id, self.name, rgb, path, self.runtime_s, self.service_s)
+
 
 @dataclass(frozen=True, slots=True)
 class Saved:
@@ -245,6 +249,12 @@ class Saved:
     path: Path
     runtime_s: float
     service_s: float | None = None
+
+    def scored(self, niqe: float | None, niqe_error: str | None) -> Scored:
+        """This image with its NIQE, or why there is none."""
+        return Scored(
+            self.id, self.name, self.path, self.runtime_s, niqe, niqe_error, self.service_s
+        )
 
 
 @dataclass(frozen=True, slots=True)

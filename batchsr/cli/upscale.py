@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 
+from batchsr import vocab
 from batchsr.allocator import configure_malloc
 from batchsr.cli.flags import Parser, add_model_flags, overrides_from
 from batchsr.cli.process import exit_if_engine_calls_hang, until_signalled
@@ -28,14 +29,6 @@ from batchsr.pipeline.stop import StopRequest
 from batchsr.records import Job
 from batchsr.resolve import ResolvedModel, resolve_model
 from batchsr.resume import ResumePlan, RunState, plan_resume
-from batchsr.vocab import (
-    BORDER_MODES,
-    EDGES,
-    FILTER_NAMES,
-    MULTI_WORKER_STAGES,
-    OUTPUT_EXTS,
-    TILE_MODES,
-)
 
 if TYPE_CHECKING:  # Ray's side is imported only for --cluster
     from batchsr.cluster.driver import ClusterOptions, ClusterResult
@@ -119,20 +112,17 @@ def _model(p: argparse._ArgumentGroup) -> None:
 
 def _pipeline(p: argparse._ArgumentGroup) -> None:
     p.add_argument("--queue-size", type=int, metavar="N", help="buffer size of every stream")
-    p.add_argument(
-        "--queue",
-        action="append",
-        default=[],
-        metavar="EDGE=N",
-        help=f"buffer size of one stream; EDGE is one of {', '.join(EDGES)}",
-    )
-    p.add_argument(
-        "--workers",
-        action="append",
-        default=[],
-        metavar="STAGE=N",
-        help=f"tasks for one stage; STAGE is one of {', '.join(MULTI_WORKER_STAGES)}",
-    )
+    for flag, name, names, what in (
+        ("--queue", "EDGE", vocab.EDGES, "buffer size of one stream"),
+        ("--workers", "STAGE", vocab.MULTI_WORKER_STAGES, "tasks for one stage"),
+    ):
+        p.add_argument(
+            flag,
+            action="append",
+            default=[],
+            metavar=f"{name}=N",
+            help=f"{what}; {name} is one of {', '.join(names)} (repeatable)",
+        )
     p.add_argument(
         "--in-flight",
         type=int,
@@ -156,12 +146,12 @@ def _tiling(p: argparse._ArgumentGroup) -> None:
     p.add_argument("--batch", type=int, help="tiles per engine call (dynamic-batch models)")
     p.add_argument(
         "--tile-mode",
-        choices=TILE_MODES,
+        choices=vocab.TILE_MODES,
         help="how tiles are cut and combined (default crop)",
     )
     p.add_argument(
         "--border",
-        choices=BORDER_MODES,
+        choices=vocab.BORDER_MODES,
         help="how the image is extended past its edges so border pixels have context "
         "(default replicate; zero is the network's own padding, a visible frame)",
     )
@@ -174,7 +164,7 @@ def _outputs(p: argparse._ArgumentGroup) -> None:
     p.add_argument("--compress-level", type=int, help="PNG compression level 0-9")
     p.add_argument(
         "--filter",
-        choices=FILTER_NAMES,
+        choices=vocab.FILTER_NAMES,
         help="PIL sharpening filter after stitching (outside the contest runtime)",
     )
     p.add_argument(
@@ -182,7 +172,7 @@ def _outputs(p: argparse._ArgumentGroup) -> None:
     )
     p.add_argument(
         "--ext",
-        choices=OUTPUT_EXTS,
+        choices=vocab.OUTPUT_EXTS,
         help="output format: png (lossless, default, the contest's), jpg or webp (lossy: "
         "NIQE scores the pixels written, and the report says so)",
     )

@@ -18,7 +18,7 @@ from PIL import Image
 from batchsr.color import luma_u8
 from batchsr.files import atomic_write, output_path
 from batchsr.filters import apply_filter
-from batchsr.pipeline.stage import Meter, failed_from, pass_failed
+from batchsr.pipeline.stage import Meter, failed_from
 from batchsr.png import encode_png
 from batchsr.records import Failed, Saved, Stitched, freeze
 
@@ -115,10 +115,7 @@ async def run_save(
     closes ``send`` when ``receive`` is done."""
     meter: Meter[Stitched | Failed] = Meter("save", worker)
     async with receive, send:
-        while (item := await meter.receive(receive)) is not None:
-            if isinstance(item, Failed):
-                await pass_failed(meter, send, item)
-                continue
+        async for item in meter.work(receive, send):
             out: Saved | Failed
             size = 0
             try:
@@ -134,14 +131,7 @@ async def run_save(
                     keep_grey and item.carried.grey,
                     item.carried.icc_profile,
                 )
-                out = Saved(
-                    id=item.id,
-                    name=item.name,
-                    rgb=rgb,
-                    path=path,
-                    runtime_s=item.runtime_s,
-                    service_s=item.service_s,
-                )
+                out = item.saved(rgb, path)
             except Exception as err:
                 out = failed_from(
                     err, image_id=item.id, name=item.name, stage="save", log=meter.log

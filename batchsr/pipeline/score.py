@@ -14,7 +14,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from numpy.typing import NDArray
 
 from batchsr.errors import NIQEError
-from batchsr.pipeline.stage import Meter, pass_failed
+from batchsr.pipeline.stage import Meter
 from batchsr.records import Failed, Saved, Scored
 
 __all__ = ["run_score"]
@@ -33,10 +33,7 @@ async def run_score(
     """Score each image in a worker thread (None skips scoring); closes ``send`` at the end."""
     meter: Meter[Saved | Failed] = Meter("score", worker)
     async with receive, send:
-        while (item := await meter.receive(receive)) is not None:
-            if isinstance(item, Failed):
-                await pass_failed(meter, send, item)
-                continue
+        async for item in meter.work(receive, send):
             value: float | None = None
             error: str | None = None
             if scorer is not None:
@@ -48,16 +45,5 @@ async def run_score(
                 except Exception as err:
                     error = f"{type(err).__name__}: {err}"
                     meter.log.error("niqe_failed", image_id=item.id, error=error, exc_info=err)
-            await meter.send(
-                send,
-                Scored(
-                    id=item.id,
-                    name=item.name,
-                    path=item.path,
-                    runtime_s=item.runtime_s,
-                    niqe=value,
-                    niqe_error=error,
-                    service_s=item.service_s,
-                ),
-            )
+            await meter.send(send, item.scored(value, error))
             meter.done(image_id=item.id, niqe=value)

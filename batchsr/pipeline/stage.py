@@ -11,7 +11,7 @@ interface change.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any, Generic, TypeVar
 
 import anyio
@@ -24,6 +24,7 @@ __all__ = ["Meter", "failed_from", "pass_failed"]
 
 T = TypeVar("T")
 U = TypeVar("U")
+V = TypeVar("V")
 
 
 class Meter(Generic[T]):
@@ -54,6 +55,17 @@ class Meter(Generic[T]):
             self._wait_in += time.perf_counter() - t
         self._t_start = time.perf_counter()
         return item
+
+    async def work(
+        self, receive: MemoryObjectReceiveStream[V | Failed], send: MemoryObjectSendStream[Any]
+    ) -> AsyncIterator[V]:
+        """Each image to work on until the upstream closes; one that failed upstream is
+        passed on unchanged (:func:`pass_failed`) instead."""
+        while (item := await self.receive(receive)) is not None:  # type: ignore[arg-type]
+            if isinstance(item, Failed):
+                await pass_failed(self, send, item)
+                continue
+            yield item  # type: ignore[misc]
 
     def receive_nowait(self, stream: MemoryObjectReceiveStream[T]) -> T:
         """The next item if one is buffered; raises ``anyio.WouldBlock`` otherwise."""
