@@ -16,14 +16,11 @@ from batchsr.images import list_inputs
 from batchsr.pipeline.run import RunResult, run_pipeline
 from batchsr.resolve import ResolvedModel
 from tests.helpers.faulty_engine import FaultScript, FaultyEngine
-from tests.helpers.images import photo_like, write_png
+from tests.helpers.images import photo_folder
 
 
 async def _run(tmp_path: Path, model: Path, script: FaultScript, *, images: int) -> RunResult:
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for i in range(images):
-        write_png(folder / f"{i:02d}.png", photo_like(40, 48, seed=i))
+    folder = photo_folder(tmp_path / "in", images, 40, 48, name="{i:02d}")
     # One whole image per call and one worker, so call n is image n.
     config = load_config(
         None,

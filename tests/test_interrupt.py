@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.images import photo_like, write_png
+from tests.helpers.images import photo_folder
 from tests.helpers.paths import REPO
 
 
@@ -26,10 +26,7 @@ def _first_report_row_logged(log: Path) -> bool:
 def test_signal_mid_run_stops_promptly_and_keeps_finished_work(
     tmp_path: Path, espcn_onnx: Path, signum: int, code: int
 ) -> None:
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for i in range(300):
-        write_png(folder / f"{i:03d}.png", photo_like(64, 80, seed=i))
+    folder = photo_folder(tmp_path / "in", 300, 64, 80, name="{i:03d}")
     out = tmp_path / "out"
     proc = subprocess.Popen(
         [

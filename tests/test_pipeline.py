@@ -20,7 +20,7 @@ from batchsr.pipeline.run import run_pipeline
 from batchsr.records import Decoded, Job
 from batchsr.resolve import ResolvedModel, resolve_model
 from batchsr.tiling import TileGeometry, prepare_image, to_uint8
-from tests.helpers.images import photo_like, write_png
+from tests.helpers.images import photo_folder, photo_like, write_png
 from tests.helpers.paths import contest_inputs
 
 
@@ -146,10 +146,7 @@ async def test_every_stage_logs_one_record_per_item_with_timings(
 async def test_buffers_bound_the_images_in_flight(tmp_path: Path, espcn_onnx: Path) -> None:
     """On a folder much larger than the buffers, no stage ever sees more queued items
     than its buffer holds."""
-    folder = tmp_path / "many"
-    folder.mkdir()
-    for i in range(16):
-        write_png(folder / f"{i:03d}.png", photo_like(24, 30, seed=i))
+    folder = photo_folder(tmp_path / "many", 16, 24, 30, name="{i:03d}")
     with capture_logs() as logs:
         result = await _run(
             folder,

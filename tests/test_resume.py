@@ -15,7 +15,7 @@ from batchsr.images import list_inputs
 from batchsr.pipeline.run import RunResult, run_pipeline
 from batchsr.resolve import ResolvedModel
 from batchsr.resume import STATE_NAME, RunState, plan_resume
-from tests.helpers.images import photo_like, write_png
+from tests.helpers.images import photo_folder, photo_like, write_png
 
 
 def _score(rgb) -> float:
@@ -51,10 +51,7 @@ def _rows_without_timings(result: RunResult) -> list[tuple[str, str | None]]:
 async def test_resume_after_an_interrupted_run_completes_the_same_report(
     tmp_path: Path, espcn_onnx: Path
 ) -> None:
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for i in range(5):
-        write_png(folder / f"{i}.png", photo_like(40, 50, seed=i))
+    folder = photo_folder(tmp_path / "in", 5, 40, 50)
     reference = await _run(folder, tmp_path / "ref", espcn_onnx, resume=False)
 
     out = tmp_path / "out"
@@ -80,10 +77,7 @@ async def test_resume_after_an_interrupted_run_completes_the_same_report(
 async def test_resume_reruns_changed_inputs_and_missing_outputs(
     tmp_path: Path, espcn_onnx: Path
 ) -> None:
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for i in range(3):
-        write_png(folder / f"{i}.png", photo_like(40, 50, seed=i))
+    folder = photo_folder(tmp_path / "in", 3, 40, 50)
     out = tmp_path / "out"
     await _run(folder, out, espcn_onnx, resume=False)
     write_png(folder / "1.png", photo_like(40, 50, seed=99))  # new content, same name

@@ -19,15 +19,12 @@ from batchsr.logging import configure_logging
 from batchsr.records import Job
 from batchsr.resolve import ResolvedModel
 from batchsr.tune import TUNED_EDGES, config_to_toml, grid_configs, sample_jobs, tune, write_toml
-from tests.helpers.images import photo_like, write_png
+from tests.helpers.images import photo_folder
 from tests.helpers.paths import REPO
 
 
 def _folder(tmp_path: Path, n: int = 3) -> Path:
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for i in range(n):
-        write_png(folder / f"img_{i:02d}.png", photo_like(36, 40, seed=i))
+    folder = photo_folder(tmp_path / "in", n, 36, 40, name="img_{i:02d}")
     return folder
 
 

@@ -22,3 +22,12 @@ def photo_like(height: int, width: int, *, seed: int = 0) -> np.ndarray:
 def write_png(path: Path, rgb: np.ndarray) -> Path:
     Image.fromarray(rgb).save(path)
     return path
+
+
+def photo_folder(folder: Path, count: int, height: int, width: int, *, name: str = "{i}") -> Path:
+    """``folder`` made and filled with ``count`` seeded :func:`photo_like` PNGs, named
+    by ``name`` formatted with their index (``"{i:03d}"`` for 000.png ...)."""
+    folder.mkdir(parents=True)
+    for i in range(count):
+        write_png(folder / f"{name.format(i=i)}.png", photo_like(height, width, seed=i))
+    return folder
