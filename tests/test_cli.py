@@ -14,18 +14,17 @@ from tests.helpers.images import photo_like, write_png
 from tests.helpers.paths import REPO
 
 
+def _unscored(model: Path, folder: Path, out: Path) -> list[str]:
+    """The flags of a run of ``model`` on ``folder`` into ``out``, NIQE off."""
+    return ["--model", str(model), "--input", str(folder), "--output", str(out), "--no-score"]
+
+
 def test_cli_run_writes_outputs_report_and_log(
     image_folder: Path, tmp_path: Path, espcn_onnx: Path
 ) -> None:
     out = tmp_path / "out"
     proc = run_cli(
-        "--model",
-        str(espcn_onnx),
-        "--input",
-        str(image_folder),
-        "--output",
-        str(out),
-        "--no-score",
+        *_unscored(espcn_onnx, image_folder, out),
         "--queue-size",
         "2",
         "--workers",
@@ -49,17 +48,7 @@ def test_cli_run_writes_outputs_report_and_log(
 
 
 def test_quiet_prints_nothing(image_folder: Path, tmp_path: Path, espcn_onnx: Path) -> None:
-    proc = run_cli(
-        "--model",
-        str(espcn_onnx),
-        "--input",
-        str(image_folder),
-        "--output",
-        str(tmp_path / "o"),
-        "--no-score",
-        "--quiet",
-        cwd=tmp_path,
-    )
+    proc = run_cli(*_unscored(espcn_onnx, image_folder, tmp_path / "o"), "--quiet", cwd=tmp_path)
     assert proc.returncode == 0 and proc.stdout == "" and proc.stderr == ""
 
 
@@ -126,13 +115,7 @@ def test_progress_bar_shows_on_a_terminal_only(
     args = [
         sys.executable,
         str(REPO / "run.py"),
-        "--model",
-        str(espcn_onnx),
-        "--input",
-        str(image_folder),
-        "--output",
-        str(tmp_path / "o"),
-        "--no-score",
+        *_unscored(espcn_onnx, image_folder, tmp_path / "o"),
     ]
     pid, fd = pty.fork()
     if pid == 0:  # the child: run.py with the pty as its terminal

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import anyio
@@ -19,8 +17,8 @@ from batchsr.logging import configure_logging
 from batchsr.records import Job
 from batchsr.resolve import ResolvedModel
 from batchsr.tune import TUNED_EDGES, config_to_toml, grid_configs, sample_jobs, tune, write_toml
+from tests.helpers.cli import run_cli
 from tests.helpers.images import photo_folder
-from tests.helpers.paths import REPO
 
 
 def _folder(tmp_path: Path, n: int = 3) -> Path:
@@ -117,30 +115,22 @@ async def test_tune_runs_the_grid_and_recommends_a_config_that_loads(
 def test_cli_tune_writes_a_config_that_run_accepts(tmp_path: Path, espcn_onnx: Path) -> None:
     folder = _folder(tmp_path)
     out = tmp_path / "tune"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "run.py"),
-            "tune",
-            "--input",
-            str(folder),
-            "--model",
-            str(espcn_onnx),
-            "--no-score",
-            "--sample",
-            "2",
-            "--queue-sizes",
-            "2",
-            "--vary",
-            "save",
-            "--output",
-            str(out),
-        ],
+    proc = run_cli(
+        "tune",
+        "--input",
+        str(folder),
+        "--model",
+        str(espcn_onnx),
+        "--no-score",
+        "--sample",
+        "2",
+        "--queue-sizes",
+        "2",
+        "--vary",
+        "save",
+        "--output",
+        str(out),
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert "best:  trial" in proc.stdout and "base:  trial 1" in proc.stdout
@@ -151,23 +141,15 @@ def test_cli_tune_writes_a_config_that_run_accepts(tmp_path: Path, espcn_onnx: P
     assert config.queues.paths == 16 and config.workers.infer == 1
     assert config.model.name == str(espcn_onnx)
     assert config.output.score is True  # --no-score applied to the trials only
-    run = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "run.py"),
-            "--config",
-            str(tuned),
-            "--input",
-            str(folder),
-            "--output",
-            str(tmp_path / "run"),
-            "--no-score",
-        ],
+    run = run_cli(
+        "--config",
+        str(tuned),
+        "--input",
+        str(folder),
+        "--output",
+        str(tmp_path / "run"),
+        "--no-score",
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
     )
     assert run.returncode == 0, run.stderr
     start = json.loads((tmp_path / "run" / "run.jsonl").read_text().splitlines()[0])
