@@ -10,7 +10,6 @@ stages are cancelled, the report keeps every finished image and the log ends wit
 from __future__ import annotations
 
 import os
-import platform
 import signal
 import time
 import tracemalloc
@@ -23,7 +22,6 @@ import anyio
 import numpy as np
 import structlog
 
-import batchsr
 from batchsr.config import Config
 from batchsr.engines import Engine
 from batchsr.errors import ConfigError, EngineError
@@ -47,6 +45,7 @@ from batchsr.records import Job, Scored
 from batchsr.resolve import ResolvedModel
 from batchsr.resume import RunState
 from batchsr.tiling import TileGeometry, round_up
+from batchsr.versions import versions
 
 __all__ = ["RunResult", "default_scorer", "infer_placements", "run_pipeline"]
 
@@ -253,7 +252,7 @@ class _Run:
         structlog.get_logger().info(
             "run_started",
             config=self.config.to_dict(),
-            versions=_versions(),
+            versions=versions("batchsr", "numpy", "anyio", "onnxruntime", python=True),
             model=self.model.log_record(),
             engine={
                 "input_shapes": [list(s) for s in engine.input_shapes],
@@ -443,19 +442,3 @@ class _CpuClock:
             "cpu_s": round(time.process_time() - self._cpu, 4),
             "wall_s": round(time.perf_counter() - self._wall, 4),
         }
-
-
-def _versions() -> dict[str, str]:
-    versions = {
-        "batchsr": batchsr.__version__,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "anyio": anyio.__version__ if hasattr(anyio, "__version__") else "",
-    }
-    try:
-        import onnxruntime
-
-        versions["onnxruntime"] = onnxruntime.__version__
-    except ImportError:
-        pass
-    return versions
