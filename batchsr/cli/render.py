@@ -5,6 +5,7 @@ library's records; only the progress bar writes (to stderr, on a terminal).
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from batchsr.analysis import RunAnalysis
 from batchsr.cli.flags import worded
-from batchsr.config import Config
+from batchsr.config import Config, OutputConfig
+from batchsr.metrics.folder import FolderScore
 from batchsr.pipeline.report import Progress, RunSummary
 from batchsr.selfcheck import SelfCheckResult
 from batchsr.tune import Trial, TuneResult
@@ -24,13 +26,17 @@ if TYPE_CHECKING:
 __all__ = [
     "ProgressBar",
     "cluster_line",
+    "engines_lost_line",
     "format_analysis",
     "format_comparison",
     "format_summary",
     "format_trial",
+    "interrupted_line",
     "queues_line",
     "ramp",
     "render_selfcheck",
+    "score_lines",
+    "subfolders_note",
     "trial_header",
     "tune_summary",
     "workers_line",
@@ -65,10 +71,13 @@ def format_summary(
     log: Path,
     rows: Sequence[dict[str, Any]] = (),
     *,
-    score: bool = True,
+    output: OutputConfig | None = None,
 ) -> str:
     """The run's summary: counts, one line per image that failed or has no NIQE (file
-    name and reason), the figures, and why any figure is n/a."""
+    name and reason), the figures, why any figure is n/a, and whether the outputs are
+    lossy (``output``: the run's output settings; default the config's)."""
+    output = output or OutputConfig()
+    score = output.score
 
     def num(v: float | None, spec: str, why: str) -> str:
         return f"n/a ({why})" if v is None else format(v, spec)
@@ -106,6 +115,52 @@ def format_summary(
         f"report {report}",
         f"log    {log}",
     ]
+    if output.ext != "png":
+        lines.append(
+            f"outputs {output.ext.upper()} at quality {output.quality}: "
+            "lossy, so NIQE scores the compressed pixels (the report says so)"
+        )
+    return "\n".join(lines)
+
+
+def subfolders_note(folder: Path, skipped: Sequence[Path]) -> str:
+    """Why images below ``folder`` were not read."""
+    shown = ", ".join(d.name for d in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+    return (
+        f"note: {len(skipped)} subfolder(s) of {folder} with images not read ({shown}); "
+        "pass --recursive to include them"
+    )
+
+
+def interrupted_line(signum: int, s: RunSummary, total: int) -> str:
+    """What an interrupted run kept."""
+    return (
+        f"\ninterrupted by {signal.Signals(signum).name}: "
+        f"{s.images} of {total} images finished and reported"
+    )
+
+
+def engines_lost_line(s: RunSummary, report: Path) -> str:
+    """Why a run that wrote its report still failed."""
+    return (
+        f"error: every engine failed ({s.failed} images could not be upscaled); the report "
+        f"{report} holds the rows, the log the causes"
+    )
+
+
+def score_lines(names: Sequence[str], rows: Sequence[FolderScore], report: dict[str, Any]) -> str:
+    """``run.py score``'s listing: one line per image, then the average."""
+    width = max(len(n) for n in names)
+    lines = [
+        f"{name:<{width}}  {f'{row.niqe:.4f}' if row.niqe is not None else f'error: {row.error}'}"
+        for name, row in zip(names, rows, strict=True)
+    ]
+    scored = sum(r.niqe is not None for r in rows)
+    left_out = len(rows) - scored
+    lines.append(
+        f"niqe_avg {report['niqe_avg'] or 'n/a'} over {scored} images"
+        + (f" ({left_out} left out: see the errors above)" if left_out else "")
+    )
     return "\n".join(lines)
 
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from batchsr.cli.flags import Parser
+from batchsr.cli.render import score_lines
 from batchsr.images import list_inputs
 from batchsr.metrics.folder import niqe_report, score_folder
 from batchsr.pipeline.report import write_report
@@ -28,16 +29,7 @@ def main(argv: Sequence[str]) -> int:
     jobs = list_inputs(args.folder)
     rows = score_folder([j.path for j in jobs], workers=args.workers)
     report = niqe_report([j.name for j in jobs], rows)
-    width = max(len(j.name) for j in jobs)
-    for job, row in zip(jobs, rows, strict=True):
-        value = f"{row.niqe:.4f}" if row.niqe is not None else f"error: {row.error}"
-        print(f"{job.name:<{width}}  {value}")
-    scored = sum(r.niqe is not None for r in rows)
-    left_out = len(rows) - scored
-    print(
-        f"niqe_avg {report['niqe_avg'] or 'n/a'} over {scored} images"
-        + (f" ({left_out} left out: see the errors above)" if left_out else "")
-    )
+    print(score_lines([j.name for j in jobs], rows, report))
     out = args.output or args.folder / "niqe.json"
     write_report(out, report)
     print(f"report {out}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,7 +17,14 @@ from batchsr import vocab
 from batchsr.allocator import configure_malloc
 from batchsr.cli.flags import Parser, add_model_flags, overrides_from
 from batchsr.cli.process import exit_if_engine_calls_hang, until_signalled
-from batchsr.cli.render import ProgressBar, cluster_line, format_summary
+from batchsr.cli.render import (
+    ProgressBar,
+    cluster_line,
+    engines_lost_line,
+    format_summary,
+    interrupted_line,
+    subfolders_note,
+)
 from batchsr.config import Config, load_config
 from batchsr.errors import BatchSRError, ConfigError
 from batchsr.images import list_inputs, unread_subfolders
@@ -245,12 +251,7 @@ def _prepare(args: argparse.Namespace) -> _Prepared:
     cluster = _cluster_options(args) if args.cluster else None
     jobs = list_inputs(args.input, recursive=args.recursive)
     if not args.recursive and (skipped := unread_subfolders(args.input)):
-        shown = ", ".join(d.name for d in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
-        print(
-            f"note: {len(skipped)} subfolder(s) of {args.input} with images not read ({shown}); "
-            "pass --recursive to include them",
-            file=sys.stderr,
-        )
+        print(subfolders_note(args.input, skipped), file=sys.stderr)
     model = resolve_model(config.model.name, backend=config.model.backend)
     out_dir = config.output.dir or Path("results") / model.name
     if args.recursive and out_dir.resolve().is_relative_to(args.input.resolve()):
@@ -311,20 +312,12 @@ def _execute(args: argparse.Namespace, run: _Prepared) -> RunResult | ClusterRes
 def _conclude(args: argparse.Namespace, run: _Prepared, result: RunResult | ClusterResult) -> int:
     """What the user reads after the run, and the exit code."""
     if result.interrupted is not None:
-        print(
-            f"\ninterrupted by {signal.Signals(result.interrupted).name}: "
-            f"{result.summary.images} of {len(run.jobs)} images finished and reported",
-            file=sys.stderr,
-        )
+        print(interrupted_line(result.interrupted, result.summary, len(run.jobs)), file=sys.stderr)
     if not args.quiet:
         print(_summary(run, result))
     code = 0 if result.interrupted is None else 128 + result.interrupted
     if result.engines_lost and code == 0:
-        print(
-            f"error: every engine failed ({result.summary.failed} images could not be "
-            f"upscaled); the report {result.report_path} holds the rows, the log the causes",
-            file=sys.stderr,
-        )
+        print(engines_lost_line(result.summary, result.report_path), file=sys.stderr)
         code = 1
     exit_if_engine_calls_hang(code, result.abandoned_calls)
     return code
@@ -333,14 +326,7 @@ def _conclude(args: argparse.Namespace, run: _Prepared, result: RunResult | Clus
 def _summary(run: _Prepared, result: RunResult | ClusterResult) -> str:
     output = run.config.output
     rows = json.loads(result.report_path.read_text(encoding="utf-8"))["A"][0]["images"]
-    summary = format_summary(
-        result.summary, result.report_path, run.log_path, rows, score=output.score
-    )
-    if output.ext != "png":
-        summary += (
-            f"\noutputs {output.ext.upper()} at quality {output.quality}: "
-            "lossy, so NIQE scores the compressed pixels (the report says so)"
-        )
+    summary = format_summary(result.summary, result.report_path, run.log_path, rows, output=output)
     if run.cluster is not None:
         summary += "\n" + cluster_line(cast("ClusterResult", result))
     return summary
