@@ -23,12 +23,8 @@ from batchsr.border import DEFAULT_BORDER
 from batchsr.errors import ConfigError
 from batchsr.paths import data_folder
 from batchsr.vocab import (
-    BORDER_MODES,
     EDGES,
-    FILTER_NAMES,
     MULTI_WORKER_STAGES,
-    OUTPUT_EXTS,
-    TILE_MODES,
     Backend,
     BorderMode,
     Device,
@@ -449,16 +445,6 @@ def _validate(config: Config) -> None:
         )
     if tiling.batch < 1:
         raise ConfigError(f"tiling.batch = {tiling.batch}: must be >= 1")
-    if tiling.mode not in TILE_MODES:
-        raise ConfigError(f"tiling.mode = {tiling.mode!r}: use one of {', '.join(TILE_MODES)}")
-    if tiling.border not in BORDER_MODES:
-        raise ConfigError(
-            f"tiling.border = {tiling.border!r}: use one of {', '.join(BORDER_MODES)}"
-        )
-    if config.output.ext not in OUTPUT_EXTS:
-        raise ConfigError(
-            f"output.ext = {config.output.ext!r}: use one of {', '.join(OUTPUT_EXTS)}"
-        )
     if not 1 <= config.output.quality <= 100:
         raise ConfigError(f"output.quality = {config.output.quality}: use 1-100")
     suffix = config.output.suffix
@@ -481,10 +467,6 @@ def _validate(config: Config) -> None:
         )
     if not 0 <= config.output.compress_level <= 9:
         raise ConfigError(f"output.compress_level = {config.output.compress_level}: use 0-9")
-    if config.output.filter is not None and config.output.filter not in FILTER_NAMES:
-        raise ConfigError(
-            f"output.filter = {config.output.filter!r}: use one of {', '.join(FILTER_NAMES)}"
-        )
     if config.output.max_pixels < 1:
         raise ConfigError("output.max_pixels must be positive")
     model = config.model

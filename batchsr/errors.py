@@ -14,7 +14,7 @@ same error reads right in a TOML file's terms, a flag's terms, or an API's.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 __all__ = [
     "AnalysisError",
@@ -34,6 +34,7 @@ __all__ = [
     "ToolNotFoundError",
     "UnsupportedModelError",
     "reword",
+    "reworded",
     "setting",
 ]
 
@@ -55,6 +56,17 @@ def reword(message: str, spell: Callable[[str, str | None], str | None]) -> str:
         return match.group(0) if spelled is None else spelled
 
     return _SETTING.sub(one, message)
+
+
+def reworded(message: str, flags: Mapping[str, str]) -> str:
+    """``message`` with each setting reference that ``flags`` (key -> flag) names
+    spelled as that flag, followed by the value if the reference gives one."""
+
+    def spell(key: str, value: str | None) -> str | None:
+        flag = flags.get(key)
+        return flag if flag is None or value is None else f"{flag} {value}"
+
+    return reword(message, spell)
 
 
 class BatchSRError(Exception):

@@ -25,6 +25,7 @@ from typing import IO, Any
 from batchsr.errors import ConfigError
 from batchsr.files import output_path
 from batchsr.records import Job, Scored
+from batchsr.vocab import OUTPUT_EXTS
 
 __all__ = ["STATE_NAME", "ResumePlan", "RunState", "plan_resume"]
 
@@ -126,7 +127,7 @@ def plan_resume(
     unknown = (
         not made
         and out_dir.is_dir()
-        and any(p.suffix in (".png", ".jpg", ".webp") for p in out_dir.rglob("*"))
+        and any(p.suffix[1:] in OUTPUT_EXTS for p in out_dir.rglob("*"))
     )
     if foreign or unknown:
         diff = (

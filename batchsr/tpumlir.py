@@ -89,7 +89,7 @@ class TpuMlir:
         if self.root is None:
             raise ToolNotFoundError(
                 f"the tpu-mlir found ({self.source}) does not say where its package is, so "
-                "its emulator cannot be started; run `make tpu-env` or name one (`tpu_mlir`)"
+                f"its emulator cannot be started; run `make tpu-env` or point ${ENV_VAR} at one"
             )
         env = self.env()
         libs = [self.root / "lib", self.root / "lib" / "capi", self.root / "lib" / "third_party"]
@@ -110,7 +110,7 @@ def find_tpu_mlir(explicit: Path | None = None) -> TpuMlir | None:
             that is not a working tpu-mlir environment.
     """
     if explicit is not None:
-        return from_folder(explicit, source=f"`tpu_mlir = {explicit}`")
+        return from_folder(explicit, source=f"tpu-mlir folder {explicit}")
     named = os.environ.get(ENV_VAR)
     if named:
         return from_folder(Path(named), source=f"${ENV_VAR}={named}")

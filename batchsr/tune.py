@@ -151,10 +151,12 @@ def grid_configs(
     for stage in stages:
         if stage not in MULTI_WORKER_STAGES:
             raise ConfigError(
-                f"cannot vary workers of {stage!r}; choose from {list(MULTI_WORKER_STAGES)}"
+                f"{setting('vary', stage)}: cannot vary its workers; choose from "
+                f"{list(MULTI_WORKER_STAGES)}"
             )
     if not queue_sizes or min(queue_sizes) < 1:
-        raise ConfigError(f"queue sizes {list(queue_sizes)}: each must be at least 1")
+        sizes = ",".join(map(str, queue_sizes))
+        raise ConfigError(f"{setting('queue_sizes', sizes)}: each must be at least 1")
     options = [
         sorted({getattr(base.workers, s), min(64, getattr(base.workers, s) + 1)}) for s in stages
     ]

@@ -21,6 +21,10 @@ def versions(*packages: str, python: bool = False) -> dict[str, str]:
         if name == "batchsr":  # a checkout runs uninstalled: no metadata of its own
             found[name] = __version__
             continue
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            found[name] = metadata.version(name)
+        # A variant build installs the import name under another distribution
+        # (onnxruntime-gpu provides onnxruntime).
+        for dist in (name, *metadata.packages_distributions().get(name, ())):
+            with contextlib.suppress(metadata.PackageNotFoundError):
+                found[name] = metadata.version(dist)
+                break
     return found

@@ -7,7 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from batchsr.errors import BatchSRError, CompileError, reword
+from batchsr.errors import BatchSRError, CompileError, reworded
 from batchsr.logging import configure_logging
 from batchsr.tpumlir import find_tpu_mlir
 from batchsr.vocab import FILTER_NAMES, QUANTIZE
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         # A tool's failure keeps its output in the log; anything else (bad input) was
         # refused before building, so the log holds nothing worth keeping.
         keep_log = isinstance(err, CompileError) and log_path.is_file()
-        first, *_tail = reword(str(err), _spell).splitlines() or [""]
+        first, *_tail = reworded(str(err), _FLAGS).splitlines() or [""]
         where = f"; tool output in {log_path}" if keep_log else ""
         print(f"error: {first}{where}", file=sys.stderr)
         if fresh:
@@ -100,20 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
 # The compile library's parameters, as its messages name them (batchsr.errors), and the
 # flags that set them here.
-_FLAGS = {
-    "shapes": "--shape",
-    "calibration": "--calibration",
-    "input_num": "--input-num",
-    "tpu_mlir": "--tpu-mlir",
-    "register": "--register",
-    "name": "--name",
-    "out": "--out",
-}
-
-
-def _spell(key: str, value: str | None) -> str | None:
-    flag = _FLAGS.get(key)
-    return flag if flag is None or value is None else f"{flag} {value}"
+_FLAGS = {"shapes": "--shape", "calibration": "--calibration", "input_num": "--input-num"}
 
 
 def _remove_all_but(folder: Path, keep: Path | None) -> None:

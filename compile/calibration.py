@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from batchsr.errors import ConfigError
+from batchsr.errors import ConfigError, InputError
+from batchsr.images import list_inputs
 from batchsr.sample_tiles import iter_tiles
 from batchsr.vocab import IMAGE_SUFFIXES, NCHW
 from compile.onnx import INPUT_NAME
@@ -43,12 +44,12 @@ def calibration_images(folder: Path) -> list[Path]:
     """
     if not folder.is_dir():
         raise ConfigError(f"calibration folder {folder} does not exist or is not a folder")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
+    try:
+        return [job.path for job in list_inputs(folder, recursive=True)]
+    except InputError as err:
         raise ConfigError(
             f"calibration folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
-        )
-    return files
+        ) from err
 
 
 def write_calibration(

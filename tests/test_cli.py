@@ -378,6 +378,10 @@ def test_setting_references_in_library_messages_are_spelled_as_flags() -> None:
         "`memory.bytes_per_pixel`, `sample = 0`"
     )
     assert worded(text, {"sample": "--sample"}).endswith("--sample 0")
+    # a subcommand spells only its own flags: tune has no --tile
+    from batchsr.cli import tune
+
+    assert worded(setting("tiling.tile", 0), tune.FLAGS) == "`tiling.tile = 0`"
     # a value the flag cannot express leaves the config key
     assert worded(setting("output.score", "true")) == "`output.score = true`"
     assert worded("run `make tpu-env` first") == "run `make tpu-env` first"

@@ -11,9 +11,10 @@ from batchsr.analysis import RunLog, analyze_run, read_runs
 from batchsr.cli.flags import Parser
 from batchsr.cli.render import format_analysis, format_comparison, ramp
 
-__all__ = ["HELP", "main"]
+__all__ = ["FLAGS", "HELP", "main"]
 
 HELP = "read run logs: per-stage busy time, the bottleneck, a timeline picture"
+FLAGS: dict[str, str] = {}
 
 
 def _read(paths: Sequence[Path]) -> list[RunLog]:

@@ -13,7 +13,7 @@ import argparse
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
-from batchsr.errors import ConfigError, reword
+from batchsr.errors import ConfigError, reword, reworded
 
 __all__ = [
     "CONFIG_FLAGS",
@@ -83,6 +83,14 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+#: The model flags the main job and tune share.
+MODEL_FLAGS: Mapping[str, str] = {
+    "model.name": "--model",
+    "model.backend": "--backend",
+    "model.device": "--device",
+}
+
+
 def add_model_flags(p: argparse._ActionsContainer, *, model_help: str) -> None:
     """``--model``, ``--backend``, ``--device``: which model runs on what."""
     from batchsr.vocab import BACKENDS, DEVICES
@@ -96,14 +104,14 @@ def add_model_flags(p: argparse._ActionsContainer, *, model_help: str) -> None:
     )
 
 
-def spell(key: str, value: str | None, extra: Mapping[str, str] | None = None) -> str | None:
-    """The command-line spelling of the setting ``key`` (with ``value`` if given), or
-    None when no flag sets it (the reference then stays a config key, which ``--config``
-    files set). ``extra`` adds a subcommand's own parameters."""
+def spell(key: str, value: str | None) -> str | None:
+    """The main job's spelling of the setting ``key`` (with ``value`` if given), or
+    None when no flag of it sets the key (the reference then stays a config key, which
+    ``--config`` files set)."""
     section, _, name = key.partition(".")
     if name and section in _PAIRED:
         return f"{_PAIRED[section]} {name}={value if value is not None else 'N'}"
-    flag = CONFIG_FLAGS.get(key) or _PARAMETERS.get(key) or (extra or {}).get(key)
+    flag = CONFIG_FLAGS.get(key) or _PARAMETERS.get(key)
     if flag is None:
         return None
     if flag in _NEGATIVE:
@@ -113,9 +121,11 @@ def spell(key: str, value: str | None, extra: Mapping[str, str] | None = None) -
     return f"{flag} {value}"
 
 
-def worded(text: str, extra: Mapping[str, str] | None = None) -> str:
-    """The library's ``text`` with its setting references spelled as flags."""
-    return reword(text, lambda key, value: spell(key, value, extra))
+def worded(text: str, flags: Mapping[str, str] | None = None) -> str:
+    """The library's ``text`` with its setting references spelled as flags: the main
+    job's (:func:`spell`), or a subcommand's own table (key -> flag) when given, so a
+    message never names a flag the command does not have."""
+    return reword(text, spell) if flags is None else reworded(text, flags)
 
 
 def _dest(flag: str) -> str:

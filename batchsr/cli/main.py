@@ -6,13 +6,13 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import ModuleType
 
 from batchsr.allocator import configure_malloc
 from batchsr.cli import analyze, score, selfcheck, tune, upscale
-from batchsr.cli.flags import spell
-from batchsr.errors import BatchSRError, reword
+from batchsr.cli.flags import worded
+from batchsr.errors import BatchSRError
 
 __all__ = ["SUBCOMMANDS", "Subcommand", "main"]
 
@@ -24,11 +24,11 @@ class Subcommand:
 
     help: str
     main: Callable[[Sequence[str]], int]
-    flags: Mapping[str, str] = field(default_factory=dict)
+    flags: Mapping[str, str] | None = None
 
     @classmethod
     def of(cls, module: ModuleType) -> Subcommand:
-        return cls(module.HELP, module.main, getattr(module, "FLAGS", {}))
+        return cls(module.HELP, module.main, module.FLAGS)
 
 
 SUBCOMMANDS: Mapping[str, Subcommand] = {
@@ -48,11 +48,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = SUBCOMMANDS[args.pop(0)]
     else:
         lines = {name: c.help for name, c in SUBCOMMANDS.items()}
-        command = Subcommand("", lambda a: upscale.main(a, subcommands=lines))
+        command = Subcommand("", lambda a: upscale.main(a, subcommands=lines))  # flags: the run's
     try:
         return command.main(args)
     except BatchSRError as err:
-        message = reword(str(err), lambda key, value: spell(key, value, command.flags))
+        message = worded(str(err), command.flags)
         print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

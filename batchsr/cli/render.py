@@ -18,7 +18,7 @@ from batchsr.metrics.folder import FolderScore
 from batchsr.pipeline.report import Progress, RunSummary
 from batchsr.selfcheck import SelfCheckResult
 from batchsr.tune import Trial, TuneResult
-from batchsr.vocab import EDGES, STAGES
+from batchsr.vocab import EDGES, MULTI_WORKER_STAGES, STAGES
 
 if TYPE_CHECKING:
     from batchsr.cluster.driver import ClusterResult
@@ -316,8 +316,7 @@ def format_comparison(runs: Sequence[RunAnalysis]) -> str:
 
 
 def workers_line(config: Config) -> str:
-    w = config.workers
-    return f"decode={w.decode} infer={w.infer} save={w.save} score={w.score}"
+    return " ".join(f"{s}={getattr(config.workers, s)}" for s in MULTI_WORKER_STAGES)
 
 
 def queues_line(config: Config) -> str:

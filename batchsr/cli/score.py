@@ -12,9 +12,11 @@ from batchsr.images import list_inputs
 from batchsr.metrics.folder import niqe_report, score_folder
 from batchsr.pipeline.report import write_report
 
-__all__ = ["HELP", "main"]
+__all__ = ["FLAGS", "HELP", "main"]
 
 HELP = "NIQE of already-upscaled images as the contest scored them (DIR/niqe.json)"
+#: score's one input is the positional folder.
+FLAGS = {"input": "folder"}
 
 
 def main(argv: Sequence[str]) -> int:

@@ -15,7 +15,7 @@ from batchsr.selfcheck import MIN_PSNR_DB, check_model
 __all__ = ["FLAGS", "HELP", "main"]
 
 HELP = "a bmodel on a TPU (or --emulate: tpu-mlir's emulator) vs its ONNX"
-FLAGS = {"samples": "--samples"}
+FLAGS = {"samples": "--samples", "input": "--input"}
 
 
 def _parser() -> Parser:

@@ -10,7 +10,7 @@ from typing import Any
 
 import anyio
 
-from batchsr.cli.flags import Parser, add_model_flags, ints
+from batchsr.cli.flags import MODEL_FLAGS, Parser, add_model_flags, ints
 from batchsr.cli.process import exit_if_engine_calls_hang
 from batchsr.cli.render import format_trial, trial_header, tune_summary
 from batchsr.config import load_config
@@ -23,7 +23,14 @@ __all__ = ["FLAGS", "HELP", "main"]
 
 HELP = "trial runs over queue sizes and workers; writes a TOML for --config"
 #: tune's parameters as the library names them, and the flags that set them.
-FLAGS = {"sample": "--sample", "repeat": "--repeat", "queue_sizes": "--queue-sizes"}
+FLAGS = {
+    **MODEL_FLAGS,
+    "input": "--input",
+    "sample": "--sample",
+    "repeat": "--repeat",
+    "queue_sizes": "--queue-sizes",
+    "vary": "--vary",
+}
 
 
 def _parser() -> Parser:

@@ -62,8 +62,7 @@ class OnnxEngine(EngineBase):
                 f"{path}: expected one input and one output, found {len(inputs)} and {len(outputs)}"
             )
         self._input_name = inputs[0].name
-        self._shape = _shape_of(inputs[0].shape, path)
-        self._shapes = (self._shape,)
+        self._shapes = (_shape_of(inputs[0].shape, path),)
         self.providers = tuple(self._session.get_providers())
         self._scale = scale or _static_scale(inputs[0].shape, outputs[0].shape) or self._probe()
 
@@ -78,7 +77,7 @@ class OnnxEngine(EngineBase):
         del self._session
 
     def _probe(self) -> int:
-        n, c, h, w = self._shape
+        n, c, h, w = self._shapes[0]
         probe = np.zeros((n or 1, c, h or 16, w or 16), dtype=np.float32)
         (out,) = self._session.run(None, {self._input_name: probe})
         return int(out.shape[2] // probe.shape[2])

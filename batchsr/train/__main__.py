@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import batchsr.train
-from batchsr.errors import BatchSRError, reword
+from batchsr.errors import BatchSRError, reworded
 from batchsr.train.config import load_train_config
 from batchsr.train.folder import build_model_folder
 from batchsr.train.loop import TrainResult, from_endpoints, save_endpoints, train
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args)
     except BatchSRError as err:
-        message = reword(str(err), lambda key, _value: _FLAGS.get(key))
+        message = reworded(str(err), _FLAGS)
         print(f"error: {message}", file=sys.stderr)  # noqa: T201 - the CLI's error line
         return 2
 
