@@ -31,6 +31,7 @@ __all__ = [
     "NIQEError",
     "ReportError",
     "ShapeMismatchError",
+    "StoppedError",
     "ToolNotFoundError",
     "UnsupportedModelError",
     "reword",
@@ -124,6 +125,18 @@ class CompileError(BatchSRError):
 
 class ToolNotFoundError(CompileError):
     """An external compiler tool (tpu-mlir) or its environment cannot be found or used."""
+
+
+class StoppedError(BatchSRError):
+    """A run was asked to stop before its first image; nothing was written.
+
+    Attributes:
+        signum: the signal the stop was requested for.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped (signal {signum}) before any image ran; nothing was written")
+        self.signum = signum
 
 
 class ReportError(BatchSRError):

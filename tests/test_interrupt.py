@@ -64,3 +64,30 @@ def test_signal_mid_run_stops_promptly_and_keeps_finished_work(
     last = json.loads((out / "run.jsonl").read_text().splitlines()[-1])
     assert last["event"] == "run_interrupted" and last["finished"] == len(rows)
     assert last["signal"] == signal.Signals(signum).name
+
+
+@pytest.mark.asyncio
+async def test_a_stop_asked_while_the_engine_opens_writes_nothing(
+    tmp_path: Path, espcn_onnx: Path
+) -> None:
+    from batchsr.config import load_config
+    from batchsr.errors import StoppedError
+    from batchsr.images import list_inputs
+    from batchsr.pipeline.run import run_pipeline
+    from batchsr.pipeline.stop import StopRequest
+    from batchsr.resolve import resolve_model
+
+    folder = photo_folder(tmp_path / "in", 2, 24, 24)
+    stop = StopRequest()
+    stop.request(signal.SIGINT)
+    out = tmp_path / "out"
+    with pytest.raises(StoppedError) as caught:
+        await run_pipeline(
+            list_inputs(folder),
+            config=load_config(None, {"output.score": False}),
+            model=resolve_model(str(espcn_onnx), backend="onnx"),
+            out_dir=out,
+            stop=stop,
+        )
+    assert caught.value.signum == signal.SIGINT
+    assert not out.exists()

@@ -3,6 +3,7 @@ exit code 2, in the flags' words."""
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -12,7 +13,7 @@ from types import ModuleType
 from batchsr.allocator import configure_malloc
 from batchsr.cli import analyze, score, selfcheck, tune, upscale
 from batchsr.cli.flags import worded
-from batchsr.errors import BatchSRError
+from batchsr.errors import BatchSRError, StoppedError
 
 __all__ = ["SUBCOMMANDS", "Subcommand", "main"]
 
@@ -51,6 +52,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = Subcommand("", lambda a: upscale.main(a, subcommands=lines))  # flags: the run's
     try:
         return command.main(args)
+    except StoppedError as err:
+        print(
+            f"\ninterrupted by {signal.Signals(err.signum).name} before any image ran",
+            file=sys.stderr,
+        )
+        return 128 + err.signum
     except BatchSRError as err:
         message = worded(str(err), command.flags)
         print(f"error: {message}", file=sys.stderr)

@@ -24,7 +24,7 @@ import structlog
 
 from batchsr.config import Config
 from batchsr.engines import Engine
-from batchsr.errors import ConfigError, EngineError
+from batchsr.errors import ConfigError, EngineError, StoppedError
 from batchsr.pipeline.budget import MIB, Budget, resident_bytes
 from batchsr.pipeline.geometry import geometry_for
 from batchsr.pipeline.infer import InferPool, call_engine
@@ -170,14 +170,18 @@ class _Run:
             opener = self.engine_factory or engine_opener(self.model, config, placements[0])
             engine = await anyio.to_thread.run_sync(opener)
         geometry, warmup_s, budget = await _prepare(engine, config, self.model, pool)
+        if stop is not None and stop.signum is not None:
+            # Asked to stop while the engine opened: nothing has been written yet.
+            engine.close()
+            raise StoppedError(stop.signum)
         self.t0 = time.perf_counter()
         if self.scorer is None and config.output.score:
             self.scorer = default_scorer()
         await anyio.Path(self.out_dir).mkdir(parents=True, exist_ok=True)
         self._log_start(engine, geometry, warmup_s, budget, placements)
         cpu_clock = _CpuClock()
-        await _run_until_stopped(self._wiring(engine, geometry, pool, placements, budget), stop)
-        interrupted = stop.signum if stop is not None else None
+        wiring = self._wiring(engine, geometry, pool, placements, budget)
+        interrupted = await _run_until_stopped(wiring, stop)
         summary = self.checkpoint()
         self._log_end(summary, pool, interrupted, budget, cpu_clock)
         return RunResult(
@@ -336,13 +340,17 @@ async def _prepare(
         raise
 
 
-async def _run_until_stopped(wiring: StageWiring, stop: StopRequest | None) -> None:
-    """The stages, cancelled when ``stop`` is requested."""
+async def _run_until_stopped(wiring: StageWiring, stop: StopRequest | None) -> int | None:
+    """The stages, cancelled when ``stop`` is requested; the signal that cut them short,
+    or None when they finished (a request after the last image changes nothing)."""
+    finished = False
     async with anyio.create_task_group() as outer:
         if stop is not None:
             outer.start_soon(_cancel_on, stop, outer.cancel_scope)
         await run_stages(wiring)
+        finished = True
         outer.cancel_scope.cancel()  # stops the watcher
+    return None if finished or stop is None else stop.signum
 
 
 async def _cancel_on(stop: StopRequest, scope: anyio.CancelScope) -> None:
