@@ -31,13 +31,17 @@ tpu-env: $(TPU_VENV)/.installed
 demo: setup
 	$(PY) run.py --model espcn --input examples/
 
+# Tests start run.py in many subprocesses: let them cache bytecode even where the
+# environment says not to (PYTHONDONTWRITEBYTECODE; measured: test-fast 93 s -> 85 s).
+CACHE_BYTECODE := PYTHONDONTWRITEBYTECODE=
+
 # Without .venv-tpu the tpu-mlir tests skip, saying to run `make tpu-env`.
 test: setup ray-env
-	$(PY) -m pytest -q
+	$(CACHE_BYTECODE) $(PY) -m pytest -q
 
 # The inner loop: everything not marked slow (no tpu-mlir builds, no emulator).
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow"
+	$(CACHE_BYTECODE) $(PY) -m pytest -q -m "not slow"
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -104,6 +104,7 @@ def _images(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow  # 3-4 s: the process's first torch.export lands here
 def test_no_tools_writes_onnx_manifest_and_script(
     small_model: Path, tmp_path: Path, no_tools: None
 ) -> None:

@@ -43,7 +43,10 @@ def test_training_is_reproducible_for_a_fixed_seed(tmp_path: Path) -> None:
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
-@pytest.mark.parametrize("postprocess", [None, "SHARPEN"])
+@pytest.mark.parametrize(
+    "postprocess",
+    [None, pytest.param("SHARPEN", marks=pytest.mark.slow)],  # ~3 s: 2 exports
+)
 def test_model_folder_round_trips_through_the_manifest(
     postprocess: str | None, tmp_path: Path
 ) -> None:

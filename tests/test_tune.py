@@ -71,6 +71,7 @@ def _fake_niqe(rgb: np.ndarray) -> float:
     return float(rgb.mean()) / 10.0
 
 
+@pytest.mark.slow  # about 3 s: four trial runs
 @pytest.mark.asyncio
 async def test_tune_runs_the_grid_and_recommends_a_config_that_loads(
     tmp_path: Path, espcn_onnx: Path
@@ -112,6 +113,7 @@ async def test_tune_runs_the_grid_and_recommends_a_config_that_loads(
     assert load_config(path) == result.best.config
 
 
+@pytest.mark.slow  # about 3 s: tune and a run, two processes
 def test_cli_tune_writes_a_config_that_run_accepts(tmp_path: Path, espcn_onnx: Path) -> None:
     folder = _folder(tmp_path)
     out = tmp_path / "tune"
