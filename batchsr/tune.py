@@ -37,6 +37,7 @@ from batchsr.analysis import analyze_run, read_runs
 from batchsr.config import Config
 from batchsr.engines import Engine
 from batchsr.errors import ConfigError, setting
+from batchsr.pipeline.infer import AbandonedCalls
 from batchsr.pipeline.run import run_pipeline
 from batchsr.pipeline.score import Scorer
 from batchsr.records import Job
@@ -113,8 +114,9 @@ class TuneResult:
         queue_sizes: the buffer sizes tried.
         noise: median of the trials' ``spread``; differences between trials smaller
             than this are not evidence. None with one repeat.
-        abandoned_calls: engine calls of the trials that timed out and were still
-            running when their trial ended (``RunResult.abandoned_calls``).
+        abandoned: every trial's timed-out engine calls; :attr:`abandoned_calls`
+            counts those still running when asked (a call that returned later no
+            longer counts).
     """
 
     trials: tuple[Trial, ...]
@@ -123,7 +125,11 @@ class TuneResult:
     stages: tuple[str, ...]
     queue_sizes: tuple[int, ...]
     noise: float | None = None
-    abandoned_calls: int = 0
+    abandoned: tuple[AbandonedCalls, ...] = ()
+
+    @property
+    def abandoned_calls(self) -> int:
+        return sum(calls.running() for calls in self.abandoned)
 
     @property
     def baseline(self) -> Trial:
@@ -218,7 +224,7 @@ async def tune(
     chosen = sample_jobs(jobs, sample)
     await anyio.Path(out_dir).mkdir(parents=True, exist_ok=True)
 
-    abandoned: list[int] = []  # per run
+    abandoned: list[AbandonedCalls] = []  # per run
 
     async def run_once(config: Config, log: Path) -> None:
         """One run of ``config`` on the sample, its log appended to ``log``."""
@@ -233,7 +239,7 @@ async def tune(
                 scorer=scorer,
                 engine_factory=engine_factory,
             )
-            abandoned.append(result.abandoned_calls)
+            abandoned.append(result.abandoned)
         finally:
             sink.close()
             await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
@@ -277,7 +283,7 @@ async def tune(
         sample=tuple(job.name for job in chosen),
         stages=tuple(stages),
         queue_sizes=tuple(sorted(set(queue_sizes))),
-        abandoned_calls=sum(abandoned),
+        abandoned=tuple(abandoned),
     )
 
 

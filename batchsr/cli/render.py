@@ -15,7 +15,7 @@ from batchsr.analysis import RunAnalysis
 from batchsr.cli.flags import worded
 from batchsr.config import Config, OutputConfig
 from batchsr.metrics.folder import FolderScore
-from batchsr.pipeline.report import Progress, RunSummary
+from batchsr.pipeline.report import Progress, RunSummary, lossy_output
 from batchsr.selfcheck import SelfCheckResult
 from batchsr.tune import Trial, TuneResult
 from batchsr.vocab import EDGES, MULTI_WORKER_STAGES, STAGES
@@ -115,9 +115,9 @@ def format_summary(
         f"report {report}",
         f"log    {log}",
     ]
-    if output.ext != "png":
+    if (lossy := lossy_output(output.ext, output.quality)) is not None:
         lines.append(
-            f"outputs {output.ext.upper()} at quality {output.quality}: "
+            f"outputs {lossy['format'].upper()} at quality {lossy['quality']}: "
             "lossy, so NIQE scores the compressed pixels (the report says so)"
         )
     return "\n".join(lines)

@@ -27,7 +27,7 @@ from batchsr.engines import Engine
 from batchsr.errors import ConfigError, EngineError, StoppedError
 from batchsr.pipeline.budget import MIB, Budget, resident_bytes
 from batchsr.pipeline.geometry import geometry_for
-from batchsr.pipeline.infer import InferPool, call_engine
+from batchsr.pipeline.infer import AbandonedCalls, InferPool, call_engine
 from batchsr.pipeline.report import (
     Progress,
     Row,
@@ -57,9 +57,9 @@ class RunResult:
     Attributes:
         interrupted: the signal a stop was requested for, or None.
         engines_lost: every infer worker retired; the images after that are error rows.
-        abandoned_calls: engine calls that ran past their timeout and still run in
-            their threads (a hung device call may never return: the caller may exit the
-            process without waiting for them).
+        abandoned: the engine calls that ran past their timeout; those whose threads
+            still run (:attr:`abandoned_calls`, counted when asked: a hung device call
+            may never return, so the caller may exit without waiting for them).
     """
 
     summary: RunSummary
@@ -69,7 +69,11 @@ class RunResult:
     geometry: TileGeometry
     interrupted: int | None = None
     engines_lost: bool = False
-    abandoned_calls: int = 0
+    abandoned: AbandonedCalls = field(default_factory=AbandonedCalls)
+
+    @property
+    def abandoned_calls(self) -> int:
+        return self.abandoned.running()
 
 
 def default_scorer() -> Scorer:
@@ -192,7 +196,7 @@ class _Run:
             geometry=geometry,
             interrupted=interrupted,
             engines_lost=pool.alive == 0,
-            abandoned_calls=pool.abandoned.running(),
+            abandoned=pool.abandoned,
         )
 
     def record(self, row: Row) -> None:
