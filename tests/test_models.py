@@ -12,17 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from batchsr.errors import CheckpointError, UnsupportedModelError
-from batchsr.models import (
-    REGISTRY,
-    SRModel,
-    canonicalize,
-    detect_arch,
-    get_arch,
-    load_checkpoint,
-    load_state_dict,
-    load_torchscript,
-    read_state_dict,
-)
+from batchsr.models import REGISTRY, SRModel, canonicalize, registry
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 ANCHOR = SHARED / "anchors" / "espcn_ex.pt"
@@ -71,7 +61,7 @@ def _ids(v: tuple[str, dict[str, Any]]) -> str:
 
 def _build(arch_id: str, hp: Mapping[str, Any], *, seed: int = 0) -> SRModel:
     torch.manual_seed(seed)
-    return get_arch(arch_id).create(**hp)
+    return registry.get_arch(arch_id).create(**hp)
 
 
 def _tile(model: SRModel, *, h: int = 12, w: int = 10, n: int = 1) -> torch.Tensor:
@@ -92,8 +82,8 @@ def test_state_dict_round_trip_detects_architecture_and_hyperparameters(
     arch_id, hp = variant
     model = _build(arch_id, hp)
     sd = model.module.state_dict()
-    assert detect_arch(sd).id == arch_id
-    loaded = load_state_dict(sd, scale=model.info.scale)
+    assert registry.detect_arch(sd).id == arch_id
+    loaded = registry.load_state_dict(sd, scale=model.info.scale)
     assert loaded.info == model.info
     _same_outputs(model, loaded)
 
@@ -126,7 +116,7 @@ def test_checkpoint_files_load_from_safetensors_and_weights_only_pth(
     # Public checkpoints wrap and prefix their weights; loading must see through both.
     torch.save({"params_ema": {f"module.{k}": v for k, v in sd.items()}, "iter": 7}, pth)
     for path in (st, pth):
-        loaded = load_checkpoint(path)
+        loaded = registry.load_checkpoint(path)
         assert loaded.info == model.info
         _same_outputs(model, loaded)
 
@@ -176,14 +166,14 @@ def test_canonicalize_rejects_a_mapping_without_tensors() -> None:
 
 def test_unknown_key_layout_raises_unsupported_model_error() -> None:
     with pytest.raises(UnsupportedModelError, match="matches no known architecture"):
-        load_state_dict({"encoder.0.weight": torch.zeros(4, 3, 3, 3)})
+        registry.load_state_dict({"encoder.0.weight": torch.zeros(4, 3, 3, 3)})
 
 
 def test_inconsistent_shapes_raise_checkpoint_error() -> None:
     sd = _build("espcn", {"in_channels": 3, "out_channels": 3, "upscale": 4}).module.state_dict()
     sd["sub_pixel.0.weight"] = torch.zeros(47, 32, 3, 3)  # 47 is not 3 * r * r
     with pytest.raises(CheckpointError, match=r"sub_pixel\.0\.weight"):
-        load_state_dict(sd)
+        registry.load_state_dict(sd)
 
 
 def test_pickled_objects_are_refused_not_unpickled(tmp_path: Path) -> None:
@@ -191,7 +181,7 @@ def test_pickled_objects_are_refused_not_unpickled(tmp_path: Path) -> None:
     net = _build("espcn", {"in_channels": 1, "out_channels": 1, "upscale": 2}).module
     torch.save({"model": net}, path)  # a whole pickled module, not a state dict
     with pytest.raises(CheckpointError, match="never unpickles"):
-        read_state_dict(path)
+        registry.read_state_dict(path)
 
 
 def test_torchscript_archive_needs_the_explicit_loader(tmp_path: Path) -> None:
@@ -202,8 +192,8 @@ def test_torchscript_archive_needs_the_explicit_loader(tmp_path: Path) -> None:
         torch.jit.save(torch.jit.script(model.module), str(path))
     assert zipfile.is_zipfile(path)
     with pytest.raises(CheckpointError, match="load_torchscript"):
-        load_checkpoint(path)
-    scripted = load_torchscript(path)
+        registry.load_checkpoint(path)
+    scripted = registry.load_torchscript(path)
     x = _tile(model)
     with torch.no_grad():
         torch.testing.assert_close(scripted(x), model.module(x))
@@ -211,7 +201,7 @@ def test_torchscript_archive_needs_the_explicit_loader(tmp_path: Path) -> None:
 
 def test_missing_checkpoint_file_raises_checkpoint_error(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="no such checkpoint"):
-        load_checkpoint(tmp_path / "absent.pth")
+        registry.load_checkpoint(tmp_path / "absent.pth")
 
 
 def test_registry_ids_are_unique_and_every_variant_arch_is_registered() -> None:
@@ -225,20 +215,20 @@ def test_fsrcnn_without_a_known_scale_raises_checkpoint_error(tmp_path: Path) ->
     path = tmp_path / "fsrcnn.pth"
     torch.save(model.module.state_dict(), path)
     with pytest.raises(CheckpointError, match="does not record its scale"):
-        load_checkpoint(path)
-    assert load_checkpoint(path, scale=3).info == model.info
+        registry.load_checkpoint(path)
+    assert registry.load_checkpoint(path, scale=3).info == model.info
 
 
 def test_a_scale_that_contradicts_the_shapes_raises_checkpoint_error() -> None:
     sd = _build("edsr", {"n_resblocks": 1, "n_feats": 8, "scale": 4}).module.state_dict()
     with pytest.raises(CheckpointError, match="x4 model, but x2"):
-        load_state_dict(sd, scale=2)
+        registry.load_state_dict(sd, scale=2)
 
 
 def test_multi_scale_carn_defaults_to_x4_and_runs_the_scale_asked_for() -> None:
     sd = _build("carn", {"scale": 2, "num_feat": 8}).module.state_dict()
-    assert load_state_dict(sd).info.scale == 4
-    three = load_state_dict(sd, scale=3)
+    assert registry.load_state_dict(sd).info.scale == 4
+    three = registry.load_state_dict(sd, scale=3)
     with torch.no_grad():
         assert three.module(torch.rand(1, 3, 5, 4)).shape == (1, 3, 15, 12)
 
@@ -249,14 +239,14 @@ def test_multi_scale_carn_defaults_to_x4_and_runs_the_scale_asked_for() -> None:
 )
 def test_ninasr_variants_are_named_by_their_torchsr_names(hp: tuple[int, int], tag: str) -> None:
     sd = _build("ninasr", {"n_resblocks": hp[0], "n_feats": hp[1], "scale": 2}).module.state_dict()
-    assert tag in load_state_dict(sd).info.tags
+    assert tag in registry.load_state_dict(sd).info.tags
 
 
 def test_edsr_residual_scale_follows_the_width_of_the_public_variants() -> None:
-    full = load_state_dict(
+    full = registry.load_state_dict(
         _build("edsr", {"n_resblocks": 1, "n_feats": 256, "scale": 2}).module.state_dict()
     )
-    base = load_state_dict(
+    base = registry.load_state_dict(
         _build("edsr", {"n_resblocks": 1, "n_feats": 64, "scale": 2}).module.state_dict()
     )
     assert full.info.kwargs()["res_scale"] == 0.1
@@ -266,8 +256,8 @@ def test_edsr_residual_scale_follows_the_width_of_the_public_variants() -> None:
 @pytest.mark.skipif(not ANCHOR.is_file(), reason=f"seed anchor {ANCHOR} is absent")
 def test_seed_anchor_equals_our_espcn_with_its_weights_per_rgb_channel() -> None:
     """The seed's espcn_ex.pt is a Y-trained 1-channel ESPCN applied to each RGB channel."""
-    scripted = load_torchscript(ANCHOR)
-    ours = load_state_dict(dict(scripted.state_dict()))
+    scripted = registry.load_torchscript(ANCHOR)
+    ours = registry.load_state_dict(dict(scripted.state_dict()))
     assert ours.info.architecture == "espcn"
     assert (ours.info.in_channels, ours.info.out_channels, ours.info.scale) == (1, 1, 4)
     # The anchor was traced at 1x3x128x128; run it there.
@@ -285,7 +275,7 @@ def test_espcn_res_skip_is_pil_bicubic_away_from_the_border(scale: int) -> None:
     import numpy as np
     from PIL import Image
 
-    model = get_arch("espcn_res").create(in_channels=1, channels=8, upscale=scale)
+    model = registry.get_arch("espcn_res").create(in_channels=1, channels=8, upscale=scale)
     with torch.no_grad():
         model.module.sub_pixel[0].weight.zero_()
     lr = np.random.default_rng(scale).random((13, 17), dtype=np.float32)
@@ -299,8 +289,8 @@ def test_espcn_res_skip_is_pil_bicubic_away_from_the_border(scale: int) -> None:
 
 
 def test_espcn_res_is_told_apart_from_espcn_by_its_prelu_keys() -> None:
-    res = get_arch("espcn_res").create(in_channels=1, channels=16, upscale=4)
-    plain = get_arch("espcn").create(in_channels=1, out_channels=1, channels=16, upscale=4)
-    assert detect_arch(res.module.state_dict()).id == "espcn_res"
-    assert detect_arch(plain.module.state_dict()).id == "espcn"
+    res = registry.get_arch("espcn_res").create(in_channels=1, channels=16, upscale=4)
+    plain = registry.get_arch("espcn").create(in_channels=1, out_channels=1, channels=16, upscale=4)
+    assert registry.detect_arch(res.module.state_dict()).id == "espcn_res"
+    assert registry.detect_arch(plain.module.state_dict()).id == "espcn"
     assert res.info.color == "Y" and res.info.margin == 4

@@ -30,16 +30,6 @@ from batchsr.models.ninasr import NINASR_ARCH
 from batchsr.models.rrdbnet import RRDBNET_ARCH
 from batchsr.models.srvgg import SRVGG_ARCH
 
-__all__ = [
-    "REGISTRY",
-    "detect_arch",
-    "get_arch",
-    "load_checkpoint",
-    "load_state_dict",
-    "load_torchscript",
-    "read_state_dict",
-]
-
 # Specific key layouts before generic ones: the first detect() that says yes wins.
 # NinaSR and EDSR share head/body/tail names (NinaSR is told apart by its attention
 # keys, EDSR by its mean-shift convs); SRVGGNetCompact's bare ``body.N.weight`` is the
