@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 from numpy.typing import NDArray
 
 from batchsr.engines.base import EngineBase, Shape
+from batchsr.engines.onnx_graph import fusable
 from batchsr.errors import EngineError, EngineUnavailableError
 
 try:
@@ -29,6 +31,10 @@ class OnnxEngine(EngineBase):
         threads: intra-op threads; 0 leaves onnxruntime's default (one per core).
         scale: the upscale factor if known (from the manifest); otherwise it is read
             from static shapes or measured with one small probe run.
+
+    Attributes:
+        rewrites: what :func:`batchsr.engines.onnx_graph.fusable` changed in the graph
+            as it was loaded (same values, faster kernels); empty if nothing.
     """
 
     def __init__(
@@ -52,8 +58,9 @@ class OnnxEngine(EngineBase):
                     "working CUDA, or use device cpu"
                 )
             providers.insert(0, "CUDAExecutionProvider")
+        source, self.rewrites = _fusable_source(path)
         try:
-            self._session = ort.InferenceSession(str(path), options, providers=providers)
+            self._session = ort.InferenceSession(source, options, providers=providers)
         except Exception as err:  # onnxruntime raises its own untyped errors
             raise EngineError(f"onnxruntime cannot load {path}: {err}") from err
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
@@ -81,6 +88,28 @@ class OnnxEngine(EngineBase):
         probe = np.zeros((n or 1, c, h or 16, w or 16), dtype=np.float32)
         (out,) = self._session.run(None, {self._input_name: probe})
         return int(out.shape[2] // probe.shape[2])
+
+
+# A protobuf message cannot be serialised past 2 GiB; leave such models to onnxruntime.
+_MAX_REWRITE_BYTES = 1 << 30
+
+
+def _fusable_source(path: Path) -> tuple[str | bytes, tuple[str, ...]]:
+    """What to open the session from: the rewritten model's bytes, or the path itself
+    when nothing applies or the file cannot be read here (onnxruntime then says why)."""
+    try:
+        if path.stat().st_size > _MAX_REWRITE_BYTES:
+            return str(path), ()
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # a broken file is onnxruntime's to report, in its own words
+        return str(path), ()
+    # Weights in separate files are found relative to the model's path, which bytes lack.
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+        return str(path), ()
+    rewritten = fusable(model)
+    if not rewritten.changes:
+        return str(path), ()
+    return rewritten.model.SerializeToString(), rewritten.changes
 
 
 def _shape_of(dims: list[object], path: Path) -> Shape:
