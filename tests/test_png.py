@@ -67,3 +67,20 @@ def test_grey_images_read_back_exactly_as_one_channel(level: int) -> None:
 def test_bad_arguments_raise(array: np.ndarray, level: int) -> None:
     with pytest.raises(ValueError):
         encode_png(array, level=level)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["isal", "zlib"])
+def test_level_1_reads_back_exactly_with_and_without_isal(
+    fast: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Level 1 deflates with ISA-L where ``isal`` is installed and with zlib's
+    Huffman-only strategy where it is not: either way the same pixels come back."""
+    import batchsr.png as png
+
+    assert png._ISAL is not None, "isal is in requirements.txt"
+    if not fast:
+        monkeypatch.setattr(png, "_ISAL", None)
+    rng = np.random.default_rng(7)
+    rgb = np.cumsum(rng.integers(0, 4, (260, 700, 3)), axis=1).astype(np.uint8)
+    with Image.open(io.BytesIO(encode_png(rgb, level=1))) as img:
+        assert np.array_equal(np.asarray(img), rgb)
