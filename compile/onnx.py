@@ -83,7 +83,8 @@ def export_onnx(
         opset: ONNX opset version.
 
     Returns:
-        ``path``.
+        ``path``, its single-slope PRelus written as the equal LeakyRelus, which
+        onnxruntime fuses into its convolutions (``batchsr.engines.onnx_graph``).
 
     Raises:
         CompileError: torch cannot export the model.
@@ -116,6 +117,7 @@ def export_onnx(
         if program is None:
             raise CompileError(f"torch.onnx.export returned no program for {path}")
         program.save(str(path))
+        _make_fusable(path)
     except (RuntimeError, ValueError, TypeError, torch.onnx.OnnxExporterError) as err:
         raise CompileError(
             f"cannot export {type(model).__name__} to ONNX at {shape} (dynamic={dynamic}): {err}"
@@ -123,6 +125,17 @@ def export_onnx(
     finally:
         model.train(was_training)
     return path
+
+
+def _make_fusable(path: Path) -> None:
+    # The engine would rewrite them at every load, but paying for `import onnx` to do so.
+    import onnx
+
+    from batchsr.engines.onnx_graph import fusable
+
+    rewritten = fusable(onnx.load(str(path)))
+    if rewritten.changes:
+        onnx.save(rewritten.model, str(path))
 
 
 def check_onnx(

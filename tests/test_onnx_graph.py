@@ -7,13 +7,16 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
+import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from batchsr.engines.onnx import OnnxEngine
 from batchsr.engines.onnx_graph import fusable
 from tests.helpers.paths import REPO
 
-DEFAULT_ONNX = REPO / "models" / "espcn" / "espcn.onnx"
+MODELS = REPO / "models"
+DEFAULT_ONNX = MODELS / "espcn" / "espcn.onnx"
 
 
 def _conv_prelu(slope: np.ndarray, *, input_rank: int = 4) -> onnx.ModelProto:
@@ -73,19 +76,61 @@ def test_per_channel_and_rank_raising_slopes_are_kept() -> None:
     assert len(fusable(flat).changes) == 1
 
 
-def test_the_default_model_computes_the_same_and_fuses_its_activations(tmp_path: Path) -> None:
-    engine = OnnxEngine(DEFAULT_ONNX, scale=4)
+def _as_torch_exports_it(src: Path, dst: Path) -> Path:
+    """``src`` with its LeakyRelus back as the PRelus with one slope that torch exports
+    for ``nn.PReLU()`` (the form a user's ONNX of such a network arrives in)."""
+    model = onnx.load(str(src))
+    nodes = []
+    for node in model.graph.node:
+        if node.op_type == "LeakyRelu":
+            slope = f"{node.output[0]}_slope"
+            (alpha,) = [a.f for a in node.attribute if a.name == "alpha"]
+            model.graph.initializer.append(
+                numpy_helper.from_array(np.full((1, 1, 1), alpha, np.float32), slope)
+            )
+            node = helper.make_node("PRelu", [node.input[0], slope], list(node.output))
+        nodes.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    onnx.save(model, str(dst))
+    return dst
+
+
+def test_an_onnx_with_prelus_runs_the_same_and_fused(tmp_path: Path) -> None:
+    prelu = _as_torch_exports_it(DEFAULT_ONNX, tmp_path / "prelu.onnx")
+    engine = OnnxEngine(prelu, scale=4)
     assert len(engine.rewrites) == 2 and all("LeakyRelu" in r for r in engine.rewrites)
     x = np.random.default_rng(2).random((2, 1, 24, 40), dtype=np.float32) * 1.4 - 0.2
-    np.testing.assert_array_equal(engine.run(x), _run(DEFAULT_ONNX, x))
+    np.testing.assert_array_equal(engine.run(x), _run(prelu, x))
     engine.close()
     # Why it is done: unfused, each PRelu leaves the blocked (NCHWc) layout and comes back.
     plain, fused = tmp_path / "plain.onnx", tmp_path / "fused.onnx"
-    _run(DEFAULT_ONNX, x, optimized=plain)
-    _run(fusable(onnx.load(str(DEFAULT_ONNX))).model, x, optimized=fused)
+    _run(prelu, x, optimized=plain)
+    _run(fusable(onnx.load(str(prelu))).model, x, optimized=fused)
 
     def reorders(path: Path) -> int:
         return sum(n.op_type.startswith("Reorder") for n in onnx.load(str(path)).graph.node)
 
     assert reorders(fused) < reorders(plain)
     assert "PRelu" not in {n.op_type for n in onnx.load(str(fused)).graph.node}
+
+
+@pytest.mark.parametrize("folder", sorted(p.parent.name for p in MODELS.glob("*/*.onnx")))
+def test_bundled_models_leave_the_engine_nothing_to_rewrite(folder: str) -> None:
+    """compile writes its exports fused already, so loading them never pays for
+    ``import onnx``; the engine's rewrite is for ONNX files made elsewhere."""
+    for path in (MODELS / folder).glob("*.onnx"):
+        assert fusable(onnx.load(str(path))).changes == ()
+        assert OnnxEngine(path, scale=4).rewrites == ()
+
+
+@pytest.mark.slow  # the first torch.export of a session: about 3 s
+def test_compile_exports_a_prelu_network_as_leaky_relu(tmp_path: Path) -> None:
+    from batchsr.models import registry
+    from compile.onnx import export_onnx
+
+    model = registry.get_arch("espcn_res").create(in_channels=1, out_channels=1, upscale=4)
+    assert any(isinstance(m, torch.nn.PReLU) for m in model.module.modules())
+    path = export_onnx(model.module, tmp_path / "m.onnx", shape=(2, 1, 20, 28), dynamic=True)
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert "LeakyRelu" in ops and "PRelu" not in ops

@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnx
 from numpy.typing import NDArray
 
 from batchsr.engines.base import EngineBase, Shape
-from batchsr.engines.onnx_graph import fusable
 from batchsr.errors import EngineError, EngineUnavailableError
 
 try:
@@ -96,11 +94,25 @@ _MAX_REWRITE_BYTES = 1 << 30
 
 def _fusable_source(path: Path) -> tuple[str | bytes, tuple[str, ...]]:
     """What to open the session from: the rewritten model's bytes, or the path itself
-    when nothing applies or the file cannot be read here (onnxruntime then says why)."""
+    when nothing applies or the file cannot be read here (onnxruntime then says why).
+
+    ``import onnx`` costs most of a second (ml_dtypes), so it is paid only for a file
+    that names the op the rewrite is for; models that ``compile`` writes have none.
+    """
     try:
         if path.stat().st_size > _MAX_REWRITE_BYTES:
             return str(path), ()
-        model = onnx.load(str(path), load_external_data=False)
+        data = path.read_bytes()
+    except OSError:
+        return str(path), ()
+    if b"PRelu" not in data:
+        return str(path), ()
+    import onnx
+
+    from batchsr.engines.onnx_graph import fusable
+
+    try:
+        model = onnx.load_from_string(data)
     except Exception:  # a broken file is onnxruntime's to report, in its own words
         return str(path), ()
     # Weights in separate files are found relative to the model's path, which bytes lack.
