@@ -118,7 +118,9 @@ async def test_the_pipeline_keeps_large_images_within_the_budget(
             max_mib = (resident_bytes() + int(2.5 * big)) // MIB + 1
         config = load_config(
             None,
-            {"tiling.tile": 64, "output.score": False, "memory.max_mib": max_mib},
+            # Buffers only, so that the default holds more than the budget allows.
+            {"tiling.tile": 64, "output.score": False, "memory.max_mib": max_mib}
+            | {"tiling.in_flight": 0},
         )
         log = tmp_path / f"{name}.jsonl"
         assert await _logged_run(folder, tmp_path / name, log, config, model) == len(sizes)
@@ -226,4 +228,38 @@ async def test_in_flight_window_bounds_images_between_tiling_and_stitching(
         assert admitted[after] >= stitched[before], (before, after)
     for i in range(6):
         a, b = (tmp_path / n / f"im_{i}.png" for n in ("free", "one"))
+        assert a.read_bytes() == b.read_bytes()
+
+
+@pytest.mark.asyncio
+async def test_by_default_one_image_per_infer_worker_is_in_flight_and_runs_whole(
+    tmp_path: Path, espcn_onnx: Path
+) -> None:
+    """Defaults: an image within ``tiling.whole_pixels`` goes to the engine in one call,
+    and no more images than infer workers are between tiling and their stitched image
+    (read back from the log); the outputs are those of 32-pixel tiles with buffers only."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(6):
+        write_png(folder / f"im_{i}.png", photo_like(40 + 16 * (i % 3), 72, seed=i))
+    model = ResolvedModel(name="tiny", path=espcn_onnx, format="onnx", margin=4)
+    runs = {
+        "default": {"workers.infer": 2},
+        "tiled": {"tiling.tile": 32, "tiling.whole_pixels": 0, "tiling.in_flight": 0},
+    }
+    for name, overrides in runs.items():
+        config = load_config(None, {"output.score": False, **overrides})
+        log = tmp_path / f"{name}.jsonl"
+        assert await _logged_run(folder, tmp_path / name, log, config, model) == 6
+    records = [json.loads(x) for x in (tmp_path / "default.jsonl").read_text().splitlines()]
+    infer = [r for r in records if r.get("event") == "item_done" and r["stage"] == "infer"]
+    assert len(infer) == 6 and all(r["tiles"] == 1 for r in infer)
+    done = [r for r in records if r.get("event") == "item_done"]
+    admitted = sorted(r.get("t_admitted", r["t_start"]) for r in done if r["stage"] == "tile")
+    # An image is released while the stitch item that completes it runs: by its start.
+    released = [r["t_start"] for r in done if r["stage"] == "stitch" for _ in r["completed"]]
+    for k, t in enumerate(admitted):
+        assert sum(r <= t for r in released) >= k - 1, k  # two places in the window
+    for i in range(6):
+        a, b = (tmp_path / n / f"im_{i}.png" for n in runs)
         assert a.read_bytes() == b.read_bytes()

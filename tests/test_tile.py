@@ -4,6 +4,7 @@ whole-image inference, and only ``plain`` leaves seams on a smooth gradient."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from pathlib import Path
 
@@ -271,3 +272,40 @@ def test_planner_picks_the_held_tile_size_with_fewest_calls() -> None:
         assert chw[:, spec.y : spec.y + spec.h, spec.x : spec.x + spec.w].shape == (3, 192, 256)
     done, _ = _run_model(rgb, geometry, lambda b: b.repeat(4, axis=2).repeat(4, axis=3))
     np.testing.assert_array_equal(done[0].rgb, rgb.repeat(4, axis=0).repeat(4, axis=1))
+
+
+def test_a_free_size_model_takes_an_image_within_the_pixel_limit_whole() -> None:
+    """A contest-size image (510x408) in 128-pixel tiles is 20 windows of 128x128,
+    1.5 times the pixels of its one whole window; past the limit, or in ``plain`` mode,
+    or with the limit off, it is tiled as before; a static model is never whole."""
+    from batchsr.tiling import tile_for
+
+    free = TileGeometry(128, 128, 4, 4, False, 4, dynamic_hw=True, whole_pixels=416 * 518)
+    whole = plan_image(0, "x", 408, 510, free, t_start_ns=0)
+    assert [(t.h, t.w) for t in whole.tiles] == [(416, 518)]
+    tiled = plan_image(0, "x", 408, 510, dataclasses.replace(free, whole_pixels=0), t_start_ns=0)
+    assert len(tiled.tiles) == 20
+    assert len(tiled.tiles) * 128 * 128 > 1.5 * 416 * 518
+    assert tile_for(409, 510, free).tile_h == 128  # one row past the limit
+    assert tile_for(408, 510, dataclasses.replace(free, mode="plain")).tile_h == 128
+    static = dataclasses.replace(free, dynamic_hw=False)
+    assert tile_for(408, 510, static).tile_h == 128
+
+
+def test_whole_images_stack_only_as_far_as_a_batch_of_tiles_reaches() -> None:
+    """Batch 4 of 32x32 tiles: 4096 pixels a call. Whole 24x24 windows stack four to a
+    call (the batch size); 40x40 ones two (3 x 1600 > 4096); 72x72 ones go alone."""
+    geometry = TileGeometry(32, 32, 4, 4, False, 4, dynamic_hw=True, whole_pixels=80 * 80)
+
+    def calls(side: int, images: int) -> list[int]:
+        batcher, sizes = _Batcher(geometry), []
+        for i in range(images):
+            window = np.zeros((3, side, side), np.float32)
+            plan = plan_image(i, f"{i}", side - 8, side - 8, geometry, t_start_ns=0)
+            sizes += [len(b.slots) for b in batcher.add(window, Slot(plan, plan.tiles[0]))]
+        last = batcher.flush()
+        return sizes + ([len(last.slots)] if last else [])
+
+    assert calls(24, 9) == [4, 4, 1]  # the batch size still caps small windows
+    assert calls(40, 3) == [2, 1]
+    assert calls(72, 3) == [1, 1, 1]

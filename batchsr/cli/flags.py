@@ -51,6 +51,7 @@ CONFIG_FLAGS: Mapping[str, str] = {
     "tiling.border": "--border",
     "tiling.y_only": "--y-only",
     "tiling.in_flight": "--in-flight",
+    "tiling.whole_pixels": "--whole-pixels",
     "output.dir": "--output",
     "output.suffix": "--suffix",
     "output.ext": "--ext",

@@ -134,8 +134,8 @@ def _pipeline(p: argparse._ArgumentGroup) -> None:
         type=int,
         metavar="N",
         help="images between the start of tiling and their stitched image at once (the "
-        "contest runtime's span): small keeps images from queueing behind each other; 0 = "
-        "only the buffer sizes bound it",
+        "contest runtime's span): small keeps images from queueing behind each other "
+        "(default: one per infer worker; 0 = only the buffer sizes bound it)",
     )
     p.add_argument(
         "--max-memory",
@@ -150,6 +150,13 @@ def _tiling(p: argparse._ArgumentGroup) -> None:
     p.add_argument("--tile", type=int, help="tile size in input pixels (0 = whole image)")
     p.add_argument("--tile-pad", type=int, help="context margin cropped at stitching")
     p.add_argument("--batch", type=int, help="tiles per engine call (dynamic-batch models)")
+    p.add_argument(
+        "--whole-pixels",
+        type=int,
+        metavar="N",
+        help="run an image whole, untiled, when it and its margin have at most N pixels "
+        "(models of free height and width; default 262144 = 512x512; 0 always tiles)",
+    )
     p.add_argument(
         "--tile-mode",
         choices=vocab.TILE_MODES,

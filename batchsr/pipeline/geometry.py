@@ -69,6 +69,7 @@ def geometry_for(engine: Engine, tiling: TilingConfig, model: ResolvedModel) -> 
         y_only=y_only,
         tail_batches=tuple(t for t in tails if t < batch) if n is not None else (),
         multiple=multiple,
+        whole_pixels=tiling.whole_pixels,
     )
 
 

@@ -39,6 +39,8 @@ class _Batcher:
         self._arrays: list[NDArray[np.float32]] = []
         self._slots: list[Slot] = []
         self._next_id = 0
+        g = geometry
+        self._batch_pixels = g.batch * g.tile_h * g.tile_w if g.tile_h else g.batch << 62
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -52,8 +54,12 @@ class _Batcher:
     def add(self, window: NDArray[np.float32], slot: Slot) -> list[TileBatch]:
         """Queue one tile; return the batches that are now complete (0, 1 or 2)."""
         ready = []
-        if self._arrays and self._arrays[0].shape != window.shape:
-            # Only same-shaped windows stack (dynamic models see whole small images).
+        if self._arrays and (
+            # Only same-shaped windows stack (dynamic models see whole small images),
+            # and whole images only as many as fit the pixels of a batch of tiles.
+            self._arrays[0].shape != window.shape
+            or (len(self._arrays) + 1) * window[0].size > self._batch_pixels
+        ):
             ready.append(self.flush())
         self._arrays.append(window)
         self._slots.append(slot)

@@ -124,7 +124,12 @@ async def run_stages(wiring: StageWiring) -> None:
     """Run every stage until the last row is reported (or until cancelled)."""
     config, streams = wiring.config, Streams.open(wiring.config.queues)
     # The in-flight window: taken by the tile stage, given back by the stitch stage.
-    window = Budget(config.tiling.in_flight) if config.tiling.in_flight else None
+    in_flight = config.tiling.in_flight
+    if in_flight is None:
+        # A static batch is filled across images; with one image at a time each
+        # image's last batch would go out padded.
+        in_flight = 0 if wiring.geometry.static_batch else len(wiring.placements)
+    window = Budget(in_flight) if in_flight else None
     async with anyio.create_task_group() as tg:
         tg.start_soon(_feed, streams.paths.send, wiring.jobs, name="feed")
         _start_workers(
