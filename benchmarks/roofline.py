@@ -3,15 +3,20 @@
 1. Peak: GFLOP/s of one large 3x3 convolution (64 -> 64 channels, 256x256, a graph made
    here with onnx.helper) in onnxruntime at every thread count up to the cores, at two
    graph optimisation levels: the most this CPU gives a conv in onnxruntime.
-2. Engine: GFLOP/s of ``OnnxEngine`` (batchsr's own session settings) on batches of the
-   tile shape the pipeline cuts, for the default model and a static 1x3x128x128 RGB
+2. Settings tried: the default model in plain onnxruntime sessions, one setting changed
+   at a time from what ``OnnxEngine`` opens (the graph as exported with PRelu, before
+   ``batchsr.engines.onnx_graph.fusable``; graph optimisation without NCHWc; one thread;
+   spinning threads), on a whole contest image and on a batch of four 128-pixel tiles.
+3. Engine: GFLOP/s of ``OnnxEngine`` (batchsr's own session settings) on the shapes the
+   pipeline sends, for the default model and a static 1x3x128x128 RGB
    ESPCN (the seed's, exported from ../shared/anchors/espcn_ex.pt when present; else
    our ESPCN architecture with RGB channels and random weights, the same FLOPs per
    pixel as a seed-size network would not be: the row says which).
-3. In the pipeline: ``run.py`` on a folder (the contest samples, or synthetic
+4. In the pipeline: ``run.py`` on a folder (the contest samples, or synthetic
    contest-size images), its infer stage's GFLOP/s from the run log: the FLOPs of every
-   window it ran (padded slots included: the engine computes them) over the infer
-   workers' busy seconds.
+   batch it ran (padded slots included: the engine computes them) over the infer
+   workers' busy seconds. Those are wall seconds on cores shared with decode, stitch
+   and save, so this row is the engine's share of a full machine, not its efficiency.
 
 FLOPs are counted from the ONNX graph (shape inference): 2 x multiply-adds of every
 Conv, nothing else (activations and depth-to-space are a few percent of a conv's work).
@@ -29,8 +34,8 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 
 from contest_inputs import make_inputs  # noqa: E402
-
-SEED_PT = REPO.parent / "shared" / "anchors" / "espcn_ex.pt"
+from seed_model import seed_like_onnx  # noqa: E402
 
 
 def conv_flops(path: Path, shape: tuple[int, int, int, int]) -> int:
@@ -123,30 +127,6 @@ def peak(tmp: Path, seconds: float) -> list[tuple[str, float]]:
     return rows
 
 
-def seed_like_onnx(tmp: Path) -> tuple[Path, str]:
-    """A static 1x3x128x128 RGB ESPCN and what it is."""
-    import torch
-
-    path = tmp / "seed_espcn.onnx"
-    x = torch.rand(1, 3, 128, 128)
-    if SEED_PT.is_file():
-        module = torch.jit.load(str(SEED_PT))
-        what = "the seed's espcn_ex.pt"
-    else:
-        from batchsr.models import get_arch
-
-        module = get_arch("espcn").create(in_channels=3, out_channels=3, upscale=4).module
-        what = "our ESPCN, RGB, random weights (../shared absent)"
-    # The seed's file is TorchScript, which only the TorchScript-based exporter reads
-    # (deprecated, and it says so at length).
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module, (x,), str(path), dynamo=False, input_names=["input"], output_names=["output"]
-        )
-    return path, what
-
-
 def engine_row(path: Path, shape: tuple[int, int, int, int], seconds: float) -> float:
     """GFLOP/s of OnnxEngine (the pipeline's session settings) on one batch shape."""
     from batchsr.engines.onnx import OnnxEngine
@@ -158,8 +138,63 @@ def engine_row(path: Path, shape: tuple[int, int, int, int], seconds: float) -> 
     return conv_flops(path, shape) / call_s / 1e9
 
 
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One way to open an onnxruntime session over the default model."""
+
+    label: str
+    prelu: bool = False  # the graph as torch exports nn.PReLU(), before onnx_graph.fusable
+    level: str = "all"
+    threads: int = 0
+    spinning: bool = False
+
+
+SETTINGS = (
+    Setting("as exported (PRelu), level all", prelu=True),
+    Setting("LeakyRelu, level extended (no NCHWc)", level="extended"),
+    Setting("LeakyRelu, level all, 1 thread", threads=1),
+    Setting("LeakyRelu, level all, spinning threads", spinning=True),
+    Setting("LeakyRelu, level all (what OnnxEngine opens)"),
+)
+
+
+def setting_row(
+    path: Path, setting: Setting, shape: tuple[int, int, int, int], seconds: float
+) -> float:
+    """GFLOP/s of a plain onnxruntime session opened with ``setting``."""
+    import onnx
+    import onnxruntime as ort
+
+    from batchsr.engines.onnx_graph import as_prelu
+
+    source = onnx.load(str(path))
+    if setting.prelu:
+        source = as_prelu(source)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = {
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[setting.level]
+    if setting.threads:
+        options.intra_op_num_threads = setting.threads
+    options.add_session_config_entry(
+        "session.intra_op.allow_spinning", "1" if setting.spinning else "0"
+    )
+    session = ort.InferenceSession(
+        source.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    x = np.random.default_rng(3).random(shape, dtype=np.float32)
+    call_s = _median_call_s(lambda: session.run(None, {session.get_inputs()[0].name: x}), seconds)
+    return conv_flops(path, shape) / call_s / 1e9
+
+
 def pipeline_row(model: str, folder: Path, out: Path) -> tuple[float, float, int]:
-    """The infer stage's GFLOP/s in a real run: (GFLOP/s, infer busy s, windows run)."""
+    """The infer stage's GFLOP/s in a real run: (GFLOP/s, infer busy s, engine calls).
+
+    FLOPs from each call's batch shape in the log (padded slots included: the engine
+    computes them); a model of same-padded convolutions does FLOPs in proportion to
+    the pixels it is given, so one probe's FLOPs per pixel count them all.
+    """
     subprocess.run(
         [sys.executable, str(REPO / "run.py"), "--model", model, "--input", str(folder),
          "--output", str(out), "--quiet", "--no-score"],
@@ -167,14 +202,13 @@ def pipeline_row(model: str, folder: Path, out: Path) -> tuple[float, float, int
     )  # fmt: skip
     records = [json.loads(line) for line in (out / "run.jsonl").read_text().splitlines()]
     start = next(r for r in records if r.get("event") == "run_started")
-    geo = start["geometry"]
-    channels = start["engine"]["input_shapes"][0][1]
     model_path = Path(start["model"]["path"])
     infer = [r for r in records if r.get("event") == "item_done" and r.get("stage") == "infer"]
-    windows = sum(int(r["tiles"]) + int(r.get("padded", 0)) for r in infer)
+    pixels = sum(n * h * w for n, _, h, w in (r["shape"] for r in infer))
+    _, c, h, w = infer[0]["shape"]
+    per_pixel = conv_flops(model_path, (1, c, h, w)) / (h * w)
     busy = sum(float(r["busy_s"]) for r in infer)
-    per_window = conv_flops(model_path, (1, channels, geo["tile_h"], geo["tile_w"]))
-    return per_window * windows / busy / 1e9, busy, windows
+    return per_pixel * pixels / busy / 1e9, busy, len(infer)
 
 
 def main() -> int:
@@ -193,9 +227,20 @@ def main() -> int:
             print(f"  {name:<28} {gflops:7.1f} GFLOP/s")
         default = resolve_model("espcn", backend="onnx").path
         seed, what = seed_like_onnx(tmp)
+        whole, tiles = (1, 1, 416, 518), (4, 1, 128, 128)
+        print(
+            f"\nsettings tried, default model (whole 510x408 contest image with its margin "
+            f"{'x'.join(map(str, whole))}; four 128-pixel tiles), share of the peak {best:.1f}"
+        )
+        for setting in SETTINGS:
+            cells = []
+            for shape in (whole, tiles):
+                g = setting_row(default, setting, shape, args.seconds)
+                cells.append(f"{g:7.1f} GFLOP/s {g / best:4.0%}")
+            print(f"  {setting.label:<46} " + "   ".join(cells))
         print(f"\nengine (OnnxEngine as the pipeline opens it), share of the peak {best:.1f}")
         for label, path, shapes in (
-            ("default espcn (Y)", default, [(4, 1, 128, 128), (1, 1, 128, 128)]),
+            ("default espcn (Y)", default, [whole, tiles]),
             (f"static RGB ESPCN: {what}", seed, [(1, 3, 128, 128)]),
         ):
             for shape in shapes:
@@ -208,7 +253,7 @@ def main() -> int:
         for label, model in (("default espcn", "espcn"), ("static RGB ESPCN", str(seed))):
             g, busy, windows = pipeline_row(model, folder, tmp / f"out-{len(label)}")
             print(
-                f"  {label:<48} {windows:5d} windows {busy:6.2f} s busy {g:7.1f} GFLOP/s "
+                f"  {label:<48} {windows:5d} calls   {busy:6.2f} s busy {g:7.1f} GFLOP/s "
                 f"{g / best:6.0%}"
             )
     return 0

@@ -12,7 +12,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from batchsr.engines.onnx import OnnxEngine
-from batchsr.engines.onnx_graph import fusable
+from batchsr.engines.onnx_graph import as_prelu, fusable
 from tests.helpers.paths import REPO
 
 MODELS = REPO / "models"
@@ -76,28 +76,9 @@ def test_per_channel_and_rank_raising_slopes_are_kept() -> None:
     assert len(fusable(flat).changes) == 1
 
 
-def _as_torch_exports_it(src: Path, dst: Path) -> Path:
-    """``src`` with its LeakyRelus back as the PRelus with one slope that torch exports
-    for ``nn.PReLU()`` (the form a user's ONNX of such a network arrives in)."""
-    model = onnx.load(str(src))
-    nodes = []
-    for node in model.graph.node:
-        if node.op_type == "LeakyRelu":
-            slope = f"{node.output[0]}_slope"
-            (alpha,) = [a.f for a in node.attribute if a.name == "alpha"]
-            model.graph.initializer.append(
-                numpy_helper.from_array(np.full((1, 1, 1), alpha, np.float32), slope)
-            )
-            node = helper.make_node("PRelu", [node.input[0], slope], list(node.output))
-        nodes.append(node)
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
-    onnx.save(model, str(dst))
-    return dst
-
-
 def test_an_onnx_with_prelus_runs_the_same_and_fused(tmp_path: Path) -> None:
-    prelu = _as_torch_exports_it(DEFAULT_ONNX, tmp_path / "prelu.onnx")
+    prelu = tmp_path / "prelu.onnx"
+    onnx.save(as_prelu(onnx.load(str(DEFAULT_ONNX))), str(prelu))
     engine = OnnxEngine(prelu, scale=4)
     assert len(engine.rewrites) == 2 and all("LeakyRelu" in r for r in engine.rewrites)
     x = np.random.default_rng(2).random((2, 1, 24, 40), dtype=np.float32) * 1.4 - 0.2

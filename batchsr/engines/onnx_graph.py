@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-__all__ = ["Rewritten", "fusable"]
+__all__ = ["Rewritten", "as_prelu", "fusable"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +73,27 @@ def fusable(model: onnx.ModelProto) -> Rewritten:
         del rewritten.graph.initializer[:]
         rewritten.graph.initializer.extend(kept)
     return Rewritten(rewritten, tuple(changes))
+
+
+def as_prelu(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with each LeakyRelu written as the PRelu of one slope that torch
+    exports for ``nn.PReLU()``: the inverse of :func:`fusable`, to measure what it gains
+    (``benchmarks/roofline.py``) and to test it on a real network."""
+    prelu = onnx.ModelProto()
+    prelu.CopyFrom(model)
+    nodes = []
+    for node in prelu.graph.node:
+        if node.op_type == "LeakyRelu":
+            slope = f"{node.output[0]}_slope"
+            alpha = next((a.f for a in node.attribute if a.name == "alpha"), 0.01)
+            prelu.graph.initializer.append(
+                numpy_helper.from_array(np.full((1, 1, 1), alpha, np.float32), slope)
+            )
+            node = helper.make_node("PRelu", [node.input[0], slope], list(node.output))
+        nodes.append(node)
+    del prelu.graph.node[:]
+    prelu.graph.node.extend(nodes)
+    return prelu
 
 
 _GRAPH_ATTRS = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)

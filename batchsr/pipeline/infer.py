@@ -262,6 +262,7 @@ async def _serve(
             batch_id=batch.batch_id,
             tiles=len(batch.slots),
             padded=batch.padded,
+            shape=list(batch.data.shape),  # what the engine computed, for FLOP counts
             image_ids=sorted({s.plan.id for s in batch.slots}),
         )
 
