@@ -372,6 +372,9 @@ class StageFigures:
         blocked_s: worker-seconds blocked sending downstream (``wait_out_s``).
         utilisation: busy share; starved and blocked: the other two shares.
         service_s: per-item busy time.
+        cpu_s: CPU seconds of the work the stage ran in worker threads (``cpu_s``
+            summed), None for a stage that logs none (infer: the engine's threads are
+            not counted per stage) and for older logs.
         queue: the input buffer.
         throughput: items finished per second in each of ``RunAnalysis.bin_s`` bins.
         per_worker: the same per worker task.
@@ -389,6 +392,7 @@ class StageFigures:
     starved: float | None
     blocked: float | None
     service_s: Stats
+    cpu_s: float | None
     queue: QueueFigures
     throughput: tuple[float, ...]
     per_worker: tuple[WorkerFigures, ...]
@@ -416,6 +420,7 @@ class RunAnalysis:
         cores, cpu_busy: the cores the process could use and how many it kept busy
             on average (process CPU time / wall time, every thread counted), from the
             end record; None for logs without them (killed runs, older logs).
+        cpu_s: that process CPU time in seconds (every thread, the engine's included).
         stages: per-stage figures in pipeline order.
         devices: infer grouped by device (empty unless records carry ``device``).
         nodes: a cluster run's nodes (empty for a local run).
@@ -445,6 +450,7 @@ class RunAnalysis:
     concurrency: float | None
     cores: int | None
     cpu_busy: float | None
+    cpu_s: float | None
     stages: tuple[StageFigures, ...]
     devices: tuple[DeviceFigures, ...]
     nodes: tuple[NodeFigures, ...]
@@ -530,6 +536,7 @@ def _stage_figures(
             )
         )
     images = {i for r in records for i in _images_of(r, by_batch)}
+    threaded = [float(r["cpu_s"]) for r in records if "cpu_s" in r]
     return StageFigures(
         stage=stage,
         workers=workers,
@@ -543,6 +550,7 @@ def _stage_figures(
         starved=_share(starved_s, capacity_s),
         blocked=_share(blocked_s, capacity_s),
         service_s=stats(busy),
+        cpu_s=math.fsum(threaded) if threaded else None,
         queue=queue,
         throughput=tuple(c / bin_s for c in counts),
         per_worker=tuple(per_worker),
@@ -664,6 +672,7 @@ def analyze_run(run: RunLog) -> RunAnalysis:
         concurrency=_share(math.fsum(s.busy_s for s in stages), span),
         cores=cores,
         cpu_busy=cpu_busy,
+        cpu_s=_process_cpu_s(run),
         stages=stages,
         devices=devices,
         nodes=nodes,
@@ -689,6 +698,12 @@ def _cpu_use(run: RunLog) -> tuple[int | None, float | None]:
     if not (isinstance(cpu_s, int | float) and isinstance(wall_s, int | float) and wall_s > 0):
         return cores, None
     return cores, _finite(float(cpu_s) / float(wall_s))
+
+
+def _process_cpu_s(run: RunLog) -> float | None:
+    cpu = (run.finished or run.interrupted or {}).get("cpu")
+    value = cpu.get("cpu_s") if isinstance(cpu, Mapping) else None
+    return _finite(float(value)) if isinstance(value, int | float) else None
 
 
 def find_bottleneck(stages: Sequence[StageFigures]) -> str | None:

@@ -182,12 +182,23 @@ async def test_figures_agree_with_the_log_records(tmp_path: Path, espcn_onnx: Pa
         assert fig.queue.max == max(r["queue_in"] for r in mine)
         assert sum(fig.throughput) * analysis.bin_s == pytest.approx(len(mine))
         assert sum(w.items for w in fig.per_worker) == len(mine)
+        # Host stages count their worker threads' CPU time, which cannot exceed
+        # their busy time; the engine's threads are not a stage's.
+        if fig.stage in ("infer", "report"):
+            assert fig.cpu_s is None
+        else:
+            assert fig.cpu_s == pytest.approx(sum(r["cpu_s"] for r in mine))
+            assert 0.0 < fig.cpu_s <= fig.busy_s + 1e-3
     finished = records[-1]
     assert finished["event"] == "run_finished"
     assert analysis.complete and analysis.ok == finished["summary"]["ok"] == 6
     assert analysis.wall_s == pytest.approx(finished["summary"]["wall_s"])
     assert analysis.runtime_avg_s == pytest.approx(finished["summary"]["runtime_avg_s"])
     assert analysis.padded_share == 0.0  # a dynamic batch axis never pads
+    assert analysis.cpu_s == pytest.approx(finished["cpu"]["cpu_s"])
+    (cpu_line,) = [x for x in format_analysis(analysis).splitlines() if "CPU s per" in x]
+    score = next(f for f in analysis.stages if f.stage == "score")
+    assert f"score {score.cpu_s / 6:.3f}" in cpu_line and "engine threads" in cpu_line
     json.dumps(dataclasses.asdict(analysis), allow_nan=False)
 
 

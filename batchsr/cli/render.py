@@ -280,6 +280,8 @@ def _resources(a: RunAnalysis) -> list[str]:
             f"device {d.device}: {d.workers} worker(s), {d.batches} batches, "
             f"util {_pct(d.utilisation)}, {d.padded} padded of {d.tiles + d.padded} slots"
         )
+    if (cpu := _cpu_per_image(a)) is not None:
+        lines.append(cpu)
     if a.padded_share is not None:
         lines.append(f"padded tile slots: {a.padded_share:.1%}")
     for n in a.nodes:
@@ -292,6 +294,21 @@ def _resources(a: RunAnalysis) -> list[str]:
     if a.slowest_node is not None:
         lines.append(f"slowest node: {a.slowest_node} (fewest images/s per pipeline)")
     return lines
+
+
+def _cpu_per_image(a: RunAnalysis) -> str | None:
+    """CPU seconds per finished image: each host stage's own (its worker threads), and
+    what the rest of the process used (the engine's threads, the event loop, start-up
+    after logging began)."""
+    host = {s.stage: s.cpu_s / a.ok for s in a.stages if s.cpu_s is not None and a.ok}
+    if not host:
+        return None
+    parts = ", ".join(f"{stage} {cpu_s:.3f}" for stage, cpu_s in host.items())
+    total = sum(host.values())
+    line = f"CPU s per image: {parts} (host stages {total:.3f})"
+    if a.cpu_s is not None:
+        line += f"; rest of the process (engine threads, event loop) {a.cpu_s / a.ok - total:.3f}"
+    return line
 
 
 def format_comparison(runs: Sequence[RunAnalysis]) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 
-import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from batchsr.images import decode_image
@@ -30,7 +29,7 @@ async def run_decode(
         while (job := await meter.receive(receive)) is not None:
             out: Decoded | Failed
             try:
-                rgb, mode, icc = await anyio.to_thread.run_sync(
+                rgb, mode, icc = await meter.in_thread(
                     functools.partial(decode_image, job.path, max_pixels=max_pixels)
                 )
                 out = Decoded(id=job.id, name=job.name, rgb=freeze(rgb), mode=mode, icc_profile=icc)

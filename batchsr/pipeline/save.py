@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import anyio
 import numpy as np
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from numpy.typing import NDArray
@@ -120,7 +119,7 @@ async def run_save(
             size = 0
             try:
                 path = output_path(out_dir, item.name, suffix, ext)
-                rgb, size = await anyio.to_thread.run_sync(
+                rgb, size = await meter.in_thread(
                     _postprocess_and_save,
                     item.rgb,
                     path,

@@ -38,7 +38,7 @@ async def run_score(
             error: str | None = None
             if scorer is not None:
                 try:
-                    value = await anyio.to_thread.run_sync(scorer, item.rgb, limiter=limiter)
+                    value = await meter.in_thread(scorer, item.rgb, limiter=limiter)
                 except NIQEError as err:
                     error = str(err)
                     meter.log.warning("niqe_undefined", image_id=item.id, reason=error)

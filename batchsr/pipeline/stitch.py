@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 
-import anyio
 import numpy as np
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from numpy.typing import NDArray
@@ -233,7 +232,7 @@ async def run_stitch(
                 else:
                     meter.done(image_id=item.id, failed=True)
                 continue
-            completed = await anyio.to_thread.run_sync(assembler.add, item)
+            completed = await meter.in_thread(assembler.add, item)
             for image in completed:
                 if window is not None:
                     window.release(image.id)

@@ -115,7 +115,7 @@ async def run_tile(
             t_start_ns = time.perf_counter_ns()  # contest runtime starts at tiling
             admitted: dict[str, Any] = {"t_admitted": t_start_ns / 1e9} if gates else {}
             try:
-                chw, plan = await _prepare(item, geometry, t_start_ns)
+                chw, plan = await _prepare(meter, item, geometry, t_start_ns)
             except Exception as err:
                 await meter.send(
                     send,
@@ -174,10 +174,10 @@ def _gates(
 
 
 async def _prepare(
-    item: Decoded, geometry: TileGeometry, t_start_ns: int
+    meter: Meter[Any], item: Decoded, geometry: TileGeometry, t_start_ns: int
 ) -> tuple[NDArray[np.float32], ImagePlan]:
     """The image's input plane(s), made in a worker thread, and its plan."""
-    chw, chroma = await anyio.to_thread.run_sync(prepare_image, item.rgb, geometry)
+    chw, chroma = await meter.in_thread(prepare_image, item.rgb, geometry)
     height, width = item.rgb.shape[:2]
     plan = plan_image(item.id, item.name, height, width, geometry, t_start_ns=t_start_ns)
     # The thread's wait for the event loop counts as the image's work: on a busy loop
