@@ -523,7 +523,7 @@ def _fit_sums(blocks: F32Array, bs: int) -> tuple[F32Array, F32Array, F64Array, 
         chunk = blocks[lo : lo + step]
         hi = lo + len(chunk)
         sq, ab, mask, maskf = (b[: len(chunk)] for b in (sq_buf, abs_buf, mask_buf, maskf_buf))
-        no_zeros = False
+        may_zero = np.ones(len(chunk), dtype=np.bool_)
         for fit in range(5):
             x = _fit_input(chunk, bs, fit)
             sum_sq[fit, lo:hi] = np.add.reduce(np.square(x, out=sq), axis=1)
@@ -532,17 +532,18 @@ def _fit_sums(blocks: F32Array, bs: int) -> tuple[F32Array, F32Array, F64Array, 
             np.copyto(maskf, mask)
             sum_neg_sq[fit, lo:hi] = np.vecdot(sq, maskf)
             counts[0, fit, lo:hi] = n_neg
-            if fit and no_zeros:
-                # The product of two non-zero coefficients is non-zero (see below).
-                counts[1, fit, lo:hi] = n - n_neg
-                continue
-            counts[1, fit, lo:hi] = _row_counts(np.greater(x, 0, out=mask))
             if fit == 0:
-                # Without a zero coefficient in the chunk, and none below 2**-75 in size
-                # (a product of two could round to 0), no product is zero either, so the
+                counts[1, 0, lo:hi] = _row_counts(np.greater(x, 0, out=mask))
+                # A block without a zero coefficient, and none below 2**-75 in size (a
+                # product of two could round to 0), has no zero product either: its
                 # positive products are the ones that are not negative.
-                no_zeros = bool(np.all(counts[:, 0, lo:hi].sum(axis=0) == n))
-                no_zeros = no_zeros and float(ab.min()) > 2.0**-75
+                may_zero = counts[:, 0, lo:hi].sum(axis=0) < n
+                may_zero |= ab.min(axis=1) <= 2.0**-75
+                continue
+            counts[1, fit, lo:hi] = n - n_neg
+            if may_zero.any():
+                rows = np.flatnonzero(may_zero)
+                counts[1, fit, lo + rows] = _row_counts(x[rows] > 0)
     return sum_sq, sum_abs, sum_neg_sq, counts
 
 
