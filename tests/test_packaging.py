@@ -61,3 +61,35 @@ def test_pip_install_gives_a_working_batchsr_command(tmp_path: Path) -> None:
     assert str(REPO) not in _run(venv / "bin" / "python", "-c",
                                  "import batchsr.resolve as r; print(r.MODELS_DIR)",
                                  cwd=away).stdout  # fmt: skip
+
+
+def test_versions_finds_a_variant_distribution_only_when_the_plain_name_is_missing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """onnxruntime-gpu provides the import name onnxruntime: the variant is looked up
+    (the costly file-to-distribution map) only for a name with no distribution."""
+    from importlib import metadata
+
+    from batchsr import versions as module
+
+    installed = {"numpy": "2.4.6", "onnxruntime-gpu": "1.32.0"}
+    looked_up: list[int] = []
+
+    def version(dist: str) -> str:
+        if dist not in installed:
+            raise metadata.PackageNotFoundError(dist)
+        return installed[dist]
+
+    def providers() -> dict[str, list[str]]:
+        looked_up.append(1)
+        return {"onnxruntime": ["onnxruntime-gpu"], "numpy": ["numpy"]}
+
+    monkeypatch.setattr(module.metadata, "version", version)
+    monkeypatch.setattr(module.metadata, "packages_distributions", providers)
+    module._providers.cache_clear()
+    try:
+        assert module.versions("numpy") == {"numpy": "2.4.6"} and not looked_up
+        found = module.versions("numpy", "onnxruntime", "absent")
+        assert found == {"numpy": "2.4.6", "onnxruntime": "1.32.0"} and len(looked_up) == 1
+    finally:
+        module._providers.cache_clear()
