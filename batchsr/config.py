@@ -126,12 +126,14 @@ class TilingConfig:
             the next images). Measured on 24 contest images, default model, 2 cores:
             runtime_avg 0.19 s with one per worker against 0.50-0.58 s with buffers
             only, at the same images/s.
-        whole_pixels: with a model of free height and width, an image whose frame
-            (the image and its margin) has at most this many pixels runs whole, as one
-            window, unless the mode is ``plain``: 128-pixel tiles compute 1.5 times the
-            pixels of a whole 510x408 contest image (overhang and margins). The default
-            is a 512x512 frame, about 67 MB for each 64-channel float activation;
-            larger images are tiled. 0 always tiles.
+        whole_pixels: with a model of free height and width, an image of at most
+            this many pixels runs whole, as one window (with its margin), unless the
+            mode is ``plain``: 128-pixel tiles compute 1.5 times the pixels of a whole
+            510x408 contest image (overhang and margins). The default, 512x512, is
+            four times the pixels of a batch of four 128-pixel tiles, and so needs
+            four times the engine's activation memory (the default model: about 70 MB
+            a 64-channel activation; RRDBNet's x4 layers: 16 times that); larger
+            images are tiled. 0 always tiles.
     """
 
     tile: int = 128

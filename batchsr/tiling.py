@@ -96,9 +96,9 @@ class TileGeometry:
         multiple: what window heights and widths must be multiples of (the model's
             ``size_multiple``): a whole image, or a frame smaller than a tile for a
             model with free height and width, is extended up to the next multiple.
-        whole_pixels: a model with free height and width takes an image whose
-            bordered frame has at most this many pixels whole, as one window, instead
-            of in tiles (see :func:`tile_for`); 0 always tiles.
+        whole_pixels: a model with free height and width takes an image of at most
+            this many pixels whole, as one window (its frame: the image and its
+            margin), instead of in tiles (see :func:`tile_for`); 0 always tiles.
     """
 
     tile_h: int
@@ -187,17 +187,16 @@ def plan_axis_plain(length: int, tile: int) -> tuple[int, list[tuple[int, int, i
 def tile_for(height: int, width: int, geometry: TileGeometry) -> TileGeometry:
     """The geometry to cut one image with.
 
-    A model with free height and width takes an image whose bordered frame is within
-    ``geometry.whole_pixels`` whole: tiles of a fixed size overhang the image's far
+    A model with free height and width takes an image of at most
+    ``geometry.whole_pixels`` pixels whole: tiles of a fixed size overhang the image's far
     edges and overlap by twice the margin, so on a contest image (510x408) 128-pixel
     tiles compute 1.5 times the pixels one whole window does. Otherwise, of the
     engine's tile sizes, the one giving the fewest tiles (device calls), then the
     least window area (padding and overlap the device computes for nothing).
     """
-    frame = (height + 2 * geometry.pad) * (width + 2 * geometry.pad)
     # Not ``plain``: its seams are what it reproduces.
     whole = geometry.dynamic_hw and geometry.tile_h and geometry.mode != "plain"
-    if whole and frame <= geometry.whole_pixels:
+    if whole and height * width <= geometry.whole_pixels:
         return dataclasses.replace(geometry, tile_h=0, tile_w=0, alt_tiles=())
     if not geometry.alt_tiles:
         return geometry

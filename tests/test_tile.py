@@ -280,7 +280,7 @@ def test_a_free_size_model_takes_an_image_within_the_pixel_limit_whole() -> None
     or with the limit off, it is tiled as before; a static model is never whole."""
     from batchsr.tiling import tile_for
 
-    free = TileGeometry(128, 128, 4, 4, False, 4, dynamic_hw=True, whole_pixels=416 * 518)
+    free = TileGeometry(128, 128, 4, 4, False, 4, dynamic_hw=True, whole_pixels=408 * 510)
     whole = plan_image(0, "x", 408, 510, free, t_start_ns=0)
     assert [(t.h, t.w) for t in whole.tiles] == [(416, 518)]
     tiled = plan_image(0, "x", 408, 510, dataclasses.replace(free, whole_pixels=0), t_start_ns=0)
@@ -295,7 +295,7 @@ def test_a_free_size_model_takes_an_image_within_the_pixel_limit_whole() -> None
 def test_whole_images_stack_only_as_far_as_a_batch_of_tiles_reaches() -> None:
     """Batch 4 of 32x32 tiles: 4096 pixels a call. Whole 24x24 windows stack four to a
     call (the batch size); 40x40 ones two (3 x 1600 > 4096); 72x72 ones go alone."""
-    geometry = TileGeometry(32, 32, 4, 4, False, 4, dynamic_hw=True, whole_pixels=80 * 80)
+    geometry = TileGeometry(32, 32, 4, 4, False, 4, dynamic_hw=True, whole_pixels=64 * 64)
 
     def calls(side: int, images: int) -> list[int]:
         batcher, sizes = _Batcher(geometry), []

@@ -154,8 +154,8 @@ def _tiling(p: argparse._ArgumentGroup) -> None:
         "--whole-pixels",
         type=int,
         metavar="N",
-        help="run an image whole, untiled, when it and its margin have at most N pixels "
-        "(models of free height and width; default 262144 = 512x512; 0 always tiles)",
+        help="run an image of at most N pixels whole, untiled (models of free height and "
+        "width; default 262144 = 512x512; 0 always tiles)",
     )
     p.add_argument(
         "--tile-mode",
