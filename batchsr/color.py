@@ -39,6 +39,8 @@ _M_INV = np.linalg.inv(_M)
 # ycbcr_to_rgb folded for merge_y: RGB in 0..255 units = _K @ (Y, Cb, Cr) in [0, 1] + _K0.
 _K = (255.0 * _M_INV * 255.0).astype(np.float32)
 _K0 = (-255.0 * _M_INV @ _OFFSET).astype(np.float32)
+assert (_K[:, 0] == _K[0, 0]).all(), "merge_y takes Y's weight to be one number"
+_K_Y = _K[0, 0]
 _SUPPORT = 3  # input pixels PIL's bicubic reads beyond a box when upscaling (2, plus 1)
 _BAND_PIXELS = 1 << 16  # output pixels per band in merge_y (256 KiB per float32 plane)
 
@@ -114,13 +116,15 @@ def merge_y(
         r1 = min(h, r0 + band)
         chroma = upscale_chroma(cbcr, scale, (ox, oy + r0, ox + w, oy + r1))
         ys = y[r0 * scale : r1 * scale]
+        # Y weighs the same in R, G and B (the rows of _K agree in float32): one product.
+        yk = ys * _K_Y
         acc = np.empty(ys.shape, np.float32)
         term = np.empty(ys.shape, np.float32)
         for c in range(3):
-            np.multiply(ys, _K[c, 0], out=acc)
-            for p in (0, 1):
-                np.multiply(chroma[p], _K[c, p + 1], out=term)
-                acc += term
+            np.multiply(chroma[0], _K[c, 1], out=term)
+            np.add(yk, term, out=acc)
+            np.multiply(chroma[1], _K[c, 2], out=term)
+            acc += term
             acc += _K0[c]
             np.clip(acc, 0.0, 255.0, out=acc)
             np.rint(acc, out=acc)
