@@ -13,7 +13,7 @@ float ONNX on held-out photos; benchmarks/README.md, "INT8 on the CPU"):
   quantizing: onnxruntime has an int8 kernel for LeakyRelu (QLinearLeakyRelu) but none
   for PRelu, whose QDQ form runs in float between a DequantizeLinear and a
   QuantizeLinear. With the PRelus in float the INT8 model was 1.4x as fast as the float
-  one; with them rewritten, 2.6x.
+  one; with them rewritten, 2.5-3.4x (benchmarks/roofline.py).
 - No reduced range: the 8-bit products cannot saturate on a CPU with AVX512-VNNI or
   AVX-VNNI (their dot products add into int32). On AVX2 without VNNI onnxruntime's
   u8 x s8 kernel adds pairs in int16 and may saturate; ``quant_psnr_db`` in the
