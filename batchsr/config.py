@@ -30,6 +30,7 @@ from batchsr.vocab import (
     Device,
     FilterName,
     OutputExt,
+    Quantize,
     TileMode,
 )
 
@@ -74,6 +75,10 @@ class ModelConfig:
             default (:attr:`call_timeout_s`).
         warmup: make one engine call before the clock starts, so that the first image's
             runtime does not carry the engine's one-off costs (off for cmodel).
+        quantize: run the model folder's artifact for the backend that computes in
+            this (``INT8``: the INT8 ONNX of ``python -m compile ... --target
+            onnx-int8``, or an INT8 bmodel); None runs the first the manifest lists
+            (the float ONNX; the F16 bmodel of models/espcn). See batchsr.resolve.
     """
 
     name: str = "espcn"
@@ -84,6 +89,7 @@ class ModelConfig:
     engines_per_device: int = 1
     engine_timeout_s: float | None = None
     warmup: bool = True
+    quantize: Quantize | None = None
 
     @property
     def call_timeout_s(self) -> float | None:

@@ -77,7 +77,9 @@ class Artifact:
         sha256: hex digest of the file, to detect a stale or swapped artifact.
         quantize: numeric format it computes in (``F32``, ``F16``, ``BF16``, ``INT8``).
         stages: for a bmodel, what tpu-mlir reported per stage.
-        command: for a bmodel, the command that built it.
+        command: for a bmodel or an INT8 ONNX, the command that built it.
+        quant_psnr_db: for an INT8 ONNX, the PSNR of its output against the float
+            ONNX's on the calibration tiles, as measured when it was built.
     """
 
     path: str
@@ -88,6 +90,7 @@ class Artifact:
     quantize: str = "F32"
     stages: tuple[StageFacts, ...] = ()
     command: str = ""
+    quant_psnr_db: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +152,7 @@ class Manifest:
                     quantize=a.get("quantize", "F32"),
                     stages=tuple(_stage(s) for s in a.get("stages", ())),
                     command=a.get("command", ""),
+                    quant_psnr_db=a.get("quant_psnr_db"),
                 )
                 for a in data["artifacts"]
             )
@@ -177,13 +181,15 @@ class Manifest:
 
 def _artifact_json(a: Artifact) -> dict[str, Any]:
     data = {**asdict(a), "shapes": [list(s) for s in a.shapes]}
-    # Only bmodels carry build facts; keep other artifacts' entries as they were.
+    # Only built artifacts carry build facts; keep other artifacts' entries as they were.
     if not a.stages:
         data.pop("stages")
     else:
         data["stages"] = [{**asdict(s), "shape": list(s.shape)} for s in a.stages]
     if not a.command:
         data.pop("command")
+    if a.quant_psnr_db is None:
+        data.pop("quant_psnr_db")
     return data
 
 
@@ -247,6 +253,7 @@ def file_artifact(
     quantize: str = "F32",
     stages: tuple[StageFacts, ...] = (),
     command: str = "",
+    quant_psnr_db: float | None = None,
 ) -> Artifact:
     """An :class:`Artifact` for a file of the model folder, with its size and sha256."""
     return Artifact(
@@ -258,6 +265,7 @@ def file_artifact(
         quantize=quantize,
         stages=stages,
         command=command,
+        quant_psnr_db=quant_psnr_db,
     )
 
 

@@ -3,8 +3,10 @@
 ``--model`` takes a model name (a folder under ``models/`` with a manifest), a model
 folder path, or a single file (``.onnx``; ``.pt``/``.ts`` TorchScript, which torch runs).
 For a folder the backend picks the artifact (``onnx`` -> ONNX, ``torch`` ->
-TorchScript or safetensors, ``sail`` and ``cmodel`` -> bmodel); for a file, the file
-decides.
+TorchScript or safetensors, ``sail`` and ``cmodel`` -> bmodel): the first the manifest
+lists, or the first that computes in ``model.quantize`` when that is set (``INT8``: the
+INT8 ONNX that ``python -m compile ... --target onnx-int8`` adds, or an INT8 bmodel); for
+a file, the file decides.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from batchsr.errors import ModelError
+from batchsr.errors import ModelError, setting
 from batchsr.manifest import (
     MANIFEST_NAME,
     Artifact,
@@ -145,12 +147,15 @@ class ResolvedModel:
 
     def log_record(self) -> dict[str, str | int]:
         """What a run's start record says of the model."""
-        return {
+        record: dict[str, str | int] = {
             "name": self.name,
             "path": str(self.path),
             "format": self.format,
             "size_bytes": self.size_bytes,
         }
+        if self.artifact is not None:
+            record["quantize"] = self.artifact.quantize
+        return record
 
 
 def available_models(models_dir: Path = MODELS_DIR) -> list[str]:
@@ -160,11 +165,21 @@ def available_models(models_dir: Path = MODELS_DIR) -> list[str]:
     return sorted(p.parent.name for p in models_dir.glob(f"*/{MANIFEST_NAME}"))
 
 
-def resolve_model(spec: str, *, backend: str, models_dir: Path = MODELS_DIR) -> ResolvedModel:
+def resolve_model(
+    spec: str, *, backend: str, quantize: str | None = None, models_dir: Path = MODELS_DIR
+) -> ResolvedModel:
     """Turn ``--model`` into the artifact to run.
 
+    Args:
+        spec: a model name, a model folder, or a file.
+        backend: what runs it; it picks the artifact format.
+        quantize: pick the artifact that computes in this (``model.quantize``); None
+            takes the first listed. A file listed in its folder's manifest must compute
+            in it; a bare file runs as it is.
+
     Raises:
-        ModelError: no such model, or the folder has no artifact for ``backend``.
+        ModelError: no such model, or the folder has no artifact for ``backend`` (and
+            ``quantize``).
     """
     path = Path(spec)
     if path.is_file():
@@ -179,6 +194,12 @@ def resolve_model(spec: str, *, backend: str, models_dir: Path = MODELS_DIR) -> 
             return _resolve_checkpoint(path)
         listed = _listed_in_folder(path)
         if listed is not None:
+            held = listed.artifact.quantize if listed.artifact is not None else None
+            if quantize is not None and held != quantize:
+                raise ModelError(
+                    f"{path} computes in {held}, not {setting('model.quantize', quantize)}: "
+                    f"name its folder to pick the {quantize} artifact, or unset `model.quantize`"
+                )
             return listed
         return ResolvedModel(name=path.stem, path=path, format=fmt)
     folder = path if path.is_dir() else models_dir / spec
@@ -190,14 +211,37 @@ def resolve_model(spec: str, *, backend: str, models_dir: Path = MODELS_DIR) -> 
         )
     manifest = load_manifest(folder)
     formats = _BACKEND_FORMATS.get(backend, ())
-    artifact = next((a for fmt in formats for a in manifest.artifacts if a.format == fmt), None)
-    if artifact is None:
+    candidates = [a for fmt in formats for a in manifest.artifacts if a.format == fmt]
+    if not candidates:
         have = sorted({a.format for a in manifest.artifacts})
         raise ModelError(
             f"model {manifest.name!r} has no artifact for backend {backend!r} "
             f"(it has {have}); build one with `python -m compile` or pick another backend"
         )
+    artifact = next((a for a in candidates if quantize in (None, a.quantize)), None)
+    if artifact is None:
+        raise ModelError(_no_quantize(folder, manifest, backend, quantize, candidates))
     return _from_manifest(folder, manifest, artifact)
+
+
+def _no_quantize(
+    folder: Path, manifest: Manifest, backend: str, quantize: str | None, found: list[Artifact]
+) -> str:
+    """Why no artifact of the folder computes in ``quantize``, and how to build one."""
+    have = ", ".join(sorted({a.quantize for a in found}))
+    if backend == "onnx" and quantize == "INT8":
+        c = manifest.in_channels
+        build = (
+            f"build it with `python -m compile {folder} --target onnx-int8 --shape "
+            f"4x{c}x128x128 --calibration PHOTOS/ --out {folder}`"
+        )
+    else:
+        build = "build one with `python -m compile`"
+    return (
+        f"model {manifest.name!r} has no {backend} artifact in {quantize} "
+        f"({setting('model.quantize', quantize)}; its {backend} artifacts compute in {have}): "
+        f"{build}, or unset `model.quantize`"
+    )
 
 
 def _from_manifest(folder: Path, manifest: Manifest, artifact: Artifact) -> ResolvedModel:

@@ -20,6 +20,7 @@ __all__ = [
     "BACKENDS",
     "BORDER_MODES",
     "COLORS",
+    "COMPILE_TARGETS",
     "CORE_MODES",
     "DEVICES",
     "EDGES",
@@ -36,6 +37,7 @@ __all__ = [
     "Backend",
     "BorderMode",
     "Color",
+    "CompileTarget",
     "Device",
     "Edge",
     "FilterName",
@@ -87,9 +89,15 @@ BACKENDS: Final[tuple[Backend, ...]] = get_args(Backend)
 Device = Literal["cpu", "cuda"]
 DEVICES: Final[tuple[Device, ...]] = get_args(Device)
 
-#: tpu-mlir quantizations for the BM1684X (``compile``).
+#: Numeric formats an artifact computes in: tpu-mlir's for the BM1684X (``compile``),
+#: and F32 or INT8 (static QDQ quantization) for an ONNX on onnxruntime.
 Quantize = Literal["F32", "F16", "BF16", "INT8"]
 QUANTIZE: Final[tuple[Quantize, ...]] = get_args(Quantize)
+
+#: What ``compile`` builds: BM1684X bmodels with tpu-mlir (from the float ONNX), or an
+#: INT8 QDQ ONNX for onnxruntime on the CPU.
+CompileTarget = Literal["bm1684x", "onnx-int8"]
+COMPILE_TARGETS: Final[tuple[CompileTarget, ...]] = get_args(CompileTarget)
 
 #: What a model folder's manifest may list as artifacts.
 ArtifactFormat = Literal["onnx", "bmodel", "torchscript", "safetensors"]

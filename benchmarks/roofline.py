@@ -2,7 +2,8 @@
 
 1. Peak: GFLOP/s of one large 3x3 convolution (64 -> 64 channels, 256x256, a graph made
    here with onnx.helper) in onnxruntime at every thread count up to the cores, at two
-   graph optimisation levels: the most this CPU gives a conv in onnxruntime.
+   graph optimisation levels, and its INT8 QDQ form (QLinearConv): the most this CPU
+   gives a conv in onnxruntime, float and int8.
 2. Settings tried: the default model in plain onnxruntime sessions, one setting changed
    at a time from what ``OnnxEngine`` opens (the graph as exported with PRelu, before
    ``batchsr.engines.onnx_graph.fusable``; graph optimisation without NCHWc; one thread;
@@ -15,11 +16,13 @@
 4. In the pipeline: ``run.py`` on a folder (the contest samples, or synthetic
    contest-size images), its infer stage's GFLOP/s from the run log: the FLOPs of every
    batch it ran (padded slots included: the engine computes them) over the infer
-   workers' busy seconds. Those are wall seconds on cores shared with decode, stitch
-   and save, so this row is the engine's share of a full machine, not its efficiency.
+   workers' busy seconds (the default model float and INT8). Those are wall seconds
+   on cores shared with decode, stitch and save, so this row is the engine's share of a
+   full machine, not its efficiency.
 
 FLOPs are counted from the ONNX graph (shape inference): 2 x multiply-adds of every
 Conv, nothing else (activations and depth-to-space are a few percent of a conv's work).
+An INT8 model is credited with its float model's FLOPs (integer operations).
 
     python benchmarks/roofline.py [--images 8] [--seconds 2]
 """
@@ -116,26 +119,58 @@ def peak(tmp: Path, seconds: float) -> list[tuple[str, float]]:
         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
         "all (NCHWc)": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }
+    int8 = tmp / "conv3x3_int8.onnx"
+    _quantize_conv(path, int8, x)
+    graphs = {name: (path, level) for name, level in levels.items()}
+    graphs["INT8 (QLinearConv)"] = (int8, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
     for threads in range(1, (os.cpu_count() or 1) + 1):
-        for name, level in levels.items():
+        for name, (graph, level) in graphs.items():
             options = ort.SessionOptions()
             options.intra_op_num_threads = threads
             options.graph_optimization_level = level
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
             call_s = _median_call_s(lambda s=session: s.run(None, {"x": x}), seconds)
             rows.append((f"{threads} thread(s), {name}", flops / call_s / 1e9))
     return rows
 
 
-def engine_row(path: Path, shape: tuple[int, int, int, int], seconds: float) -> float:
-    """GFLOP/s of OnnxEngine (the pipeline's session settings) on one batch shape."""
+def _quantize_conv(path: Path, out: Path, x: np.ndarray) -> None:
+    """The big conv's INT8 QDQ form, as compile's onnx-int8 target quantizes (per-channel
+    int8 weights, uint8 activations), calibrated on the timing input itself."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_static
+
+    class OneBatch:
+        def __init__(self) -> None:
+            self.left = [{"x": x}]
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return self.left.pop() if self.left else None
+
+    prepared = out.with_name("conv3x3_prepared.onnx")
+    quant_pre_process(str(path), str(prepared), skip_symbolic_shape=True)
+    quantize_static(
+        str(prepared),
+        str(out),
+        OneBatch(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+
+
+def engine_row(
+    path: Path, shape: tuple[int, int, int, int], seconds: float, flops_of: Path | None = None
+) -> float:
+    """GFLOP/s of OnnxEngine (the pipeline's session settings) on one batch shape;
+    ``flops_of``: the float ONNX whose FLOPs count (default: ``path``)."""
     from batchsr.engines.onnx import OnnxEngine
 
     engine = OnnxEngine(path, scale=4)
     batch = np.random.default_rng(2).random(shape, dtype=np.float32)
     call_s = _median_call_s(lambda: engine.run(batch), seconds)
     engine.close()
-    return conv_flops(path, shape) / call_s / 1e9
+    return conv_flops(flops_of or path, shape) / call_s / 1e9
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +223,9 @@ def setting_row(
     return conv_flops(path, shape) / call_s / 1e9
 
 
-def pipeline_row(model: str, folder: Path, out: Path) -> tuple[float, float, int]:
+def pipeline_row(
+    model: str, folder: Path, out: Path, extra: tuple[str, ...] = (), flops_of: Path | None = None
+) -> tuple[float, float, int]:
     """The infer stage's GFLOP/s in a real run: (GFLOP/s, infer busy s, engine calls).
 
     FLOPs from each call's batch shape in the log (padded slots included: the engine
@@ -197,7 +234,7 @@ def pipeline_row(model: str, folder: Path, out: Path) -> tuple[float, float, int
     """
     subprocess.run(
         [sys.executable, str(REPO / "run.py"), "--model", model, "--input", str(folder),
-         "--output", str(out), "--quiet", "--no-score"],
+         "--output", str(out), "--quiet", "--no-score", *extra],
         check=True,
     )  # fmt: skip
     records = [json.loads(line) for line in (out / "run.jsonl").read_text().splitlines()]
@@ -206,7 +243,7 @@ def pipeline_row(model: str, folder: Path, out: Path) -> tuple[float, float, int
     infer = [r for r in records if r.get("event") == "item_done" and r.get("stage") == "infer"]
     pixels = sum(n * h * w for n, _, h, w in (r["shape"] for r in infer))
     _, c, h, w = infer[0]["shape"]
-    per_pixel = conv_flops(model_path, (1, c, h, w)) / (h * w)
+    per_pixel = conv_flops(flops_of or model_path, (1, c, h, w)) / (h * w)
     busy = sum(float(r["busy_s"]) for r in infer)
     return per_pixel * pixels / busy / 1e9, busy, len(infer)
 
@@ -221,11 +258,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         peaks = peak(tmp, args.seconds)
-        best = max(g for _, g in peaks)
+        best = max(g for name, g in peaks if "INT8" not in name)
+        best8 = max(g for name, g in peaks if "INT8" in name)
         print(f"peak: one 3x3 conv 64->64 at 256x256 in onnxruntime ({os.cpu_count()} cores)")
         for name, gflops in peaks:
-            print(f"  {name:<28} {gflops:7.1f} GFLOP/s")
+            print(f"  {name:<34} {gflops:7.1f} GFLOP/s")
         default = resolve_model("espcn", backend="onnx").path
+        int8 = resolve_model("espcn", backend="onnx", quantize="INT8").path
         seed, what = seed_like_onnx(tmp)
         whole, tiles = (1, 1, 416, 518), (4, 1, 128, 128)
         print(
@@ -238,23 +277,39 @@ def main() -> int:
                 g = setting_row(default, setting, shape, args.seconds)
                 cells.append(f"{g:7.1f} GFLOP/s {g / best:4.0%}")
             print(f"  {setting.label:<46} " + "   ".join(cells))
-        print(f"\nengine (OnnxEngine as the pipeline opens it), share of the peak {best:.1f}")
+        print(
+            f"\nengine (OnnxEngine as the pipeline opens it), share of the peak "
+            f"(float {best:.1f}, INT8 {best8:.1f} GFLOP/s)"
+        )
         for label, path, shapes in (
             ("default espcn (Y)", default, [whole, tiles]),
+            ("default espcn (Y), INT8 (--quantize INT8)", int8, [whole, tiles]),
             (f"static RGB ESPCN: {what}", seed, [(1, 3, 128, 128)]),
         ):
+            top = best8 if path == int8 else best
             for shape in shapes:
-                g = engine_row(path, shape, args.seconds)
+                g = engine_row(
+                    path, shape, args.seconds, flops_of=default if path == int8 else None
+                )
                 tag = "x".join(map(str, shape))
-                print(f"  {label:<48} {tag:<12} {g:7.1f} GFLOP/s {g / best:6.0%}")
+                print(f"  {label:<48} {tag:<12} {g:7.1f} GFLOP/s {g / top:6.0%}")
         folder = tmp / "in"
         source = make_inputs(folder, args.images)
         print(f"\nin the pipeline ({args.images} {source}, default settings, NIQE off)")
-        for label, model in (("default espcn", "espcn"), ("static RGB ESPCN", str(seed))):
-            g, busy, windows = pipeline_row(model, folder, tmp / f"out-{len(label)}")
+        runs: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+            ("default espcn", "espcn", ()),
+            ("default espcn, INT8 (--quantize INT8)", "espcn", ("--quantize", "INT8")),
+            ("static RGB ESPCN", str(seed), ()),
+        )
+        for i, (label, model, extra) in enumerate(runs):
+            # INT8 runs are credited with the float model's FLOPs.
+            g, busy, calls = pipeline_row(
+                model, folder, tmp / f"out-{i}", extra, flops_of=default if extra else None
+            )
+            top = best8 if extra else best
             print(
-                f"  {label:<48} {windows:5d} calls   {busy:6.2f} s busy {g:7.1f} GFLOP/s "
-                f"{g / best:6.0%}"
+                f"  {label:<48} {calls:5d} calls   {busy:6.2f} s busy {g:7.1f} GFLOP/s "
+                f"{g / top:6.0%}"
             )
     return 0
 

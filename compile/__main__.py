@@ -1,4 +1,5 @@
-"""``python -m compile MODEL --shape 1x3x128x128 --quantize F16 --out models/NAME/``."""
+"""``python -m compile MODEL --shape 1x3x128x128 --quantize F16 --out models/NAME/``, or
+``--target onnx-int8 --calibration DIR`` for an INT8 ONNX beside the float one."""
 
 from __future__ import annotations
 
@@ -10,20 +11,39 @@ from pathlib import Path
 from batchsr.errors import BatchSRError, CompileError, reworded
 from batchsr.logging import configure_logging
 from batchsr.tpumlir import find_tpu_mlir
-from batchsr.vocab import FILTER_NAMES, QUANTIZE
+from batchsr.vocab import COMPILE_TARGETS, FILTER_NAMES, QUANTIZE
 from compile.build import compile_model, parse_shape, register_bmodel
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m compile",
-        description="Export a zoo model or checkpoint to ONNX and BM1684X bmodels (tpu-mlir).",
+        description="Export a zoo model or checkpoint to ONNX and BM1684X bmodels (tpu-mlir), "
+        "or to an INT8 ONNX for onnxruntime on the CPU (--target onnx-int8).",
     )
     p.add_argument(
         "model", nargs="?", help="zoo name (models/NAME or architecture id) or checkpoint"
     )
-    p.add_argument("--shape", action="append", required=True, help="NxCxHxW, repeatable")
-    p.add_argument("--quantize", choices=QUANTIZE, default="F16")
+    p.add_argument(
+        "--shape",
+        action="append",
+        required=True,
+        help="NxCxHxW, repeatable: a bmodel stage each; onnx-int8: the tile batches "
+        "calibration cuts (the INT8 ONNX takes any size)",
+    )
+    p.add_argument(
+        "--target",
+        choices=COMPILE_TARGETS,
+        default="bm1684x",
+        help="bm1684x (bmodels with tpu-mlir, default) or onnx-int8 (NAME_int8.onnx, "
+        "onnxruntime static QDQ quantization; run it with run.py --quantize INT8)",
+    )
+    p.add_argument(
+        "--quantize",
+        choices=QUANTIZE,
+        type=str.upper,
+        help="bm1684x: default F16; onnx-int8: INT8 (its only one)",
+    )
     p.add_argument("--calibration", type=Path, help="image folder for INT8 calibration")
     p.add_argument("--filter", choices=FILTER_NAMES, help="embed a PIL sharpening filter")
     p.add_argument("--out", type=Path, required=True, help="model folder, e.g. models/NAME/")
@@ -52,14 +72,18 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.model is None and not args.register:
         _parser().error("MODEL is required (unless --register)")
+    if args.register and args.target != "bm1684x":
+        _parser().error("--register adds a bmodel built by build_bmodel.sh; drop --target")
     fresh = not args.out.exists()
     log_path = args.log or args.out / "compile.log"
     sink = configure_logging(log_path)
+    quantize = args.quantize or ("INT8" if args.target == "onnx-int8" else "F16")
     try:
         shapes = [parse_shape(s) for s in args.shape]
-        tpu = find_tpu_mlir(args.tpu_mlir)
+        # An INT8 ONNX needs onnxruntime alone: no tpu-mlir environment is looked for.
+        tpu = find_tpu_mlir(args.tpu_mlir) if args.target == "bm1684x" else None
         if args.register:
-            register_bmodel(args.out, quantize=args.quantize, shapes=shapes, tpu_mlir=tpu)
+            register_bmodel(args.out, quantize=quantize, shapes=shapes, tpu_mlir=tpu)
             sink.close()
             print(f"registered the bmodel in {args.out / 'manifest.json'}")
             return 0
@@ -67,13 +91,14 @@ def main(argv: list[str] | None = None) -> int:
             args.model,
             args.out,
             shapes=shapes,
-            quantize=args.quantize,
+            quantize=quantize,
             calibration=args.calibration,
             filter_name=args.filter,
             name=args.name,
             input_num=args.input_num,
             use_tools=tpu is not None,
             tpu_mlir=tpu,
+            target=args.target,
         )
     except BatchSRError as err:
         sink.close()
@@ -88,7 +113,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         sink.close()  # idempotent
-    if result.script is not None:
+    if result.int8 is not None:
+        int8 = result.int8
+        print(
+            f"built {int8.path}: {int8.psnr_db:.1f} dB against the float ONNX on "
+            f"{int8.samples} calibration batches"
+        )
+    elif result.script is not None:
         print(
             f"no tpu-mlir environment found: ONNX and manifest done; run {result.script} "
             "in a tpu-mlir environment (`make tpu-env` builds one) to build the bmodel"
@@ -100,7 +131,13 @@ def main(argv: list[str] | None = None) -> int:
 
 # The compile library's parameters, as its messages name them (batchsr.errors), and the
 # flags that set them here.
-_FLAGS = {"shapes": "--shape", "calibration": "--calibration", "input_num": "--input-num"}
+_FLAGS = {
+    "shapes": "--shape",
+    "calibration": "--calibration",
+    "input_num": "--input-num",
+    "target": "--target",
+    "quantize": "--quantize",
+}
 
 
 def _remove_all_but(folder: Path, keep: Path | None) -> None:

@@ -1,9 +1,12 @@
-"""From a zoo model or checkpoint to a model folder: ONNX, bmodel (or its script), manifest.
+"""From a zoo model or checkpoint to a model folder: ONNX, bmodel (or its script) or INT8
+ONNX, manifest.
 
-``compile_model`` validates everything first (model, shapes, quantize, calibration
-images, filter), then exports and checks the ONNX, writes the form of it that
-tpu-mlir reads, the test and calibration npz files, and either runs tpu-mlir (the
-environment ``batchsr.tpumlir.find_tpu_mlir`` finds) or writes ``build_bmodel.sh``.
+``compile_model`` validates everything first (target, model, shapes, quantize,
+calibration images, filter), then exports and checks the ONNX. For the ``bm1684x``
+target it writes the form of it that tpu-mlir reads, the test and calibration npz
+files, and either runs tpu-mlir (the environment ``batchsr.tpumlir.find_tpu_mlir``
+finds) or writes ``build_bmodel.sh``; for ``onnx-int8`` it quantizes the ONNX for
+onnxruntime (``compile.onnx_int8``).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import structlog
+from numpy.typing import NDArray
 
 from batchsr.bmodel_info import read_bmodel_info
 from batchsr.errors import ConfigError, ModelError, setting
@@ -31,15 +35,22 @@ from batchsr.models import SRModel, get_arch, load_checkpoint
 from batchsr.models.info import ModelInfo
 from batchsr.sample_tiles import iter_tiles
 from batchsr.tpumlir import TpuMlir, find_tpu_mlir
-from batchsr.vocab import NCHW, QUANTIZE
+from batchsr.vocab import COMPILE_TARGETS, NCHW, QUANTIZE
 from compile.calibration import (
     calibration_images,
     synthetic_input,
     write_calibration,
     write_test_input,
 )
-from compile.model_folder import PENDING_NOTES, python_tools, write_model_folder, write_onnx
+from compile.model_folder import (
+    PENDING_NOTES,
+    FolderOnnx,
+    python_tools,
+    write_model_folder,
+    write_onnx,
+)
 from compile.onnx import for_tpu_mlir
+from compile.onnx_int8 import Int8Onnx, calibration_batches, int8_name, quantize_onnx_int8
 from compile.plan import WORK_DIR, CompilePlan, bmodel_name, make_plan, shape_tag
 from compile.tpu_mlir import run_plan, stage_facts, write_script
 
@@ -66,16 +77,18 @@ class CompileResult:
     Attributes:
         folder: the model folder.
         manifest: its manifest.
-        plan: the tpu-mlir plan.
+        plan: the tpu-mlir plan (None for the onnx-int8 target).
         bmodel: the built bmodel, or None when only the script was written.
         script: ``build_bmodel.sh`` when no tpu-mlir environment was found, else None.
+        int8: the INT8 ONNX the onnx-int8 target built, else None.
     """
 
     folder: Path
     manifest: Manifest
-    plan: CompilePlan
+    plan: CompilePlan | None
     bmodel: Path | None
     script: Path | None
+    int8: Int8Onnx | None = None
 
 
 def parse_shape(text: str) -> NCHW:
@@ -161,14 +174,16 @@ def compile_model(
     models_dir: Path = MODELS_DIR,
     use_tools: bool = True,
     tpu_mlir: TpuMlir | None = None,
+    target: str = "bm1684x",
 ) -> CompileResult:
     """Build the model folder ``out`` for ``spec``.
 
     Args:
         spec: zoo name (model folder or architecture id) or checkpoint path.
         out: the model folder to write.
-        shapes: static NCHW tile shapes, one bmodel stage each.
-        quantize: F32, F16, BF16 or INT8.
+        shapes: static NCHW tile shapes, one bmodel stage each; for onnx-int8, the
+            tile batches calibration cuts (the INT8 ONNX takes any N, H and W).
+        quantize: F32, F16, BF16 or INT8 (onnx-int8: INT8 only).
         calibration: folder of images for INT8 calibration (required for INT8).
         filter_name: a PIL filter to embed after the network (``batchsr.filters``).
         name: model and net name; defaults to ``out``'s folder name.
@@ -177,16 +192,28 @@ def compile_model(
         use_tools: run tpu-mlir if an environment is found; False always writes the
             script.
         tpu_mlir: the environment to run; None looks for one (``find_tpu_mlir``).
+        target: ``bm1684x`` (bmodels with tpu-mlir) or ``onnx-int8`` (an INT8 QDQ
+            ONNX for onnxruntime, ``NAME_int8.onnx``, beside the float one).
 
     Raises:
-        ConfigError: bad shapes, quantize, calibration or filter (before any file is
-            written).
+        ConfigError: bad target, shapes, quantize, calibration or filter (before any
+            file is written).
         ModelError: ``spec`` cannot be resolved or loaded.
-        CompileError: export, check or a tpu-mlir step fails.
+        CompileError: export, check, quantization or a tpu-mlir step fails.
     """
     # --- validate everything before writing anything (issue item 5) ---
+    if target not in COMPILE_TARGETS:
+        raise ConfigError(
+            f"unknown {setting('target', target)}; choose one of {', '.join(COMPILE_TARGETS)}"
+        )
     if quantize not in QUANTIZE:
         raise ConfigError(f"unknown quantize {quantize!r}; choose one of {', '.join(QUANTIZE)}")
+    if target == "onnx-int8" and quantize != "INT8":
+        raise ConfigError(
+            f"{setting('target', target)} builds an INT8 ONNX, not {quantize}: use "
+            f"{setting('quantize', 'INT8')}, or {setting('target', 'bm1684x')} for a "
+            f"{quantize} bmodel"
+        )
     if quantize == "INT8" and calibration is None:
         raise ConfigError("INT8 needs a folder of images to calibrate on (`calibration`)")
     images = calibration_images(calibration) if calibration is not None else []
@@ -201,10 +228,22 @@ def compile_model(
     for shape in shapes:
         check_shape(shape, info)
     command = compile_command(
-        spec, out, shapes, quantize, calibration, filter_name, name, input_num
+        spec, out, shapes, quantize, calibration, filter_name, name, input_num, target
     )
     name = name or out.resolve().name
-    onnx_name = f"{name}.onnx"
+    if target == "onnx-int8":
+        # Cut before anything is written: too small images are refused like bad flags.
+        batches = calibration_batches(
+            images, shapes, pad=info.margin, scale=info.scale, limit=input_num
+        )
+        log.info(
+            "compile.start",
+            model=spec,
+            out=str(out),
+            target=target,
+            shapes=[shape_tag(s) for s in shapes],
+        )
+        return _compile_onnx_int8(model, out, name, shapes, batches, filter_name, command)
     tpu_onnx_name = f"{name}_tpu.onnx"
     plan = make_plan(
         model_name=name,
@@ -227,16 +266,7 @@ def compile_model(
     )
 
     # --- ONNX: dynamic N/H/W, checked against torch on every requested shape ---
-    # A model folder that already ships an ONNX (models/espcn) keeps it: the bmodel is
-    # built from the very file the onnx backend runs, once it is shown to be this model.
-    out.mkdir(parents=True, exist_ok=True)
-    previous = load_manifest(out) if (out / MANIFEST_NAME).is_file() else None
-    onnx_path, reuse = out / onnx_name, False
-    shipped = previous.artifact("onnx") if previous is not None else None
-    if shipped is not None and (out / shipped.path).is_file():
-        onnx_path, reuse = out / shipped.path, True
-    onnx = write_onnx(model, onnx_path, check_shapes=shapes, reuse=reuse)
-    log.info("compile.onnx", path=str(onnx.path), max_abs_diff=onnx.max_abs_diff)
+    onnx, previous = _float_onnx(model, out, name, shapes)
 
     _write_tpu_inputs(onnx.path, out / WORK_DIR, plan, images, info, input_num)
     found = (tpu_mlir or find_tpu_mlir()) if use_tools else None
@@ -281,6 +311,68 @@ def compile_model(
         previous=previous,
     )
     return CompileResult(folder=out, manifest=manifest, plan=plan, bmodel=bmodel, script=script)
+
+
+def _float_onnx(
+    model: SRModel, out: Path, name: str, shapes: Sequence[NCHW]
+) -> tuple[FolderOnnx, Manifest | None]:
+    """The folder's float ONNX, checked against torch on every shape, and the manifest
+    already in ``out`` (None for a new folder).
+
+    A model folder that already ships an ONNX (models/espcn) keeps it: the bmodel is
+    built from the very file the onnx backend runs, once it is shown to be this model.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    previous = load_manifest(out) if (out / MANIFEST_NAME).is_file() else None
+    onnx_path, reuse = out / f"{name}.onnx", False
+    shipped = previous.artifact("onnx") if previous is not None else None
+    if shipped is not None and (out / shipped.path).is_file():
+        onnx_path, reuse = out / shipped.path, True
+    onnx = write_onnx(model, onnx_path, check_shapes=shapes, reuse=reuse)
+    log.info("compile.onnx", path=str(onnx.path), max_abs_diff=onnx.max_abs_diff)
+    return onnx, previous
+
+
+def _compile_onnx_int8(
+    model: SRModel,
+    out: Path,
+    name: str,
+    shapes: Sequence[NCHW],
+    batches: Sequence[NDArray[np.float32]],
+    filter_name: str | None,
+    command: str,
+) -> CompileResult:
+    """The onnx-int8 target: the float ONNX and its INT8 QDQ form, both in the manifest."""
+    onnx, previous = _float_onnx(model, out, name, shapes)
+    # Named for the file it quantizes: models/espcn's espcn.onnx -> espcn_int8.onnx.
+    int8 = quantize_onnx_int8(onnx.path, out / int8_name(onnx.path.stem), batches)
+    log.info(
+        "compile.onnx_int8",
+        path=str(int8.path),
+        samples=int8.samples,
+        psnr_db=round(int8.psnr_db, 2),
+        prelu_rewritten=int8.rewritten,
+    )
+    artifact = file_artifact(
+        int8.path,
+        "onnx",
+        onnx.shapes,
+        quantize="INT8",
+        command=command,
+        quant_psnr_db=round(int8.psnr_db, 2),
+    )
+    # The float ONNX stays the folder's first onnx artifact, the one a run picks unless
+    # it asks for INT8 (`model.quantize`).
+    notes = (
+        f"INT8 ONNX by onnxruntime's static quantization, calibrated on {int8.samples} "
+        f"tile batches: {int8.psnr_db:.1f} dB against the float ONNX on them."
+    )
+    manifest = write_model_folder(
+        out, name, onnx, more=[artifact], postprocess=filter_name, notes=notes, previous=previous
+    )
+    return CompileResult(
+        folder=out, manifest=manifest, plan=None, bmodel=None, script=None, int8=int8
+    )
 
 
 def _write_tpu_inputs(
@@ -370,11 +462,14 @@ def compile_command(
     filter_name: str | None,
     name: str | None,
     input_num: int,
+    target: str = "bm1684x",
 ) -> str:
     """The ``python -m compile`` command line that builds this folder again."""
     argv = ["python", "-m", "compile", spec]
     for s in shapes:
         argv += ["--shape", shape_tag(s)]
+    if target != "bm1684x":
+        argv += ["--target", target]
     argv += ["--quantize", quantize]
     if calibration is not None:
         argv += ["--calibration", str(calibration), "--input-num", str(input_num)]

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import get_args
 
 import batchsr.vocab as vocab
-from batchsr.config import Config, QueueConfig, WorkerConfig
+from batchsr.config import Config, QueueConfig, WorkerConfig, load_config
 from batchsr.errors import ConfigError
 from batchsr.vocab import EDGES, INPUT_EDGE, MULTI_WORKER_STAGES, STAGES, TILE_MODES
 
@@ -84,7 +84,6 @@ def test_the_wiring_streams_are_the_edges_in_pipeline_order() -> None:
 
 
 def test_config_literals_refuse_values_outside_the_vocabulary() -> None:
-    from batchsr.config import load_config
 
     assert load_config(overrides={"tiling.mode": TILE_MODES[-1]}).tiling.mode == "blend"
     for key, bad in (
@@ -92,6 +91,7 @@ def test_config_literals_refuse_values_outside_the_vocabulary() -> None:
         ("model.backend", "tensorrt"),
         ("output.filter", "BLUR"),
         ("output.ext", "gif"),
+        ("model.quantize", "INT4"),
     ):
         try:
             load_config(overrides={key: bad})
@@ -112,3 +112,22 @@ def test_cli_choices_are_the_vocabulary() -> None:
     assert choices["border"] == vocab.BORDER_MODES
     assert choices["ext"] == vocab.OUTPUT_EXTS
     assert tuple(choices["filter"]) == vocab.FILTER_NAMES
+    assert choices["quantize"] == vocab.QUANTIZE
+
+
+def test_quantize_flag_takes_either_case_and_sets_model_quantize() -> None:
+    from batchsr.cli.flags import overrides_from
+    from batchsr.cli.upscale import build_parser
+
+    args = build_parser().parse_args(["--input", "x", "--quantize", "int8"])
+    assert overrides_from(args)["model.quantize"] == "INT8"
+    assert load_config(overrides=overrides_from(args)).model.quantize == "INT8"
+    assert load_config().model.quantize is None
+
+
+def test_compile_cli_choices_are_the_vocabulary() -> None:
+    from compile.__main__ import _parser
+
+    choices = {a.dest: tuple(a.choices) for a in _parser()._actions if a.choices is not None}
+    assert choices["target"] == vocab.COMPILE_TARGETS
+    assert choices["quantize"] == vocab.QUANTIZE

@@ -43,6 +43,7 @@ CONFIG_FLAGS: Mapping[str, str] = {
     "model.engines_per_device": "--engines-per-device",
     "model.engine_timeout_s": "--engine-timeout",
     "model.warmup": "--no-warmup",
+    "model.quantize": "--quantize",
     "memory.max_mib": "--max-memory",
     "tiling.tile": "--tile",
     "tiling.tile_pad": "--tile-pad",
@@ -89,12 +90,13 @@ MODEL_FLAGS: Mapping[str, str] = {
     "model.name": "--model",
     "model.backend": "--backend",
     "model.device": "--device",
+    "model.quantize": "--quantize",
 }
 
 
 def add_model_flags(p: argparse._ActionsContainer, *, model_help: str) -> None:
-    """``--model``, ``--backend``, ``--device``: which model runs on what."""
-    from batchsr.vocab import BACKENDS, DEVICES
+    """``--model``, ``--backend``, ``--device``, ``--quantize``: which model runs on what."""
+    from batchsr.vocab import BACKENDS, DEVICES, QUANTIZE
 
     p.add_argument("--model", "-m", help=model_help)
     p.add_argument("--backend", choices=BACKENDS, help=BACKEND_HELP)
@@ -102,6 +104,14 @@ def add_model_flags(p: argparse._ActionsContainer, *, model_help: str) -> None:
         "--device",
         choices=DEVICES,
         help="onnx/torch: where the model runs (cuda without a CUDA runtime is an error)",
+    )
+    p.add_argument(
+        "--quantize",
+        type=str.upper,
+        choices=QUANTIZE,
+        help="run the model folder's artifact that computes in this, e.g. INT8 (onnx: "
+        "NAME_int8.onnx from python -m compile --target onnx-int8); default: the first "
+        "listed (float)",
     )
 
 

@@ -66,6 +66,7 @@ def main(argv: Sequence[str]) -> int:
             "model.name": args.model,
             "model.backend": args.backend,
             "model.device": args.device,
+            "model.quantize": args.quantize,
         }.items()
         if v is not None
     }
@@ -76,7 +77,7 @@ def main(argv: Sequence[str]) -> int:
         load_config(args.config, {**overrides, "output.score": False}) if args.no_score else written
     )
     jobs = list_inputs(args.input)
-    model = resolve_model(base.model.name, backend=base.model.backend)
+    model = resolve_model(base.model.name, backend=base.model.backend, quantize=base.model.quantize)
     queue_sizes = ints(args.queue_sizes, "--queue-sizes")
     print(trial_header(args.repeat))
     result = anyio.run(

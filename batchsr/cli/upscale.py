@@ -259,7 +259,9 @@ def _prepare(args: argparse.Namespace) -> _Prepared:
     jobs = list_inputs(args.input, recursive=args.recursive)
     if not args.recursive and (skipped := unread_subfolders(args.input)):
         print(subfolders_note(args.input, skipped), file=sys.stderr)
-    model = resolve_model(config.model.name, backend=config.model.backend)
+    model = resolve_model(
+        config.model.name, backend=config.model.backend, quantize=config.model.quantize
+    )
     out_dir = config.output.dir or Path("results") / model.name
     if args.recursive and out_dir.resolve().is_relative_to(args.input.resolve()):
         raise ConfigError(
