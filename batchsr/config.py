@@ -124,14 +124,14 @@ class TilingConfig:
         y_only: run the model on MATLAB's Y channel and upscale Cb/Cr bicubically
             (one-channel models such as ESPCN-PyTorch's; automatic for them).
         in_flight: images between the start of tiling and their stitched image at
-            once; None (the default) allows one per infer worker (none for a model
-            of static batch size, whose batches fill across images), 0 leaves it to
-            the buffer sizes. The contest's per-image runtime spans exactly that window, so
-            a small one keeps each image from queueing behind others' tiles (the next
-            image is admitted as one is stitched; save and score still overlap with
-            the next images). Measured on 24 contest images, default model, 2 cores:
-            runtime_avg 0.19 s with one per worker against 0.50-0.58 s with buffers
-            only, at the same images/s.
+            once; None (the default) allows one per infer worker (no limit for a
+            model of static batch size above one, whose batches fill across images),
+            0 leaves it to the buffer sizes. The contest's per-image runtime spans
+            exactly that window, so a small one keeps each image from queueing behind
+            others' tiles (the next image is admitted as one is stitched; save and
+            score still overlap with the next images). Measured on 24 contest
+            images, default model, 2 cores: runtime_avg 0.19 s with one per worker
+            against 0.50-0.58 s with buffers only, at the same images/s.
         whole_pixels: with a model of free height and width, an image of at most
             this many pixels runs whole, as one window (with its margin), unless the
             mode is ``plain``: 128-pixel tiles compute 1.5 times the pixels of a whole
@@ -275,6 +275,7 @@ class Config:
             "model_sha256": model_sha256,
             "backend": self.model.backend,
             "tile": self.tiling.tile,
+            "whole_pixels": self.tiling.whole_pixels,
             "tile_pad": self.tiling.tile_pad,
             "mode": self.tiling.mode,
             "border": self.tiling.border,

@@ -201,6 +201,12 @@ def resolve_model(
                     f"name its folder to pick the {quantize} artifact, or unset `model.quantize`"
                 )
             return listed
+        if quantize is not None:
+            # Silently running the file's own precision would label float figures INT8.
+            raise ModelError(
+                f"{path} is a bare file: `model.quantize` ({quantize}) picks among the "
+                "artifacts a model folder's manifest lists; name the folder, or unset it"
+            )
         return ResolvedModel(name=path.stem, path=path, format=fmt)
     folder = path if path.is_dir() else models_dir / spec
     if not (folder / MANIFEST_NAME).is_file():

@@ -195,7 +195,9 @@ def tile_for(height: int, width: int, geometry: TileGeometry) -> TileGeometry:
     least window area (padding and overlap the device computes for nothing).
     """
     # Not ``plain``: its seams are what it reproduces.
+    # Nor a static batch above one: each whole image would go out padded to it.
     whole = geometry.dynamic_hw and geometry.tile_h and geometry.mode != "plain"
+    whole = whole and (not geometry.static_batch or geometry.batch == 1)
     if whole and height * width <= geometry.whole_pixels:
         return dataclasses.replace(geometry, tile_h=0, tile_w=0, alt_tiles=())
     if not geometry.alt_tiles:

@@ -28,6 +28,7 @@ __all__ = [
     "check_onnx",
     "export_onnx",
     "for_tpu_mlir",
+    "make_fusable",
 ]
 
 # 18 is the lowest opset the torch.export-based exporter implements natively (asking
@@ -117,7 +118,7 @@ def export_onnx(
         if program is None:
             raise CompileError(f"torch.onnx.export returned no program for {path}")
         program.save(str(path))
-        _make_fusable(path)
+        make_fusable(path)
     except (RuntimeError, ValueError, TypeError, torch.onnx.OnnxExporterError) as err:
         raise CompileError(
             f"cannot export {type(model).__name__} to ONNX at {shape} (dynamic={dynamic}): {err}"
@@ -127,15 +128,21 @@ def export_onnx(
     return path
 
 
-def _make_fusable(path: Path) -> None:
-    # The engine would rewrite them at every load, but paying for `import onnx` to do so.
+def make_fusable(src: Path, dst: Path | None = None) -> int:
+    """Write ``src`` (to ``dst``, else in place) with each single-slope PRelu as the
+    LeakyRelu it equals (``batchsr.engines.onnx_graph.fusable``); how many there were.
+
+    The engine would rewrite them at every load, but paying for ``import onnx`` to do so;
+    the INT8 build needs them so too (onnxruntime has no int8 PRelu).
+    """
     import onnx
 
     from batchsr.engines.onnx_graph import fusable
 
-    rewritten = fusable(onnx.load(str(path)))
-    if rewritten.changes:
-        onnx.save(rewritten.model, str(path))
+    rewritten = fusable(onnx.load(str(src)))
+    if rewritten.changes or dst is not None:
+        onnx.save(rewritten.model, str(dst or src))
+    return len(rewritten.changes)
 
 
 def check_onnx(

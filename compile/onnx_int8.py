@@ -12,8 +12,10 @@ float ONNX on held-out photos; benchmarks/README.md, "INT8 on the CPU"):
 - A PRelu with a single slope is rewritten as the LeakyRelu it equals before
   quantizing: onnxruntime has an int8 kernel for LeakyRelu (QLinearLeakyRelu) but none
   for PRelu, whose QDQ form runs in float between a DequantizeLinear and a
-  QuantizeLinear. With the PRelus in float the INT8 model was 1.4x as fast as the float
-  one; with them rewritten, 2.5-3.4x (benchmarks/roofline.py).
+  QuantizeLinear. With the PRelus in float the INT8 model was 1.4x as fast as the
+  (PRelu) float one. ``compile`` now exports them as LeakyRelu, so this step finds none
+  in its own exports; against that fused float model INT8's engine is 1.5-1.9x
+  (benchmarks/roofline.py).
 - No reduced range: the 8-bit products cannot saturate on a CPU with AVX512-VNNI or
   AVX-VNNI (their dot products add into int32). On AVX2 without VNNI onnxruntime's
   u8 x s8 kernel adds pairs in int16 and may saturate; ``quant_psnr_db`` in the
@@ -37,6 +39,7 @@ from batchsr.errors import CompileError, ConfigError
 from batchsr.sample_tiles import iter_tiles
 from batchsr.selfcheck import compare, min_psnr_for
 from batchsr.vocab import NCHW
+from compile.onnx import make_fusable
 
 if TYPE_CHECKING:
     from onnxruntime import InferenceSession
@@ -47,7 +50,6 @@ __all__ = [
     "calibration_batches",
     "int8_name",
     "optimized_ops",
-    "prelu_as_leaky_relu",
     "quantize_onnx_int8",
 ]
 
@@ -75,23 +77,6 @@ class Int8Onnx:
 def int8_name(stem: str) -> str:
     """The file name of the INT8 form of ``STEM.onnx``."""
     return f"{stem}_int8.onnx"
-
-
-def prelu_as_leaky_relu(src: Path, dst: Path) -> int:
-    """Write ``src`` to ``dst`` with each PRelu of one slope as the LeakyRelu it equals
-    (``batchsr.engines.onnx_graph.fusable``); a PRelu with a slope per channel is left
-    as it is (it then runs in float).
-
-    Returns:
-        How many PRelus were rewritten (none for ONNX that ``compile`` exported).
-    """
-    import onnx
-
-    from batchsr.engines.onnx_graph import fusable
-
-    rewritten = fusable(onnx.load(str(src)))
-    onnx.save(rewritten.model, str(dst))
-    return len(rewritten.changes)
 
 
 def calibration_batches(
@@ -202,7 +187,7 @@ def quantize_onnx_int8(
     name = _input_name(float_onnx)
     with tempfile.TemporaryDirectory(prefix="batchsr-int8-") as tmp:
         leaky, prepared = Path(tmp) / "leaky.onnx", Path(tmp) / "prepared.onnx"
-        rewritten = prelu_as_leaky_relu(float_onnx, leaky)
+        rewritten = make_fusable(float_onnx, leaky)
         try:
             # onnxruntime's own clean-up (shape inference, constant folding) that the
             # quantizer expects; without it the quantizer logs a warning to the root

@@ -375,3 +375,25 @@ def test_a_cluster_log_reads_as_one_run_with_per_node_figures(tmp_path: Path) ->
     assert [(n.node, n.pipelines, n.images) for n in a.nodes] == [("A", 1, 2), ("B", 1, 1)]
     assert a.slowest_node == "B"
     assert a.nodes[0].infer_utilisation == pytest.approx(0.5 / 1.5)
+
+
+@pytest.mark.asyncio
+async def test_a_failed_call_in_a_worker_thread_still_counts_its_cpu() -> None:
+    """NIQE raises after most of its work: that work is the stage's CPU all the same."""
+    from structlog.testing import capture_logs
+
+    from batchsr.pipeline.stage import Meter
+
+    def spin_then_fail() -> None:
+        t = time.thread_time()
+        while time.thread_time() - t < 0.02:
+            pass
+        raise ValueError("undefined")
+
+    meter: Meter[object] = Meter("score")
+    with capture_logs() as logs:
+        with pytest.raises(ValueError):
+            await meter.in_thread(spin_then_fail)
+        meter.done(image_id=0)
+        meter.done(image_id=1)  # an item that ran nothing in a thread logs no cpu_s
+    assert logs[0]["cpu_s"] >= 0.02 and "cpu_s" not in logs[1]

@@ -20,7 +20,8 @@ from batchsr.resolve import resolve_model
 from batchsr.sample_tiles import iter_tiles
 from batchsr.selfcheck import compare
 from compile.build import compile_model
-from compile.onnx_int8 import INT8_OPS, optimized_ops, prelu_as_leaky_relu
+from compile.onnx import make_fusable
+from compile.onnx_int8 import INT8_OPS, optimized_ops
 from tests.helpers.paths import CONTEST, CONTEST_INPUTS, REPO
 
 ESPCN = REPO / "models" / "espcn"
@@ -98,8 +99,8 @@ def test_prelu_of_one_slope_becomes_the_leaky_relu_it_equals(tmp_path: Path) -> 
 
     prelu, leaky = tmp_path / "prelu.onnx", tmp_path / "leaky.onnx"
     onnx.save(as_prelu(onnx.load(str(ESPCN / "espcn.onnx"))), str(prelu))
-    assert prelu_as_leaky_relu(ESPCN / "espcn.onnx", tmp_path / "same.onnx") == 0
-    assert prelu_as_leaky_relu(prelu, leaky) == 2
+    assert make_fusable(ESPCN / "espcn.onnx", tmp_path / "same.onnx") == 0
+    assert make_fusable(prelu, leaky) == 2
     x = np.random.default_rng(0).random((2, 1, 40, 56), dtype=np.float32)
     a, b = (OnnxEngine(p, scale=4) for p in (prelu, leaky))
     np.testing.assert_allclose(a.run(x), b.run(x), atol=1e-6)

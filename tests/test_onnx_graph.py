@@ -115,3 +115,15 @@ def test_compile_exports_a_prelu_network_as_leaky_relu(tmp_path: Path) -> None:
     path = export_onnx(model.module, tmp_path / "m.onnx", shape=(2, 1, 20, 28), dynamic=True)
     ops = {n.op_type for n in onnx.load(str(path)).graph.node}
     assert "LeakyRelu" in ops and "PRelu" not in ops
+
+
+def test_a_slope_the_caller_may_feed_is_not_a_constant() -> None:
+    """Older exports list every weight as a graph input too: such a slope is a default
+    the caller may override, so it stays a PRelu and the model still loads."""
+    model = _conv_prelu(np.array([[[[-0.25]]]], dtype=np.float32))
+    model.graph.input.append(
+        helper.make_tensor_value_info("slope", TensorProto.FLOAT, [1, 1, 1, 1])
+    )
+    assert fusable(model).changes == ()
+    x = np.random.default_rng(1).standard_normal((1, 1, 8, 8)).astype(np.float32)
+    assert _run(fusable(model).model, x).shape == (1, 4, 8, 8)

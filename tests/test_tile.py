@@ -309,3 +309,14 @@ def test_whole_images_stack_only_as_far_as_a_batch_of_tiles_reaches() -> None:
     assert calls(24, 9) == [4, 4, 1]  # the batch size still caps small windows
     assert calls(40, 3) == [2, 1]
     assert calls(72, 3) == [1, 1, 1]
+
+
+def test_a_static_batch_above_one_keeps_tiling_whole_images_would_go_out_padded() -> None:
+    """Free height and width but four images a call, fixed: a whole image would fill one
+    slot of four with zeros beside it, so it is tiled; with a static batch of one it
+    runs whole."""
+    from batchsr.tiling import tile_for
+
+    four = TileGeometry(128, 128, 4, 4, True, 4, dynamic_hw=True, whole_pixels=408 * 510)
+    assert tile_for(408, 510, four).tile_h == 128
+    assert tile_for(408, 510, dataclasses.replace(four, batch=1)).tile_h == 0

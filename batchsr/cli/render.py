@@ -229,6 +229,7 @@ def _analysis_head(a: RunAnalysis) -> list[str]:
             f"model {model.get('name', '?')} ({model.get('format', '?')}), tile "
             f"{geo.get('tile_h', '?')}x{geo.get('tile_w', '?')} pad {geo.get('pad', '?')} "
             f"batch {geo.get('batch', '?')}"
+            + (f", images up to {whole} px whole" if (whole := geo.get("whole_pixels")) else "")
         )
     wall = "n/a" if a.wall_s is None else f"{a.wall_s:.2f} s"
     rate = "n/a" if a.images_per_s is None else f"{a.images_per_s:.2f}"

@@ -135,7 +135,8 @@ def _pipeline(p: argparse._ArgumentGroup) -> None:
         metavar="N",
         help="images between the start of tiling and their stitched image at once (the "
         "contest runtime's span): small keeps images from queueing behind each other "
-        "(default: one per infer worker; 0 = only the buffer sizes bound it)",
+        "(default: one per infer worker, no limit for a static batch above one, which "
+        "fills across images; 0 = only the buffer sizes bound it)",
     )
     p.add_argument(
         "--max-memory",
@@ -155,7 +156,8 @@ def _tiling(p: argparse._ArgumentGroup) -> None:
         type=int,
         metavar="N",
         help="run an image of at most N pixels whole, untiled (models of free height and "
-        "width; default 262144 = 512x512; 0 always tiles)",
+        "width, and a batch of one if it is static; default 262144 = 512x512; 0 always "
+        "tiles)",
     )
     p.add_argument(
         "--tile-mode",

@@ -42,13 +42,16 @@ def fusable(model: onnx.ModelProto) -> Rewritten:
     broadcast would then change the output's rank).
     """
     graph = model.graph
-    initializers = {t.name: t for t in graph.initializer}
+    inputs = {i.name for i in graph.input}
+    # An initializer that is also a graph input (older exports list every weight so)
+    # is a default the caller may override: not a constant slope.
+    initializers = {t.name: t for t in graph.initializer if t.name not in inputs}
     ranks = _known_ranks(graph, initializers)
     nodes: list[onnx.NodeProto] = []
     changes: list[str] = []
     for node in graph.node:
         slope = None
-        if node.op_type == "PRelu":
+        if node.op_type == "PRelu" and node.domain in ("", "ai.onnx"):
             slope = _scalar(initializers.get(node.input[1]), ranks.get(node.input[0]))
         if slope is None:
             nodes.append(node)
@@ -69,6 +72,7 @@ def fusable(model: onnx.ModelProto) -> Rewritten:
     # slopes, unless a subgraph (If, Loop) might still read them.
     if not any(a.type in _GRAPH_ATTRS for n in nodes for a in n.attribute):
         read = {name for n in nodes for name in n.input} | {o.name for o in graph.output}
+        read |= inputs
         kept = [t for t in rewritten.graph.initializer if t.name in read]
         del rewritten.graph.initializer[:]
         rewritten.graph.initializer.extend(kept)

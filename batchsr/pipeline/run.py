@@ -269,6 +269,8 @@ class _Run:
             model=self.model.log_record(),
             engine={
                 "input_shapes": [list(s) for s in engine.input_shapes],
+                # What the onnx backend rewrote as it loaded the model (onnx_graph).
+                "graph_rewrites": list(getattr(engine, "rewrites", ())),
                 "scale": engine.scale,
                 "warmup_s": warmup_s,
             },
@@ -377,6 +379,8 @@ def _geometry_record(geometry: TileGeometry) -> dict[str, Any]:
         "mode": geometry.mode,
         "y_only": geometry.y_only,
         "tail_batches": list(geometry.tail_batches),
+        # Images up to this many pixels ran whole (a model of free height and width).
+        "whole_pixels": geometry.whole_pixels if geometry.dynamic_hw else 0,
     }
 
 

@@ -53,14 +53,20 @@ class Meter(Generic[T]):
         item's record (``cpu_s``): unlike busy seconds, they do not grow while the
         thread waits for a core that other stages hold."""
 
-        def timed() -> tuple[V, float]:
-            t = time.thread_time()
-            result = func(*args)
-            return result, time.thread_time() - t
+        spent: list[float] = []
 
-        result, cpu_s = await anyio.to_thread.run_sync(timed, limiter=limiter)
-        self._cpu_s = (self._cpu_s or 0.0) + cpu_s
-        return result
+        def timed() -> V:
+            t = time.thread_time()
+            try:
+                return func(*args)
+            finally:  # a failed call's work counts too (NIQE raises after most of it)
+                spent.append(time.thread_time() - t)
+
+        try:
+            return await anyio.to_thread.run_sync(timed, limiter=limiter)
+        finally:
+            if spent:
+                self._cpu_s = (self._cpu_s or 0.0) + spent[0]
 
     async def receive(self, stream: MemoryObjectReceiveStream[T]) -> T | None:
         """The next item, or None once the upstream has closed."""

@@ -128,7 +128,8 @@ async def run_stages(wiring: StageWiring) -> None:
     if in_flight is None:
         # A static batch is filled across images; with one image at a time each
         # image's last batch would go out padded.
-        in_flight = 0 if wiring.geometry.static_batch else len(wiring.placements)
+        filled = wiring.geometry.static_batch and wiring.geometry.batch > 1
+        in_flight = 0 if filled else len(wiring.placements)
     window = Budget(in_flight) if in_flight else None
     async with anyio.create_task_group() as tg:
         tg.start_soon(_feed, streams.paths.send, wiring.jobs, name="feed")
