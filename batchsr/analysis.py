@@ -649,7 +649,7 @@ def analyze_run(run: RunLog) -> RunAnalysis:
     rated = [n for n in nodes if n.per_pipeline is not None]
     slowest = min(rated, key=lambda n: n.per_pipeline or 0.0).node if len(rated) > 1 else None
     padded = _padded_share(run)
-    cores, cpu_busy = _cpu_use(run)
+    cores, cpu_busy, cpu_s = _cpu_use(run)
     bottleneck = find_bottleneck(stages)
     suggestion = suggest(
         stages, bottleneck, run=run, padded_share=padded, span_s=span, cpu=(cores, cpu_busy)
@@ -672,7 +672,7 @@ def analyze_run(run: RunLog) -> RunAnalysis:
         concurrency=_share(math.fsum(s.busy_s for s in stages), span),
         cores=cores,
         cpu_busy=cpu_busy,
-        cpu_s=_process_cpu_s(run),
+        cpu_s=cpu_s,
         stages=stages,
         devices=devices,
         nodes=nodes,
@@ -687,23 +687,19 @@ def analyze_run(run: RunLog) -> RunAnalysis:
     )
 
 
-def _cpu_use(run: RunLog) -> tuple[int | None, float | None]:
-    """(usable cores, cores busy on average) from the end record's ``cpu`` figures."""
+def _cpu_use(run: RunLog) -> tuple[int | None, float | None, float | None]:
+    """(usable cores, cores busy on average, process CPU seconds) from the end
+    record's ``cpu`` figures."""
     cpu = (run.finished or run.interrupted or {}).get("cpu")
     if not isinstance(cpu, Mapping):
-        return None, None
+        return None, None, None
     cores, cpu_s, wall_s = cpu.get("cores"), cpu.get("cpu_s"), cpu.get("wall_s")
+    seconds = _finite(float(cpu_s)) if isinstance(cpu_s, int | float) else None
     if not isinstance(cores, int) or cores < 1:
-        return None, None
-    if not (isinstance(cpu_s, int | float) and isinstance(wall_s, int | float) and wall_s > 0):
-        return cores, None
-    return cores, _finite(float(cpu_s) / float(wall_s))
-
-
-def _process_cpu_s(run: RunLog) -> float | None:
-    cpu = (run.finished or run.interrupted or {}).get("cpu")
-    value = cpu.get("cpu_s") if isinstance(cpu, Mapping) else None
-    return _finite(float(value)) if isinstance(value, int | float) else None
+        return None, None, seconds
+    if seconds is None or not (isinstance(wall_s, int | float) and wall_s > 0):
+        return cores, None, seconds
+    return cores, _finite(seconds / float(wall_s)), seconds
 
 
 def find_bottleneck(stages: Sequence[StageFigures]) -> str | None:

@@ -14,6 +14,7 @@ the engine never idles on it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from typing import Any
 
@@ -40,7 +41,8 @@ class _Batcher:
         self._slots: list[Slot] = []
         self._next_id = 0
         g = geometry
-        self._batch_pixels = g.batch * g.tile_h * g.tile_w if g.tile_h else g.batch << 62
+        # No cap with tile 0 (batch 1 there): only a batch of tiles sets one.
+        self._batch_pixels = g.batch * g.tile_h * g.tile_w if g.tile_h else math.inf
 
     def __len__(self) -> int:
         return len(self._slots)
