@@ -13,9 +13,9 @@ from typing import Final
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image
 
 from batchsr.border import DEFAULT_BORDER, extend
+from batchsr.resample import upscale_bicubic, upscale_columns, upscale_rows
 from batchsr.vocab import BorderMode
 
 __all__ = [
@@ -36,13 +36,12 @@ MATLAB_Y: Final = (65.481, 128.553, 24.966)
 _M = np.array([MATLAB_Y, [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]], dtype=np.float64)
 _OFFSET = np.array([16.0, 128.0, 128.0])
 _M_INV = np.linalg.inv(_M)
-# ycbcr_to_rgb folded for merge_y: RGB in 0..255 units = _K @ (Y, Cb, Cr) in [0, 1] + _K0.
-_K = (255.0 * _M_INV * 255.0).astype(np.float32)
-_K0 = (-255.0 * _M_INV @ _OFFSET).astype(np.float32)
-assert (_K[:, 0] == _K[0, 0]).all(), "merge_y takes Y's weight to be one number"
-_K_Y = _K[0, 0]
-_SUPPORT = 3  # input pixels PIL's bicubic reads beyond a box when upscaling (2, plus 1)
-_BAND_PIXELS = 1 << 16  # output pixels per band in merge_y (256 KiB per float32 plane)
+# ycbcr_to_rgb folded for merge_y: RGB in 0..255 units = _K64 @ (Y, Cb, Cr) in [0, 1] + _K064.
+_K64 = 255.0 * _M_INV * 255.0
+_K064 = -255.0 * _M_INV @ _OFFSET
+assert (_K64[:, 0] == _K64[0, 0]).all(), "merge_y takes Y's weight to be one number"
+_K_Y = float(_K64[0, 0])
+_BAND_PIXELS = 1 << 17  # output pixels per band in merge_y (1 MiB per float64 plane)
 
 
 def rgb_to_ycbcr(rgb: NDArray[np.uint8]) -> NDArray[np.float32]:
@@ -66,24 +65,28 @@ def chroma_planes(ycc: NDArray[np.float32]) -> NDArray[np.float32]:
 def upscale_chroma(
     cbcr: NDArray[np.float32], scale: int, box: tuple[int, int, int, int] | None = None
 ) -> NDArray[np.float32]:
-    """Bicubic upscale of Cb and Cr planes (2xHxW) -> 2x(H*s)x(W*s).
+    """Bicubic upscale of Cb and Cr planes (2xHxW) -> 2x(H*s)x(W*s), as PIL's
+    ``resize(BICUBIC)`` of float planes gives it (``batchsr.resample``).
 
     ``box=(x0, y0, x1, y1)`` upscales only that region of the input, giving exactly that
-    region of the whole upscale: PIL reads the filter's support from outside the box.
+    region of the whole upscale: the filter reads its support from around the box.
     """
-    h, w = cbcr.shape[1:]
-    x0, y0, x1, y1 = box or (0, 0, w, h)
-    size = ((x1 - x0) * scale, (y1 - y0) * scale)
-    # Only the box and the filter's support around it go to PIL (which copies what it
-    # is given); where the cut is not the image's edge PIL never reads past it.
-    cy0, cx0 = max(0, y0 - _SUPPORT), max(0, x0 - _SUPPORT)
-    cy1, cx1 = min(h, y1 + _SUPPORT), min(w, x1 + _SUPPORT)
-    local = (x0 - cx0, y0 - cy0, x1 - cx0, y1 - cy0)
-    out = np.empty((2, size[1], size[0]), np.float32)
-    for c in (0, 1):
-        plane = Image.fromarray(np.ascontiguousarray(cbcr[c, cy0:cy1, cx0:cx1]))
-        out[c] = np.asarray(plane.resize(size, Image.Resampling.BICUBIC, box=local))
-    return out
+    return upscale_bicubic(cbcr, scale, box).astype(np.float32)
+
+
+def _chroma_terms(cbcr: NDArray[np.float32]) -> NDArray[np.float64]:
+    """(3, h, w) float64: each of R, G and B less its Y term, from Cb and Cr, plus 0.5.
+
+    The bicubic upscale is linear and keeps constants, so it can be taken of these
+    three low-resolution planes instead of the two chroma planes: the full-resolution
+    work is then one sum per channel. The 0.5 makes truncation round to nearest.
+    """
+    terms = np.empty((3, *cbcr.shape[1:]), np.float64)
+    for c in range(3):
+        np.multiply(cbcr[0], _K64[c, 1], out=terms[c])
+        terms[c] += cbcr[1] * _K64[c, 2]
+        terms[c] += _K064[c] + 0.5
+    return terms
 
 
 def merge_y(
@@ -101,34 +104,36 @@ def merge_y(
         scale: the upscale factor s.
 
     Returns:
-        (h*s)x(w*s)x3 uint8: Cb and Cr upscaled bicubically (as :func:`upscale_chroma`),
-        the colours of ``ycbcr_to_rgb`` clipped and rounded, but in float32 and in
-        bands of rows. The pipeline merges every SR tile core this way as it arrives;
-        float64 HxWx3 temporaries of whole images cost more CPU than the model's tiles
-        and held a hundred megabytes per image in flight.
+        (h*s)x(w*s)x3 uint8: the colours of ``ycbcr_to_rgb`` with Cb and Cr upscaled
+        bicubically (as :func:`upscale_chroma`), clipped and rounded (half up). The
+        pipeline merges every SR tile core this way as it arrives; a region's merge is
+        that region of the whole image's, bit for bit.
     """
     hs, ws = y.shape
     oy, ox = origin
     h, w = hs // scale, ws // scale
+    big_h, big_w = cbcr.shape[1:]
     out = np.empty((hs, ws, 3), np.uint8)
-    band = max(1, _BAND_PIXELS // max(ws * scale, 1))  # input rows per band
-    for r0 in range(0, h, band):
-        r1 = min(h, r0 + band)
-        chroma = upscale_chroma(cbcr, scale, (ox, oy + r0, ox + w, oy + r1))
-        ys = y[r0 * scale : r1 * scale]
-        # Y weighs the same in R, G and B (the rows of _K agree in float32): one product.
-        yk = ys * _K_Y
-        acc = np.empty(ys.shape, np.float32)
-        term = np.empty(ys.shape, np.float32)
+    # The low-resolution rows and columns the bicubic taps reach (2 each way).
+    r0, r1 = max(0, oy - 2), min(big_h, oy + h + 2)
+    c0, c1 = max(0, ox - 2), min(big_w, ox + w + 2)
+    terms = _chroma_terms(cbcr[:, r0:r1, c0:c1])
+    across = upscale_columns(terms, c0, big_w, scale, ox, ox + w)
+    # Bands of rows keep the float64 planes of the vertical pass in cache.
+    band = max(4, _BAND_PIXELS // max(ws * scale, 1) // 4 * 4)  # input rows per band
+    yk = np.empty((min(h, band) * scale, ws), np.float64)
+    for b0 in range(0, h, band):
+        b1 = min(h, b0 + band)
+        rows = slice(b0 * scale, b1 * scale)
+        planes = upscale_rows(across, r0, big_h, scale, oy + b0, oy + b1)
+        # Y weighs the same in R, G and B (the rows of _K64 agree): one product.
+        ys = np.multiply(y[rows], _K_Y, out=yk[: (b1 - b0) * scale])
         for c in range(3):
-            np.multiply(chroma[0], _K[c, 1], out=term)
-            np.add(yk, term, out=acc)
-            np.multiply(chroma[1], _K[c, 2], out=term)
-            acc += term
-            acc += _K0[c]
-            np.clip(acc, 0.0, 255.0, out=acc)
-            np.rint(acc, out=acc)
-            out[r0 * scale : r1 * scale, :, c] = acc
+            plane = planes[c]
+            plane += ys
+            np.clip(plane, 0.0, 255.0, out=plane)
+            # Truncation rounds: the terms carry the 0.5.
+            np.copyto(out[rows, :, c], plane, casting="unsafe")
     return out
 
 

@@ -31,6 +31,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "pixels, files and models",
         (
             "batchsr.border",
+            "batchsr.resample",
             "batchsr.color",
             "batchsr.filters",
             "batchsr.png",
