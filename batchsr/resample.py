@@ -57,14 +57,21 @@ def bicubic_taps(n_in: int, scale: int, out0: int, n_out: int) -> tuple[NDArray[
         (it may lie outside ``0 .. n_in - 1``), ``weights[i, k]`` the weight of input
         ``first[i] + k``: zero for an index outside the axis, the others summing to one.
     """
-    out = np.arange(out0, out0 + n_out)
+    return _taps_at(n_in, scale, np.arange(out0, out0 + n_out))
+
+
+def _taps_at(n_in: int, scale: int, out: NDArray[np.intp]) -> tuple[NDArray[np.intp], F64Array]:
+    """:func:`bicubic_taps` of the output samples ``out``."""
     q, phase = np.divmod(out, scale)
     frac = (phase + 0.5) / scale  # the centre's offset within input sample q
     # PIL's first tap is int(centre - 1.5): two samples back when the centre lies in
-    # the first half of sample q, else one.
-    first = q - np.where(frac < 0.5, 2, 1)
+    # the first half of sample q, else one. Offsets from q, not absolute positions, so
+    # the weights repeat exactly with the phase.
+    back = np.where(frac < 0.5, 2, 1)
+    first = q - back
+    offset = np.arange(_TAPS) - back[:, None]  # tap index - q
+    weights = _keys_cubic(offset + (0.5 - frac)[:, None])
     idx = first[:, None] + np.arange(_TAPS)
-    weights = _keys_cubic(idx - (q + frac)[:, None] + 0.5)
     weights[(idx < 0) | (idx >= n_in)] = 0.0
     total = weights.sum(axis=1, keepdims=True)
     # An output past the axis's end (the padding of a last group) has no taps left.
@@ -72,28 +79,43 @@ def bicubic_taps(n_in: int, scale: int, out0: int, n_out: int) -> tuple[NDArray[
     return first.astype(np.intp), weights
 
 
-@lru_cache(maxsize=64)
+def _group_bands(n_in: int, scale: int, in0: int, groups: NDArray[np.intp]) -> F64Array:
+    """(len(groups), scale*t, t+4): the matrices of the given groups (see :func:`_band`)."""
+    t = _GROUP
+    rows = scale * t
+    out = np.repeat(in0 + groups * t, rows) * scale + np.tile(np.arange(rows), len(groups))
+    first, weights = _taps_at(n_in, scale, out)
+    band = np.zeros((len(groups), rows, t + 4), np.float64)
+    g, i = np.divmod(np.arange(len(out)), rows)
+    local = first - (in0 + groups[g] * t - 2)  # up to t; the last tap at most t + 3
+    for k in range(_TAPS):
+        band[g, i, local + k] = weights[:, k]
+    return band
+
+
+@lru_cache(maxsize=8)
+def _interior(scale: int) -> F64Array:
+    """The matrix of every group whose taps stay inside the axis: the weights repeat
+    with the phase, so only the groups at the edges differ."""
+    return _group_bands(1 << 20, scale, 4, np.zeros(1, np.intp))[0]
+
+
 def _band(n_in: int, scale: int, in0: int, groups: int) -> F64Array:
     """(groups, scale*t, t+4) matrices: group g's output rows from its t + 4 input rows,
     which start at input row ``in0 + g*t - 2``."""
     t = _GROUP
-    rows = scale * t
-    first, weights = bicubic_taps(n_in, scale, in0 * scale, groups * rows)
-    band = np.zeros((groups, rows, t + 4), np.float64)
-    g, i = np.divmod(np.arange(groups * rows), rows)
-    local = first - (in0 + g * t - 2)  # up to t; the last tap at most t + 3
-    for k in range(_TAPS):
-        band[g, i, local + k] = weights[:, k]
-    band.setflags(write=False)
+    band = np.empty((groups, scale * t, t + 4), np.float64)
+    band[:] = _interior(scale)
+    start = in0 + np.arange(groups) * t - 2
+    edge = np.flatnonzero((start < 0) | (start + t + 4 > n_in))
+    if edge.size:
+        band[edge] = _group_bands(n_in, scale, in0, edge)
     return band
 
 
-@lru_cache(maxsize=64)
 def _band_t(n_in: int, scale: int, in0: int, groups: int) -> F64Array:
     """:func:`_band` transposed, contiguous: for products from the right."""
-    band = np.ascontiguousarray(_band(n_in, scale, in0, groups).transpose(0, 2, 1))
-    band.setflags(write=False)
-    return band
+    return np.ascontiguousarray(_band(n_in, scale, in0, groups).transpose(0, 2, 1))
 
 
 def _windows(

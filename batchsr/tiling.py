@@ -59,6 +59,7 @@ __all__ = [
     "plan_image",
     "prepare_image",
     "round_up",
+    "runs_whole",
     "tile_for",
     "to_uint8",
 ]
@@ -184,6 +185,16 @@ def plan_axis_plain(length: int, tile: int) -> tuple[int, list[tuple[int, int, i
     ]
 
 
+def runs_whole(geometry: TileGeometry) -> bool:
+    """Whether images of up to ``geometry.whole_pixels`` pixels go in whole (see
+    :func:`tile_for`)."""
+    # Not ``plain``: its seams are what it reproduces.
+    # Nor a static batch above one: each whole image would go out padded to it.
+    whole = geometry.dynamic_hw and geometry.tile_h > 0 and geometry.mode != "plain"
+    whole = whole and (not geometry.static_batch or geometry.batch == 1)
+    return whole and geometry.whole_pixels > 0
+
+
 def tile_for(height: int, width: int, geometry: TileGeometry) -> TileGeometry:
     """The geometry to cut one image with.
 
@@ -194,11 +205,7 @@ def tile_for(height: int, width: int, geometry: TileGeometry) -> TileGeometry:
     engine's tile sizes, the one giving the fewest tiles (device calls), then the
     least window area (padding and overlap the device computes for nothing).
     """
-    # Not ``plain``: its seams are what it reproduces.
-    # Nor a static batch above one: each whole image would go out padded to it.
-    whole = geometry.dynamic_hw and geometry.tile_h and geometry.mode != "plain"
-    whole = whole and (not geometry.static_batch or geometry.batch == 1)
-    if whole and height * width <= geometry.whole_pixels:
+    if runs_whole(geometry) and height * width <= geometry.whole_pixels:
         return dataclasses.replace(geometry, tile_h=0, tile_w=0, alt_tiles=())
     if not geometry.alt_tiles:
         return geometry

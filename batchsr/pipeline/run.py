@@ -9,6 +9,7 @@ stages are cancelled, the report keeps every finished image and the log ends wit
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import time
@@ -23,6 +24,7 @@ import numpy as np
 import structlog
 from threadpoolctl import threadpool_limits
 
+from batchsr.color import merge_y
 from batchsr.config import Config
 from batchsr.engines import Engine
 from batchsr.errors import ConfigError, EngineError, StoppedError
@@ -45,7 +47,7 @@ from batchsr.pipeline.wiring import StageWiring, engine_opener, run_stages
 from batchsr.records import Job, Scored
 from batchsr.resolve import ResolvedModel
 from batchsr.resume import RunState
-from batchsr.tiling import TileGeometry, round_up
+from batchsr.tiling import TileGeometry, round_up, runs_whole
 from batchsr.versions import versions
 
 __all__ = ["RunResult", "default_scorer", "infer_placements", "run_pipeline"]
@@ -339,7 +341,7 @@ async def _prepare(
                 warmup_s = await call_engine(
                     warm_up,
                     engine,
-                    warmup_shape(geometry),
+                    geometry,
                     timeout_s=config.model.call_timeout_s,
                     abandoned=pool.abandoned,
                 )
@@ -431,17 +433,34 @@ def _budget(config: Config) -> Budget | None:
     return Budget(limit - base)
 
 
-def warmup_shape(geometry: TileGeometry) -> tuple[int, int, int, int]:
-    """The batch shape the run's engine calls use (a small one for whole images)."""
+def warmup_shapes(geometry: TileGeometry) -> list[tuple[int, int, int, int]]:
+    """The batch shapes the warm-up calls use: the run's tile batch (a small one when
+    every image goes in whole), and the largest whole image's window when images can
+    go in whole."""
     h = geometry.tile_h or round_up(2 * geometry.pad + 16, geometry.multiple)
     w = geometry.tile_w or round_up(2 * geometry.pad + 16, geometry.multiple)
-    return (geometry.batch, geometry.channels, h, w)
+    shapes = [(geometry.batch, geometry.channels, h, w)]
+    if runs_whole(geometry):
+        frame = round_up(math.isqrt(geometry.whole_pixels) + 2 * geometry.pad, geometry.multiple)
+        shapes.append((1, geometry.channels, frame, frame))
+    return shapes
 
 
-def warm_up(engine: Engine, shape: tuple[int, int, int, int]) -> float:
-    """One call on zeros of ``shape``; returns its wall time in seconds."""
+def warm_up(engine: Engine, geometry: TileGeometry) -> float:
+    """Run the contest-timed path once per warm-up shape on zeros, and return the wall
+    seconds it took.
+
+    The first image otherwise pays one-off costs inside its runtime: onnxruntime's
+    arena growing to the shape, BLAS starting up and the heap growing for the merge's
+    planes in Y mode (measured: the first image's stitch took 3-4x the CPU of the
+    others). They made the headline score of a short run swing between reruns.
+    """
     t = time.perf_counter()
-    engine.run(np.zeros(shape, dtype=np.float32))
+    for shape in warmup_shapes(geometry):
+        out = engine.run(np.zeros(shape, dtype=np.float32))
+        if geometry.y_only:
+            h, w = shape[2:]
+            merge_y(out[0, 0], np.zeros((2, h, w), np.float32), geometry.scale)
     return time.perf_counter() - t
 
 
