@@ -6,36 +6,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
-from numpy.typing import NDArray
-
-from batchsr.engines.base import Shape
-from batchsr.engines.onnx import OnnxEngine
 from batchsr.pipeline.run import warm_up, warmup_shapes
 from batchsr.tiling import TileGeometry, round_up
-
-
-class _Recording:
-    """A real ONNX engine that notes the batch shapes it is called with."""
-
-    def __init__(self, path: Path) -> None:
-        self._inner = OnnxEngine(path)
-        self.calls: list[tuple[int, ...]] = []
-
-    @property
-    def input_shapes(self) -> tuple[Shape, ...]:
-        return self._inner.input_shapes
-
-    @property
-    def scale(self) -> int:
-        return self._inner.scale
-
-    def run(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
-        self.calls.append(batch.shape)
-        return self._inner.run(batch)
-
-    def close(self) -> None:
-        self._inner.close()
+from tests.helpers.delayed_engine import DelayedEngine
 
 
 def _geometry(**changes: object) -> TileGeometry:
@@ -71,7 +44,7 @@ def test_no_whole_window_where_images_are_always_tiled() -> None:
 
 
 def test_warm_up_runs_the_engine_at_each_shape(espcn_onnx_y: Path) -> None:
-    engine = _Recording(espcn_onnx_y)
+    engine = DelayedEngine(espcn_onnx_y)  # no delay: it records the calls
     geometry = _geometry(scale=engine.scale)
     try:
         assert warm_up(engine, geometry) > 0

@@ -1,7 +1,8 @@
 """A test-only engine with a known, fixed cost per batch.
 
 It runs a real ONNX model and then sleeps, the way a TPU call releases the GIL while
-the device is busy, so a pipeline with it has one stage whose slowness is known.
+the device is busy, so a pipeline with it has one stage whose slowness is known. It
+notes the batch shapes it was called with, for tests of what reaches the engine.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ __all__ = ["DelayedEngine"]
 
 
 class DelayedEngine:
-    """An :class:`~batchsr.engines.base.Engine` that takes ``delay_s`` longer per batch."""
+    """An :class:`~batchsr.engines.base.Engine` that takes ``delay_s`` longer per batch
+    and appends each batch's shape to ``calls``."""
 
-    def __init__(self, path: Path, *, delay_s: float) -> None:
+    def __init__(self, path: Path, *, delay_s: float = 0.0) -> None:
         self._inner = OnnxEngine(path)
         self.delay_s = delay_s
+        self.calls: list[tuple[int, ...]] = []
 
     @property
     def input_shapes(self) -> tuple[Shape, ...]:
@@ -34,7 +37,9 @@ class DelayedEngine:
         return self._inner.scale
 
     def run(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
-        time.sleep(self.delay_s)
+        self.calls.append(batch.shape)
+        if self.delay_s:
+            time.sleep(self.delay_s)
         return self._inner.run(batch)
 
     def close(self) -> None:
