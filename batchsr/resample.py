@@ -178,8 +178,8 @@ def upscale_columns(
     flat = np.empty((c, r, groups, scale * _GROUP), np.float64)
     np.matmul(windows, _band_t(n_in, scale, in0, groups), out=flat.transpose(0, 2, 1, 3))
     # Rounded to float32, as PIL rounds its horizontal pass.
-    flat = flat.reshape(c, r, -1).astype(np.float32)
-    return flat[:, :, : (in1 - in0) * scale]
+    rounded = flat.reshape(c, r, -1).astype(np.float32)
+    return rounded[:, :, : (in1 - in0) * scale]
 
 
 def upscale_bicubic(

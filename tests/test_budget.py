@@ -120,7 +120,7 @@ async def test_the_pipeline_keeps_large_images_within_the_budget(
             None,
             # Buffers only, so that the default holds more than the budget allows; every
             # image tiled, so that the warm-up does not grow the engine's arena to the
-            # largest whole image after ``resident_bytes`` above was read.
+            # first image's window after ``resident_bytes`` above was read.
             {"tiling.tile": 64, "output.score": False, "memory.max_mib": max_mib}
             | {"tiling.in_flight": 0, "tiling.whole_pixels": 0},
         )

@@ -17,7 +17,7 @@ import tracemalloc
 from collections.abc import AsyncIterable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import anyio
 import numpy as np
@@ -28,6 +28,7 @@ from batchsr.color import merge_y
 from batchsr.config import Config
 from batchsr.engines import Engine
 from batchsr.errors import ConfigError, EngineError, StoppedError
+from batchsr.images import probe_size
 from batchsr.pipeline.budget import MIB, Budget, resident_bytes
 from batchsr.pipeline.geometry import geometry_for
 from batchsr.pipeline.infer import AbandonedCalls, InferPool, call_engine
@@ -47,7 +48,7 @@ from batchsr.pipeline.wiring import StageWiring, engine_opener, run_stages
 from batchsr.records import Job, Scored
 from batchsr.resolve import ResolvedModel
 from batchsr.resume import RunState
-from batchsr.tiling import TileGeometry, round_up, runs_whole
+from batchsr.tiling import TileGeometry, round_up, whole_window
 from batchsr.versions import versions
 
 __all__ = ["RunResult", "default_scorer", "infer_placements", "run_pipeline"]
@@ -176,7 +177,12 @@ class _Run:
         if engine is None:
             opener = self.engine_factory or engine_opener(self.model, config, placements[0])
             engine = await anyio.to_thread.run_sync(opener)
-        geometry, warmup_s, budget = await _prepare(engine, config, self.model, pool)
+        # The first image's size, from its header, for the warm-up (a stream of jobs
+        # has no first image to read ahead).
+        first = None
+        if isinstance(self.jobs, Sequence) and self.jobs:
+            first = await anyio.to_thread.run_sync(probe_size, self.jobs[0].path)
+        geometry, warmup_s, budget = await _prepare(engine, config, self.model, pool, first)
         if stop is not None and stop.signum is not None:
             # Asked to stop while the engine opened: nothing has been written yet.
             engine.close()
@@ -320,10 +326,15 @@ class _Run:
 
 
 async def _prepare(
-    engine: Engine, config: Config, model: ResolvedModel, pool: InferPool
+    engine: Engine,
+    config: Config,
+    model: ResolvedModel,
+    pool: InferPool,
+    first: tuple[int, int] | None,
 ) -> tuple[TileGeometry, float | None, Budget | None]:
     """``(geometry, warm-up seconds or None, memory budget)`` for the opened engine,
-    which is closed if any of them cannot be had.
+    which is closed if any of them cannot be had; ``first`` is the first image's
+    (height, width) if known, whose window the warm-up also runs.
 
     Raises:
         ConfigError, EngineError: the settings do not fit the engine, it failed its
@@ -342,6 +353,7 @@ async def _prepare(
                     warm_up,
                     engine,
                     geometry,
+                    first,
                     timeout_s=config.model.call_timeout_s,
                     abandoned=pool.abandoned,
                 )
@@ -433,20 +445,33 @@ def _budget(config: Config) -> Budget | None:
     return Budget(limit - base)
 
 
-def warmup_shapes(geometry: TileGeometry) -> list[tuple[int, int, int, int]]:
+def warmup_shapes(
+    geometry: TileGeometry, first: tuple[int, int] | None = None
+) -> list[tuple[int, int, int, int]]:
     """The batch shapes the warm-up calls use: the run's tile batch (a small one when
-    every image goes in whole), and the largest whole image's window when images can
-    go in whole."""
+    every image goes in whole), then the window of the first image, ``first`` = (height,
+    width), when it goes in whole.
+
+    Not the largest whole window: onnxruntime's arena keeps what a call grew it to, and
+    a 512x512 window held ~150 MiB more all run long in a folder of tiled photos.
+    """
     h = geometry.tile_h or round_up(2 * geometry.pad + 16, geometry.multiple)
     w = geometry.tile_w or round_up(2 * geometry.pad + 16, geometry.multiple)
     shapes = [(geometry.batch, geometry.channels, h, w)]
-    if runs_whole(geometry):
-        frame = round_up(math.isqrt(geometry.whole_pixels) + 2 * geometry.pad, geometry.multiple)
-        shapes.append((1, geometry.channels, frame, frame))
+    window = whole_window(*first, geometry) if first else None
+    if window:
+        shapes.append((1, geometry.channels, *window))
     return shapes
 
 
-def warm_up(engine: Engine, geometry: TileGeometry) -> float:
+# The whole-image window is warmed only when that call should take at most this long
+# (the first call's time scaled by pixels): its one-off costs are tens of milliseconds,
+# which matter for a fast model and not beside a heavy one's seconds per image (RRDBNet
+# on a CPU would spend most of a minute warming a 512x512 window).
+WARM_WHOLE_MAX_S: Final = 0.5
+
+
+def warm_up(engine: Engine, geometry: TileGeometry, first: tuple[int, int] | None = None) -> float:
     """Run the contest-timed path once per warm-up shape on zeros, and return the wall
     seconds it took.
 
@@ -455,13 +480,21 @@ def warm_up(engine: Engine, geometry: TileGeometry) -> float:
     planes in Y mode (measured: the first image's stitch took 3-4x the CPU of the
     others). They made the headline score of a short run swing between reruns.
     """
-    t = time.perf_counter()
-    for shape in warmup_shapes(geometry):
-        out = engine.run(np.zeros(shape, dtype=np.float32))
-        if geometry.y_only:
-            h, w = shape[2:]
-            merge_y(out[0, 0], np.zeros((2, h, w), np.float32), geometry.scale)
-    return time.perf_counter() - t
+    tiles, *whole = warmup_shapes(geometry, first)
+    start = time.perf_counter()
+    _warm_call(engine, tiles, geometry)
+    first_s = time.perf_counter() - start
+    for shape in whole:
+        if first_s * math.prod(shape) / math.prod(tiles) <= WARM_WHOLE_MAX_S:
+            _warm_call(engine, shape, geometry)
+    return time.perf_counter() - start
+
+
+def _warm_call(engine: Engine, shape: tuple[int, int, int, int], geometry: TileGeometry) -> None:
+    out = engine.run(np.zeros(shape, dtype=np.float32))
+    if geometry.y_only:
+        h, w = shape[2:]
+        merge_y(out[0, 0], np.zeros((2, h, w), np.float32), geometry.scale)
 
 
 class _CpuClock:
