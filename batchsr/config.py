@@ -12,10 +12,11 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -171,10 +172,7 @@ class QueueConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for the first buffer that could hold nothing."""
-        for edge in EDGES:
-            size = getattr(self, edge)
-            if size < 1:
-                raise ConfigError(f"queues.{edge} = {size}: a buffer must hold at least 1 item")
+        _check_counts("queues", self, EDGES, 1, math.inf, "a buffer must hold at least 1 item")
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,10 +187,7 @@ class WorkerConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for the first stage whose worker count is not 1-64."""
-        for stage in MULTI_WORKER_STAGES:
-            count = getattr(self, stage)
-            if not 1 <= count <= 64:
-                raise ConfigError(f"workers.{stage} = {count}: must be between 1 and 64")
+        _check_counts("workers", self, MULTI_WORKER_STAGES, 1, 64, "must be between 1 and 64")
 
 
 @dataclass(frozen=True, slots=True)
@@ -450,6 +445,17 @@ def _coerce_tuple(value: Any, args: tuple[Any, ...], *, where: str) -> tuple[Any
         _coerce(v, h, where=f"{where}[{i}]")
         for i, (v, h) in enumerate(zip(value, hints, strict=True))
     )
+
+
+def _check_counts(
+    section: str, record: object, keys: Sequence[str], low: int, high: float, rule: str
+) -> None:
+    """Raise :class:`ConfigError` with ``rule`` for the first of ``keys`` whose count in
+    ``record`` (a section) is outside ``low``-``high``."""
+    for key in keys:
+        count = getattr(record, key)
+        if not low <= count <= high:
+            raise ConfigError(f"{section}.{key} = {count}: {rule}")
 
 
 def _validate(config: Config) -> None:
