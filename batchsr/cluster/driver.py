@@ -95,14 +95,26 @@ class ClusterOptions:
 
 @dataclass(frozen=True, slots=True)
 class NodePlan:
-    """The pipelines one node runs, with what each of them asks for."""
+    """The pipelines one node runs, with what each of them asks for.
+
+    Attributes:
+        node_id: Ray's id of the node, which its pipelines' actors are pinned to.
+        address: the node's IP address, for the log.
+        pipelines: how many pipelines the node runs.
+        request: what each of its pipelines asks Ray for.
+        devices: with the node's TPUs split, each pipeline's device ids; else empty.
+    """
 
     node_id: str
-    name: str
     address: str
     pipelines: int
     request: Mapping[str, float]
     devices: tuple[tuple[int, ...], ...] = ()
+
+    @property
+    def name(self) -> str:
+        """The node as the log and the report name it: the start of its Ray id."""
+        return self.node_id[:12]
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,11 +180,9 @@ def plan_nodes(
             per = int(offered.get("TPU", 0.0)) // count
             node_request["TPU"] = float(per)
             devices = tuple(tuple(range(k * per, (k + 1) * per)) for k in range(count))
-        node_id = str(node["NodeID"])
         plans.append(
             NodePlan(
-                node_id=node_id,
-                name=node_id[:12],
+                node_id=str(node["NodeID"]),
                 address=str(node.get("NodeManagerAddress", "")),
                 pipelines=count,
                 request=node_request,
