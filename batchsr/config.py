@@ -8,13 +8,15 @@ so a typo never silently falls back to a default.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -168,6 +170,10 @@ class QueueConfig:
     saved: int = 4
     scored: int = 16
 
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for the first buffer that could hold nothing."""
+        _check_counts("queues", self, EDGES, 1, math.inf, "a buffer must hold at least 1 item")
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
@@ -178,6 +184,10 @@ class WorkerConfig:
     infer: int = 1
     save: int = 1
     score: int = 2
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for the first stage whose worker count is not 1-64."""
+        _check_counts("workers", self, MULTI_WORKER_STAGES, 1, 64, "must be between 1 and 64")
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,22 +414,15 @@ def _coerce(value: Any, hint: Any, *, where: str) -> Any:
             return value
         if isinstance(value, str) and value.lower() in ("true", "false"):
             return value.lower() == "true"
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
+    elif hint is int or hint is float:
+        # A float field takes an int (TOML's 2 for 2.0), an int field no float; bool is
+        # an int to Python but never a number here.
+        numeric = int if hint is int else int | float
+        if isinstance(value, numeric) and not isinstance(value, bool):
+            return hint(value)
         if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-    elif hint is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
+            with contextlib.suppress(ValueError):
+                return hint(value)
     elif hint is str:
         if isinstance(value, str):
             return value
@@ -444,15 +447,20 @@ def _coerce_tuple(value: Any, args: tuple[Any, ...], *, where: str) -> tuple[Any
     )
 
 
+def _check_counts(
+    section: str, record: object, keys: Sequence[str], low: int, high: float, rule: str
+) -> None:
+    """Raise :class:`ConfigError` with ``rule`` for the first of ``keys`` whose count in
+    ``record`` (a section) is outside ``low``-``high``."""
+    for key in keys:
+        count = getattr(record, key)
+        if not low <= count <= high:
+            raise ConfigError(f"{section}.{key} = {count}: {rule}")
+
+
 def _validate(config: Config) -> None:
-    for edge in EDGES:
-        size = getattr(config.queues, edge)
-        if size < 1:
-            raise ConfigError(f"queues.{edge} = {size}: a buffer must hold at least 1 item")
-    for stage in MULTI_WORKER_STAGES:
-        count = getattr(config.workers, stage)
-        if not 1 <= count <= 64:
-            raise ConfigError(f"workers.{stage} = {count}: must be between 1 and 64")
+    config.queues.validate()
+    config.workers.validate()
     tiling = config.tiling
     if tiling.tile < 0:
         raise ConfigError(f"tiling.tile = {tiling.tile}: use a positive size, or 0 for none")

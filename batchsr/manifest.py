@@ -208,6 +208,20 @@ def _shape(raw: list[int | None]) -> Shape:
     return (n, c, h, w)
 
 
+# What a manifest records of its network's ModelInfo, under the same names; the
+# hyperparameters and tags stay with the zoo code that rebuilds the network.
+_RECORDED_FACTS = (
+    "architecture",
+    "scale",
+    "in_channels",
+    "out_channels",
+    "input_range",
+    "color",
+    "margin",
+    "size_multiple",
+)
+
+
 def manifest_for(
     name: str,
     info: ModelInfo,
@@ -230,18 +244,11 @@ def manifest_for(
     """
     return Manifest(
         name=name,
-        architecture=info.architecture,
-        scale=info.scale,
-        in_channels=info.in_channels,
-        out_channels=info.out_channels,
         artifacts=artifacts,
-        input_range=info.input_range,
-        color=info.color,
-        margin=info.margin,
-        size_multiple=info.size_multiple,
         postprocess=postprocess,
         tools=tuple(sorted((tools or {}).items())),
         notes=notes,
+        **{key: getattr(info, key) for key in _RECORDED_FACTS},
     )
 
 

@@ -244,14 +244,7 @@ def compile_model(
             shapes=[shape_tag(s) for s in shapes],
         )
         return _compile_onnx_int8(model, out, name, shapes, batches, filter_name, command)
-    tpu_onnx_name = f"{name}_tpu.onnx"
-    plan = make_plan(
-        model_name=name,
-        onnx=tpu_onnx_name,
-        shapes=shapes,
-        quantize=quantize,
-        input_num=input_num,
-    )
+    plan = _tpu_plan(name, shapes, quantize, input_num)
     if images:
         for shape in shapes:
             if next(iter_tiles(images[:1], shape, pad=info.margin, scale=info.scale), None) is None:
@@ -311,6 +304,21 @@ def compile_model(
         previous=previous,
     )
     return CompileResult(folder=out, manifest=manifest, plan=plan, bmodel=bmodel, script=script)
+
+
+def _tpu_plan(
+    name: str, shapes: Sequence[NCHW], quantize: str, input_num: int = 100
+) -> CompilePlan:
+    """The tpu-mlir steps for model ``name``. A build and a later ``--register`` of its
+    bmodel must plan alike (the stage facts are read from the plan's work folder), so
+    both name the TPU ONNX here."""
+    return make_plan(
+        model_name=name,
+        onnx=f"{name}_tpu.onnx",
+        shapes=shapes,
+        quantize=quantize,
+        input_num=input_num,
+    )
 
 
 def _float_onnx(
@@ -427,12 +435,7 @@ def register_bmodel(
                 f"{path} holds stages {[shape_tag(s) for s in held]}, not the "
                 f"shapes given (`shapes`: {[shape_tag(s) for s in shapes]})"
             )
-    plan = make_plan(
-        model_name=manifest.name,
-        onnx=f"{manifest.name}_tpu.onnx",
-        shapes=shapes,
-        quantize=quantize,
-    )
+    plan = _tpu_plan(manifest.name, shapes, quantize)
     art = file_artifact(
         path,
         "bmodel",

@@ -19,7 +19,7 @@ from batchsr.logging import configure_logging
 from batchsr.pipeline.budget import MIB, Budget, image_cost, resident_bytes
 from batchsr.pipeline.run import run_pipeline
 from batchsr.resolve import ResolvedModel
-from tests.helpers.images import photo_like, write_png
+from tests.helpers.images import photo_folder, photo_like, write_png
 from tests.helpers.paths import REPO
 
 
@@ -141,9 +141,7 @@ async def test_the_pipeline_keeps_large_images_within_the_budget(
 
 
 def test_a_budget_below_what_the_process_holds_is_refused(tmp_path: Path, espcn_onnx: Path) -> None:
-    folder = tmp_path / "in"
-    folder.mkdir()
-    write_png(folder / "a.png", photo_like(32, 32))
+    folder = photo_folder(tmp_path / "in", 1, 32, 32, name="a")
     config = load_config(None, {"memory.max_mib": 1, "output.score": False})
     model = ResolvedModel(name="tiny", path=espcn_onnx, format="onnx", margin=4)
     with pytest.raises(ConfigError, match="before the first image"):

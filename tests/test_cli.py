@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.helpers.cli import run_cli
-from tests.helpers.images import photo_like, write_png
+from tests.helpers.images import photo_folder, photo_like, write_png
 from tests.helpers.paths import REPO
 
 
@@ -150,11 +150,8 @@ def test_help_lists_every_subcommand_and_every_flag_has_help() -> None:
 
 def test_summary_names_each_failed_image_and_says_why_a_figure_is_na(tmp_path: Path) -> None:
     from tests.helpers.cli import run_cli
-    from tests.helpers.images import photo_like, write_png
 
-    folder = tmp_path / "in"
-    folder.mkdir()
-    write_png(folder / "good.png", photo_like(40, 48))
+    folder = photo_folder(tmp_path / "in", 1, 40, 48, name="good")
     (folder / "broken.png").write_text("not an image")
     done = run_cli(
         "--input", str(folder), "--output", str(tmp_path / "o"), "--no-score", cwd=tmp_path
@@ -198,15 +195,7 @@ def test_file_input_recursive_tree_suffix_and_exif_orientation(
 
     out = tmp_path / "deep"
     deep = run_cli(
-        *base,
-        "--input",
-        str(tree),
-        "--recursive",
-        "--suffix",
-        "_x4",
-        "--output",
-        str(out),
-        cwd=tmp_path,
+        *base, "--input", tree, "--recursive", "--suffix", "_x4", "--output", out, cwd=tmp_path
     )
     assert deep.returncode == 0, deep.stderr
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
@@ -253,9 +242,7 @@ def test_bad_new_input_options_exit_2_and_write_nothing(
 def test_recursive_output_inside_its_input_tree_is_refused(
     tmp_path: Path, espcn_onnx: Path
 ) -> None:
-    tree = tmp_path / "tree"
-    tree.mkdir()
-    write_png(tree / "a.png", photo_like(16, 16))
+    tree = photo_folder(tmp_path / "tree", 1, 16, 16, name="a")
     out = tree / "sr"
     done = run_cli(
         "--model",
@@ -280,9 +267,7 @@ def test_lossy_outputs_are_scored_as_written_and_the_report_says_so(
 
     from batchsr.metrics.niqe import niqe
 
-    folder = tmp_path / "in"
-    folder.mkdir()
-    write_png(folder / "a.png", photo_like(60, 70))
+    folder = photo_folder(tmp_path / "in", 1, 60, 70, name="a")
     out = tmp_path / "out"
     done = run_cli("--model", str(espcn_onnx), "--input", str(folder), "--output", str(out),
                    "--ext", "jpg", "--quality", "60", cwd=tmp_path)  # fmt: skip
@@ -310,9 +295,7 @@ def test_lossy_outputs_are_scored_as_written_and_the_report_says_so(
 def test_a_bad_flag_value_is_one_line(
     tmp_path: Path, espcn_onnx: Path, args: list[str], message: str
 ) -> None:
-    folder = tmp_path / "in"
-    folder.mkdir()
-    write_png(folder / "a.png", photo_like(16, 16))
+    folder = photo_folder(tmp_path / "in", 1, 16, 16, name="a")
     done = run_cli("--model", str(espcn_onnx), "--input", str(folder), "--output",
                    str(tmp_path / "o"), "--ext", "jpg", *args, cwd=tmp_path)  # fmt: skip
     assert done.returncode == 2 and message in done.stderr

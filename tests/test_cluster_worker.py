@@ -20,7 +20,7 @@ from batchsr.errors import ClusterError, EngineError
 from batchsr.images import list_inputs
 from batchsr.records import Failed, Scored
 from batchsr.resolve import ResolvedModel
-from tests.helpers.images import photo_like, write_png
+from tests.helpers.images import photo_folder, photo_like, write_png
 
 
 def _spec(model: Path, out: Path, **overrides: object) -> WorkerSpec:
@@ -83,9 +83,7 @@ async def test_worker_whose_engine_cannot_open_refuses_to_start_and_fails_each_c
 ) -> None:
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a model")
-    folder = tmp_path / "in"
-    folder.mkdir()
-    write_png(folder / "a.png", photo_like(40, 40))
+    folder = photo_folder(tmp_path / "in", 1, 40, 40, name="a")
     (tmp_path / "out").mkdir()
     with anyio.fail_after(30), pytest.raises(EngineError, match="cannot load"):
         await PipelineWorker(_spec(bad, tmp_path / "out"), node="n").start()

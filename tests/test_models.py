@@ -19,9 +19,12 @@ ANCHOR = SHARED / "anchors" / "espcn_ex.pt"
 
 torch.set_num_threads(2)
 
-# (architecture id, hyperparameters): small variants keep the suite fast; every
-# scale each architecture supports is here (x2/x3/x4; RRDBNet has x2 and x4).
-VARIANTS: list[tuple[str, dict[str, Any]]] = [
+# An architecture id and the hyperparameters of one instance of it.
+Variant = tuple[str, dict[str, Any]]
+
+# Small variants keep the suite fast; every scale each architecture supports is here
+# (x2/x3/x4; RRDBNet has x2 and x4).
+VARIANTS: list[Variant] = [
     ("espcn", {"in_channels": 3, "out_channels": 3, "channels": 16, "upscale": 2}),
     ("espcn", {"in_channels": 3, "out_channels": 3, "channels": 16, "upscale": 3}),
     ("espcn", {"in_channels": 1, "out_channels": 1, "channels": 64, "upscale": 4}),
@@ -41,7 +44,7 @@ VARIANTS: list[tuple[str, dict[str, Any]]] = [
 ]
 
 # One small variant per architecture for the margin test, whose images are 2 * margin wide.
-MARGIN_VARIANTS: list[tuple[str, dict[str, Any]]] = [
+MARGIN_VARIANTS: list[Variant] = [
     ("espcn", {"in_channels": 3, "out_channels": 3, "channels": 16, "upscale": 4}),
     ("espcn_res", {"in_channels": 1, "channels": 16, "upscale": 4}),
     ("fsrcnn", {"channels": 1, "d": 16, "s": 8, "m": 2, "upscale": 3}),
@@ -54,7 +57,7 @@ MARGIN_VARIANTS: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-def _ids(v: tuple[str, dict[str, Any]]) -> str:
+def _ids(v: Variant) -> str:
     arch, hp = v
     return arch + "-" + "-".join(f"{k}{val}" for k, val in sorted(hp.items()))
 
@@ -77,7 +80,7 @@ def _same_outputs(a: SRModel, b: SRModel) -> None:
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=_ids)
 def test_state_dict_round_trip_detects_architecture_and_hyperparameters(
-    variant: tuple[str, dict[str, Any]],
+    variant: Variant,
 ) -> None:
     arch_id, hp = variant
     model = _build(arch_id, hp)
@@ -89,9 +92,8 @@ def test_state_dict_round_trip_detects_architecture_and_hyperparameters(
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=_ids)
-def test_output_shape_is_scale_times_input(variant: tuple[str, dict[str, Any]]) -> None:
-    arch_id, hp = variant
-    model = _build(arch_id, hp)
+def test_output_shape_is_scale_times_input(variant: Variant) -> None:
+    model = _build(*variant)
     m = model.info.size_multiple
     x = _tile(model, h=3 * m, w=5 * m, n=2)
     with torch.no_grad():
@@ -103,7 +105,7 @@ def test_output_shape_is_scale_times_input(variant: tuple[str, dict[str, Any]]) 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=_ids)
 def test_checkpoint_files_load_from_safetensors_and_weights_only_pth(
-    variant: tuple[str, dict[str, Any]], tmp_path: Path
+    variant: Variant, tmp_path: Path
 ) -> None:
     arch_id, hp = variant
     model = _build(arch_id, hp)
@@ -123,10 +125,9 @@ def test_checkpoint_files_load_from_safetensors_and_weights_only_pth(
 
 @pytest.mark.parametrize("variant", MARGIN_VARIANTS, ids=_ids)
 def test_margin_of_context_makes_a_tile_equal_whole_image_inference(
-    variant: tuple[str, dict[str, Any]],
+    variant: Variant,
 ) -> None:
-    arch_id, hp = variant
-    model = _build(arch_id, hp)
+    model = _build(*variant)
     m, s, k = model.info.margin, model.info.scale, model.info.size_multiple
     pad = -(-m // k) * k  # context rounded up to the size multiple keeps the grid aligned
     core = 2 * k

@@ -95,18 +95,14 @@ async def test_resume_reruns_changed_inputs_and_missing_outputs(
 async def test_output_folder_of_another_configuration_is_refused(
     tmp_path: Path, espcn_onnx: Path
 ) -> None:
-    folder = tmp_path / "in"
-    folder.mkdir()
-    write_png(folder / "a.png", photo_like(40, 50))
+    folder = photo_folder(tmp_path / "in", 1, 40, 50, name="a")
     out = tmp_path / "out"
     await _run(folder, out, espcn_onnx, resume=False, tile=32)
     with pytest.raises(ConfigError, match="another configuration"):
         await _run(folder, out, espcn_onnx, resume=False, tile=48)
     # the same configuration may rerun in place
     await _run(folder, out, espcn_onnx, resume=False, tile=32)
-    stray = tmp_path / "stray"
-    stray.mkdir()
-    write_png(stray / "x.png", photo_like(8, 8))
+    stray = photo_folder(tmp_path / "stray", 1, 8, 8, name="x")
     with pytest.raises(ConfigError, match="another configuration"):
         plan_resume(list_inputs(folder), stray, pixel_hash="h", resume=False)
 
@@ -125,9 +121,7 @@ def test_resume_with_other_settings_names_them_and_overwrite_replaces(
     outputs are untouched; --overwrite replaces them."""
     from tests.helpers.cli import run_cli
 
-    folder = tmp_path / "in"
-    folder.mkdir()
-    write_png(folder / "a.png", photo_like(40, 50))
+    folder = photo_folder(tmp_path / "in", 1, 40, 50, name="a")
     out = tmp_path / "out"
     base = ["--model", str(espcn_onnx), "--input", str(folder), "--output", str(out), "-q"]
     assert run_cli(*base, "--tile", "32", "--no-score", cwd=tmp_path).returncode == 0
@@ -146,9 +140,7 @@ def test_resume_with_other_settings_names_them_and_overwrite_replaces(
 
 def test_a_run_stopped_before_its_first_image_can_still_be_resumed(tmp_path: Path) -> None:
     """Its state file holds only the settings line: --resume knows the folder as ours."""
-    folder = tmp_path / "in"
-    folder.mkdir()
-    write_png(folder / "a.png", photo_like(20, 20))
+    folder = photo_folder(tmp_path / "in", 1, 20, 20, name="a")
     out = tmp_path / "out"
     out.mkdir()
     write_png(out / "stale.png", photo_like(8, 8))  # e.g. an earlier run's output

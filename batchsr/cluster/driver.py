@@ -95,14 +95,26 @@ class ClusterOptions:
 
 @dataclass(frozen=True, slots=True)
 class NodePlan:
-    """The pipelines one node runs, with what each of them asks for."""
+    """The pipelines one node runs, with what each of them asks for.
+
+    Attributes:
+        node_id: Ray's id of the node, which its pipelines' actors are pinned to.
+        address: the node's IP address, for the log.
+        pipelines: how many pipelines the node runs.
+        request: what each of its pipelines asks Ray for.
+        devices: with the node's TPUs split, each pipeline's device ids; else empty.
+    """
 
     node_id: str
-    name: str
     address: str
     pipelines: int
     request: Mapping[str, float]
     devices: tuple[tuple[int, ...], ...] = ()
+
+    @property
+    def name(self) -> str:
+        """The node as the log and the report name it: the start of its Ray id."""
+        return self.node_id[:12]
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,11 +180,9 @@ def plan_nodes(
             per = int(offered.get("TPU", 0.0)) // count
             node_request["TPU"] = float(per)
             devices = tuple(tuple(range(k * per, (k + 1) * per)) for k in range(count))
-        node_id = str(node["NodeID"])
         plans.append(
             NodePlan(
-                node_id=node_id,
-                name=node_id[:12],
+                node_id=str(node["NodeID"]),
                 address=str(node.get("NodeManagerAddress", "")),
                 pipelines=count,
                 request=node_request,
@@ -334,7 +344,8 @@ def run_cluster(
                 f"the nodes offer: {_offers(ray.nodes())}"
             )
         out_dir.mkdir(parents=True, exist_ok=True)
-        slots = _start_pipelines(ray, plans, config, model, out_dir, log_level)
+        spec = WorkerSpec(config, model, out_dir, pipeline=0, log_level=log_level)
+        slots = _start_pipelines(ray, plans, spec)
         log.info(
             "run_started",
             config=config.to_dict(),
@@ -508,14 +519,9 @@ def _dispatch(
     return requeued
 
 
-def _start_pipelines(
-    ray: Any,
-    plans: Sequence[NodePlan],
-    config: Config,
-    model: ResolvedModel,
-    out_dir: Path,
-    log_level: str,
-) -> list[_Slot]:
+def _start_pipelines(ray: Any, plans: Sequence[NodePlan], spec: WorkerSpec) -> list[_Slot]:
+    """One actor per pipeline of ``plans``, each running ``spec`` with its own index and,
+    where its node's TPUs are split, its own devices."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     remote = ray.remote(PipelineWorker)
@@ -523,17 +529,10 @@ def _start_pipelines(
     for plan in plans:
         for k in range(plan.pipelines):
             index = len(slots)
-            run_config = config
+            config = spec.config
             if plan.devices:
                 devices = ",".join(str(d) for d in plan.devices[k])
-                run_config = replace(config, model=replace(config.model, devices=devices))
-            spec = WorkerSpec(
-                config=run_config,
-                model=model,
-                out_dir=out_dir,
-                pipeline=index,
-                log_level=log_level,
-            )
+                config = replace(config, model=replace(config.model, devices=devices))
             request = dict(plan.request)
             actor = remote.options(
                 num_cpus=request.pop("CPU", 0.0),
@@ -542,7 +541,7 @@ def _start_pipelines(
                 scheduling_strategy=NodeAffinitySchedulingStrategy(plan.node_id, soft=True),
                 max_restarts=_MAX_RESTARTS,
                 max_task_retries=_MAX_RESTARTS,
-            ).remote(spec, plan.name)
+            ).remote(replace(spec, config=config, pipeline=index), plan.name)
             slots.append(_Slot(actor=actor, plan=plan, index=index))
     return slots
 

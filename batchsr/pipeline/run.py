@@ -15,7 +15,7 @@ import signal
 import time
 import tracemalloc
 from collections.abc import AsyncIterable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -44,7 +44,7 @@ from batchsr.pipeline.report import (
 )
 from batchsr.pipeline.score import Scorer
 from batchsr.pipeline.stop import StopRequest
-from batchsr.pipeline.wiring import StageWiring, engine_opener, run_stages
+from batchsr.pipeline.wiring import RunRequest, StageWiring, engine_opener, run_stages
 from batchsr.records import Job, Scored
 from batchsr.resolve import ResolvedModel
 from batchsr.resume import RunState
@@ -126,19 +126,16 @@ async def run_pipeline(
     Raises:
         EngineError: the first engine cannot be opened (nothing has been written).
     """
-    run = _Run(
+    request = RunRequest(
         jobs=jobs,
         config=config,
         model=model,
         out_dir=out_dir,
         scorer=scorer,
         on_progress=on_progress,
-        carried=carried,
-        state=state,
         engine_factory=engine_factory,
-        report=report,
-        on_row=on_row,
     )
+    run = _Run(request=request, carried=carried, state=state, report=report, on_row=on_row)
     return await run.run(engine, stop)
 
 
@@ -148,15 +145,9 @@ class _Run:
     as the report stage collects them, which the resume state and the caller's
     ``on_row`` see one by one and each checkpoint writes as the report so far."""
 
-    jobs: Sequence[Job] | AsyncIterable[Job]
-    config: Config
-    model: ResolvedModel
-    out_dir: Path
-    scorer: Scorer | None
-    on_progress: Callable[[Progress], None] | None
+    request: RunRequest
     carried: Sequence[Scored]
     state: RunState | None
-    engine_factory: Callable[[], Engine] | None
     report: bool
     on_row: Callable[[Row], None] | None
     collector: RowCollector = field(init=False)
@@ -164,33 +155,34 @@ class _Run:
 
     def __post_init__(self) -> None:
         self.collector = RowCollector(self.carried)
-        self.report_path = self.out_dir / "report.json"
+        self.report_path = self.request.out_dir / "report.json"
         # A stream of jobs (a cluster worker's) has no count, nor a table for the state.
-        jobs = self.jobs
+        jobs = self.request.jobs
         self.images = len(jobs) if isinstance(jobs, Sequence) else None
         self._by_id = {job.id: job for job in jobs} if isinstance(jobs, Sequence) else {}
 
     async def run(self, engine: Engine | None, stop: StopRequest | None) -> RunResult:
-        config = self.config
-        placements = infer_placements(config, self.model)
+        config, model = self.request.config, self.request.model
+        placements = infer_placements(config, model)
         pool = InferPool(alive=len(placements))
         if engine is None:
-            opener = self.engine_factory or engine_opener(self.model, config, placements[0])
+            opener = self.request.engine_factory or engine_opener(model, config, placements[0])
             engine = await anyio.to_thread.run_sync(opener)
         # The first image's size, from its header, for the warm-up (a stream of jobs
         # has no first image to read ahead).
         first = None
-        if isinstance(self.jobs, Sequence) and self.jobs:
-            first = await anyio.to_thread.run_sync(probe_size, self.jobs[0].path)
-        geometry, warmup_s, budget = await _prepare(engine, config, self.model, pool, first)
+        jobs = self.request.jobs
+        if isinstance(jobs, Sequence) and jobs:
+            first = await anyio.to_thread.run_sync(probe_size, jobs[0].path)
+        geometry, warmup_s, budget = await _prepare(engine, config, model, pool, first)
         if stop is not None and stop.signum is not None:
             # Asked to stop while the engine opened: nothing has been written yet.
             engine.close()
             raise StoppedError(stop.signum)
         self.t0 = time.perf_counter()
-        if self.scorer is None and config.output.score:
-            self.scorer = default_scorer()
-        await anyio.Path(self.out_dir).mkdir(parents=True, exist_ok=True)
+        if self.request.scorer is None and config.output.score:
+            self.request = replace(self.request, scorer=default_scorer())
+        await anyio.Path(self.request.out_dir).mkdir(parents=True, exist_ok=True)
         self._log_start(engine, geometry, warmup_s, budget, placements)
         cpu_clock = _CpuClock()
         wiring = self._wiring(engine, geometry, pool, placements, budget)
@@ -205,7 +197,7 @@ class _Run:
             summary=summary,
             rows=tuple(sorted(self.collector.rows, key=lambda r: r.id)),
             report_path=self.report_path,
-            out_dir=self.out_dir,
+            out_dir=self.request.out_dir,
             geometry=geometry,
             interrupted=interrupted,
             engines_lost=pool.alive == 0,
@@ -223,13 +215,13 @@ class _Run:
         wall_s = time.perf_counter() - self.t0
         summary = summarize(rows, wall_s=wall_s, resumed=len(self.carried))
         if self.report:
-            out = self.config.output
+            out = self.request.config.output
             write_report(
                 self.report_path,
                 build_report(
                     rows,
                     summary,
-                    model_size=self.model.size_bytes,
+                    model_size=self.request.model.size_bytes,
                     lossy_output=lossy_output(out.ext, out.quality),
                 ),
             )
@@ -244,21 +236,12 @@ class _Run:
         budget: Budget | None,
     ) -> StageWiring:
         return StageWiring(
-            jobs=self.jobs,
-            config=self.config,
-            model=self.model,
-            out_dir=self.out_dir,
+            request=self.request,
+            books=self,
             engine=engine,
             geometry=geometry,
-            scorer=self.scorer,
-            collector=self.collector,
             pool=pool,
             placements=placements,
-            t0=self.t0,
-            checkpoint=self.checkpoint,
-            on_row=self.record,
-            on_progress=self.on_progress,
-            engine_factory=self.engine_factory,
             budget=budget,
         )
 
@@ -272,9 +255,9 @@ class _Run:
     ) -> None:
         structlog.get_logger().info(
             "run_started",
-            config=self.config.to_dict(),
+            config=self.request.config.to_dict(),
             versions=versions("batchsr", "numpy", "anyio", "onnxruntime", python=True),
-            model=self.model.log_record(),
+            model=self.request.model.log_record(),
             engine={
                 "input_shapes": [list(s) for s in engine.input_shapes],
                 # What the onnx backend rewrote as it loaded the model (onnx_graph).
@@ -284,9 +267,9 @@ class _Run:
             },
             geometry=_geometry_record(geometry),
             images=self.images,
-            out_dir=str(self.out_dir),
+            out_dir=str(self.request.out_dir),
             infer_devices=list(placements),
-            memory=None if budget is None else _budget_record(self.config, budget),
+            memory=None if budget is None else _budget_record(self.request.config, budget),
         )
 
     def _log_end(

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
@@ -34,7 +34,15 @@ from batchsr.records import Decoded, Failed, Job, Saved, SRBatch, Stitched, Tile
 from batchsr.resolve import ResolvedModel
 from batchsr.tiling import TileGeometry
 
-__all__ = ["Pipe", "StageWiring", "Streams", "engine_opener", "run_stages"]
+__all__ = [
+    "Pipe",
+    "RunBooks",
+    "RunRequest",
+    "StageWiring",
+    "Streams",
+    "engine_opener",
+    "run_stages",
+]
 
 A = TypeVar("A")
 B = TypeVar("B")
@@ -81,37 +89,64 @@ class Streams:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class StageWiring:
-    """Everything the stages of one run are given, decided by ``run_pipeline``.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunRequest:
+    """What a caller of ``run_pipeline`` asked for that the stages read; the run keeps
+    it as given, and the stages get it as it is.
 
     Attributes:
         jobs: the inputs, or a stream of them.
-        engine: the first infer worker's engine, already open (the run probed it).
-        collector: where the report stage sends the rows.
-        pool: what the infer workers share.
-        placements: the device of each infer worker (``infer_placements``).
-        t0: ``perf_counter()`` at the start of the run (for progress).
-        checkpoint: persists the rows so far; on_row: called with each row.
+        scorer: the NIQE function; None when scoring is off.
+        on_progress: called with the progress after each finished image.
         engine_factory: opens each further infer worker's engine; None opens ``model``.
-        budget: the memory budget, if ``memory.max_mib`` sets one.
     """
 
     jobs: Sequence[Job] | AsyncIterable[Job]
     config: Config
     model: ResolvedModel
     out_dir: Path
-    engine: Engine
-    geometry: TileGeometry
-    scorer: Scorer | None
-    collector: RowCollector
-    pool: InferPool
-    placements: tuple[int | None, ...]
-    t0: float
-    checkpoint: Callable[[], object]
-    on_row: Callable[[Row], None]
+    scorer: Scorer | None = None
     on_progress: Callable[[Progress], None] | None = None
     engine_factory: Callable[[], Engine] | None = None
+
+
+class RunBooks(Protocol):
+    """The books the report stage keeps for the run (``run_pipeline``'s run object)."""
+
+    @property
+    def collector(self) -> RowCollector:
+        """Where the report stage sends the rows."""
+
+    @property
+    def t0(self) -> float:
+        """``perf_counter()`` at the start of the run (for progress)."""
+
+    def checkpoint(self) -> object:
+        """Persist the rows so far."""
+
+    def record(self, row: Row) -> None:
+        """Called with each row as the report stage collects it."""
+
+
+@dataclass(frozen=True, slots=True)
+class StageWiring:
+    """Everything the stages of one run are given, decided by ``run_pipeline``.
+
+    Attributes:
+        request: what the run was asked for.
+        books: where the report stage sends the rows.
+        engine: the first infer worker's engine, already open (the run probed it).
+        pool: what the infer workers share.
+        placements: the device of each infer worker (``infer_placements``).
+        budget: the memory budget, if ``memory.max_mib`` sets one.
+    """
+
+    request: RunRequest
+    books: RunBooks
+    engine: Engine
+    geometry: TileGeometry
+    pool: InferPool
+    placements: tuple[int | None, ...]
     budget: Budget | None = None
 
 
@@ -122,7 +157,7 @@ def engine_opener(model: ResolvedModel, config: Config, device: int | None) -> C
 
 async def run_stages(wiring: StageWiring) -> None:
     """Run every stage until the last row is reported (or until cancelled)."""
-    config, streams = wiring.config, Streams.open(wiring.config.queues)
+    config, streams = wiring.request.config, Streams.open(wiring.request.config.queues)
     # The in-flight window: taken by the tile stage, given back by the stitch stage.
     in_flight = config.tiling.in_flight
     if in_flight is None:
@@ -132,7 +167,7 @@ async def run_stages(wiring: StageWiring) -> None:
         in_flight = 0 if filled else len(wiring.placements)
     window = Budget(in_flight) if in_flight else None
     async with anyio.create_task_group() as tg:
-        tg.start_soon(_feed, streams.paths.send, wiring.jobs, name="feed")
+        tg.start_soon(_feed, streams.paths.send, wiring.request.jobs, name="feed")
         _start_workers(
             tg,
             "decode",
@@ -152,7 +187,9 @@ async def run_stages(wiring: StageWiring) -> None:
             config.workers.score,
             streams.saved,
             streams.scored,
-            lambda rx, tx, i: run_score(rx, tx, scorer=wiring.scorer, limiter=limiter, worker=i),
+            lambda rx, tx, i: run_score(
+                rx, tx, scorer=wiring.request.scorer, limiter=limiter, worker=i
+            ),
         )
         tg.start_soon(_report, wiring, streams, name="report")
 
@@ -176,7 +213,7 @@ def _start_workers(
 
 
 def _start_infer(tg: TaskGroup, wiring: StageWiring, streams: Streams) -> None:
-    config = wiring.config
+    config = wiring.request.config
     timeout_s = config.model.call_timeout_s
     if config.model.backend == "cmodel" and timeout_s is not None:
         timeout_s += _CMODEL_BACKSTOP_S
@@ -187,7 +224,9 @@ def _start_infer(tg: TaskGroup, wiring: StageWiring, streams: Streams) -> None:
         i: int,
     ) -> None:
         device = wiring.placements[i]
-        opener = wiring.engine_factory or engine_opener(wiring.model, config, device)
+        opener = wiring.request.engine_factory or engine_opener(
+            wiring.request.model, config, device
+        )
         await run_infer(
             rx,
             tx,
@@ -203,7 +242,7 @@ def _start_infer(tg: TaskGroup, wiring: StageWiring, streams: Streams) -> None:
 
 
 def _start_save(tg: TaskGroup, wiring: StageWiring, streams: Streams) -> None:
-    out = wiring.config.output
+    out = wiring.request.config.output
 
     async def work(
         rx: MemoryObjectReceiveStream[Stitched | Failed],
@@ -213,7 +252,7 @@ def _start_save(tg: TaskGroup, wiring: StageWiring, streams: Streams) -> None:
         await run_save(
             rx,
             tx,
-            out_dir=wiring.out_dir,
+            out_dir=wiring.request.out_dir,
             compress_level=out.compress_level,
             filter_name=out.filter,
             suffix=out.suffix,
@@ -223,7 +262,9 @@ def _start_save(tg: TaskGroup, wiring: StageWiring, streams: Streams) -> None:
             worker=i,
         )
 
-    _start_workers(tg, "save", wiring.config.workers.save, streams.stitched, streams.saved, work)
+    _start_workers(
+        tg, "save", wiring.request.config.workers.save, streams.stitched, streams.saved, work
+    )
 
 
 async def _feed(
@@ -244,7 +285,7 @@ async def _tile(wiring: StageWiring, streams: Streams, window: Budget | None) ->
         streams.tiles.send,
         geometry=wiring.geometry,
         budget=wiring.budget,
-        bytes_per_pixel=wiring.config.memory.bytes_per_pixel,
+        bytes_per_pixel=wiring.request.config.memory.bytes_per_pixel,
         window=window,
     )
 
@@ -254,14 +295,14 @@ async def _stitch(streams: Streams, window: Budget | None) -> None:
 
 
 async def _report(wiring: StageWiring, streams: Streams) -> None:
-    jobs = wiring.jobs
+    books, jobs = wiring.books, wiring.request.jobs
     await run_report(
         streams.scored.receive,
-        wiring.collector,
-        total=len(wiring.collector) + (len(jobs) if isinstance(jobs, Sequence) else 0),
-        t0=wiring.t0,
-        on_progress=wiring.on_progress,
-        checkpoint=wiring.checkpoint,
-        on_row=wiring.on_row,
+        books.collector,
+        total=len(books.collector) + (len(jobs) if isinstance(jobs, Sequence) else 0),
+        t0=books.t0,
+        on_progress=wiring.request.on_progress,
+        checkpoint=books.checkpoint,
+        on_row=books.record,
         budget=wiring.budget,
     )
