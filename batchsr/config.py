@@ -177,17 +177,28 @@ class QueueConfig:
 
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
-    """Concurrent tasks per stage. Tile and stitch are single tasks by design: tile
-    owns the partly filled batch and stitch owns the partly assembled images."""
+    """Concurrent tasks per stage, one field per stage of ``MULTI_WORKER_STAGES``, and
+    the priority of the stages off the timed path. Tile and stitch are single tasks by
+    design: tile owns the partly filled batch and stitch owns the partly assembled images.
+
+    Attributes:
+        background_nice: the nice value (0-19) of the decode, save and score threads,
+            so that their work takes only the cores the contest-timed path (tile,
+            infer, stitch) leaves (see :mod:`batchsr.pipeline.background`); 0 runs them
+            at normal priority.
+    """
 
     decode: int = 1
     infer: int = 1
     save: int = 1
     score: int = 2
+    background_nice: int = 10
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` for the first stage whose worker count is not 1-64."""
+        """Raise :class:`ConfigError` for the first stage whose worker count is not 1-64,
+        or a nice value outside 0-19."""
         _check_counts("workers", self, MULTI_WORKER_STAGES, 1, 64, "must be between 1 and 64")
+        _check_counts("workers", self, ("background_nice",), 0, 19, "use 0 (normal) to 19 (lowest)")
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,7 +52,12 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("settings and engines", ("batchsr.config", "batchsr.resolve", "batchsr.engines")),
     (
         "stage support",
-        ("batchsr.pipeline.stage", "batchsr.pipeline.budget", "batchsr.pipeline.stop"),
+        (
+            "batchsr.pipeline.stage",
+            "batchsr.pipeline.budget",
+            "batchsr.pipeline.stop",
+            "batchsr.pipeline.background",
+        ),
     ),
     (
         "stages",

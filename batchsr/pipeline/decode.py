@@ -10,6 +10,7 @@ import functools
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from batchsr.images import decode_image
+from batchsr.pipeline.background import BackgroundThreads
 from batchsr.pipeline.stage import Meter, failed_from
 from batchsr.records import Decoded, Failed, Job, freeze
 
@@ -22,6 +23,7 @@ async def run_decode(
     *,
     max_pixels: int,
     worker: int = 0,
+    threads: BackgroundThreads | None = None,
 ) -> None:
     """Decode each job in a worker thread; closes ``send`` when ``receive`` is done."""
     meter: Meter[Job] = Meter("decode", worker)
@@ -30,7 +32,8 @@ async def run_decode(
             out: Decoded | Failed
             try:
                 rgb, mode, icc = await meter.in_thread(
-                    functools.partial(decode_image, job.path, max_pixels=max_pixels)
+                    functools.partial(decode_image, job.path, max_pixels=max_pixels),
+                    threads=threads,
                 )
                 out = Decoded(id=job.id, name=job.name, rgb=freeze(rgb), mode=mode, icc_profile=icc)
             except Exception as err:

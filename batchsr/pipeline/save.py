@@ -17,6 +17,7 @@ from PIL import Image
 from batchsr.color import luma_u8
 from batchsr.files import atomic_write, output_path
 from batchsr.filters import apply_filter
+from batchsr.pipeline.background import BackgroundThreads
 from batchsr.pipeline.stage import Meter, failed_from
 from batchsr.png import encode_png
 from batchsr.records import Failed, Saved, Stitched, freeze
@@ -109,6 +110,7 @@ async def run_save(
     quality: int = 95,
     keep_grey: bool = True,
     worker: int = 0,
+    threads: BackgroundThreads | None = None,
 ) -> None:
     """Write each image in a worker thread, after the optional sharpening filter;
     closes ``send`` when ``receive`` is done."""
@@ -129,6 +131,7 @@ async def run_save(
                     quality,
                     keep_grey and item.carried.grey,
                     item.carried.icc_profile,
+                    threads=threads,
                 )
                 out = item.saved(rgb, path)
             except Exception as err:

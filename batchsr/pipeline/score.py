@@ -14,6 +14,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from numpy.typing import NDArray
 
 from batchsr.errors import NIQEError
+from batchsr.pipeline.background import BackgroundThreads
 from batchsr.pipeline.stage import Meter
 from batchsr.records import Failed, Saved, Scored
 
@@ -29,6 +30,7 @@ async def run_score(
     scorer: Scorer | None,
     limiter: anyio.CapacityLimiter,
     worker: int = 0,
+    threads: BackgroundThreads | None = None,
 ) -> None:
     """Score each image in a worker thread (None skips scoring); closes ``send`` at the end."""
     meter: Meter[Saved | Failed] = Meter("score", worker)
@@ -38,7 +40,9 @@ async def run_score(
             error: str | None = None
             if scorer is not None:
                 try:
-                    value = await meter.in_thread(scorer, item.rgb, limiter=limiter)
+                    value = await meter.in_thread(
+                        scorer, item.rgb, limiter=limiter, threads=threads
+                    )
                 except NIQEError as err:
                     error = str(err)
                     meter.log.warning("niqe_undefined", image_id=item.id, reason=error)

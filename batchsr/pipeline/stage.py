@@ -20,6 +20,7 @@ import structlog
 from anyio import CapacityLimiter
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from batchsr.pipeline.background import BackgroundThreads
 from batchsr.records import Failed
 
 __all__ = ["Meter", "failed_from", "pass_failed"]
@@ -47,11 +48,16 @@ class Meter(Generic[T]):
         self._cpu_s: float | None = None
 
     async def in_thread(
-        self, func: Callable[..., V], *args: Any, limiter: CapacityLimiter | None = None
+        self,
+        func: Callable[..., V],
+        *args: Any,
+        limiter: CapacityLimiter | None = None,
+        threads: BackgroundThreads | None = None,
     ) -> V:
-        """``func(*args)`` in a worker thread, its thread's CPU seconds counted into the
-        item's record (``cpu_s``): unlike busy seconds, they do not grow while the
-        thread waits for a core that other stages hold."""
+        """``func(*args)`` in a worker thread (one of ``threads`` if given, else
+        anyio's), its thread's CPU seconds counted into the item's record (``cpu_s``):
+        unlike busy seconds, they do not grow while the thread waits for a core that
+        other stages hold."""
 
         spent: list[float] = []
 
@@ -63,7 +69,12 @@ class Meter(Generic[T]):
                 spent.append(time.thread_time() - t)
 
         try:
-            return await anyio.to_thread.run_sync(timed, limiter=limiter)
+            if threads is None:
+                return await anyio.to_thread.run_sync(timed, limiter=limiter)
+            if limiter is None:
+                return await threads.run(timed)
+            async with limiter:
+                return await threads.run(timed)
         finally:
             if spent:
                 self._cpu_s = (self._cpu_s or 0.0) + spent[0]

@@ -22,6 +22,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from batchsr.config import Config, QueueConfig
 from batchsr.engines import Engine, open_engine
+from batchsr.pipeline.background import BackgroundThreads
 from batchsr.pipeline.budget import Budget
 from batchsr.pipeline.decode import run_decode
 from batchsr.pipeline.infer import InferPool, run_infer
@@ -166,7 +167,11 @@ async def run_stages(wiring: StageWiring) -> None:
         filled = wiring.geometry.static_batch and wiring.geometry.batch > 1
         in_flight = 0 if filled else len(wiring.placements)
     window = Budget(in_flight) if in_flight else None
-    async with anyio.create_task_group() as tg:
+    workers = config.workers
+    background = BackgroundThreads(
+        workers.decode + workers.save + workers.score, workers.background_nice
+    )
+    async with background, anyio.create_task_group() as tg:
         tg.start_soon(_feed, streams.paths.send, wiring.request.jobs, name="feed")
         _start_workers(
             tg,
@@ -174,12 +179,14 @@ async def run_stages(wiring: StageWiring) -> None:
             config.workers.decode,
             streams.paths,
             streams.decoded,
-            lambda rx, tx, i: run_decode(rx, tx, max_pixels=config.output.max_pixels, worker=i),
+            lambda rx, tx, i: run_decode(
+                rx, tx, max_pixels=config.output.max_pixels, worker=i, threads=background
+            ),
         )
         tg.start_soon(_tile, wiring, streams, window, name="tile")
         _start_infer(tg, wiring, streams)
         tg.start_soon(_stitch, streams, window, name="stitch")
-        _start_save(tg, wiring, streams)
+        _start_save(tg, wiring, streams, background)
         limiter = anyio.CapacityLimiter(config.workers.score)
         _start_workers(
             tg,
@@ -188,7 +195,12 @@ async def run_stages(wiring: StageWiring) -> None:
             streams.saved,
             streams.scored,
             lambda rx, tx, i: run_score(
-                rx, tx, scorer=wiring.request.scorer, limiter=limiter, worker=i
+                rx,
+                tx,
+                scorer=wiring.request.scorer,
+                limiter=limiter,
+                worker=i,
+                threads=background,
             ),
         )
         tg.start_soon(_report, wiring, streams, name="report")
@@ -241,7 +253,9 @@ def _start_infer(tg: TaskGroup, wiring: StageWiring, streams: Streams) -> None:
     _start_workers(tg, "infer", len(wiring.placements), streams.tiles, streams.inferred, work)
 
 
-def _start_save(tg: TaskGroup, wiring: StageWiring, streams: Streams) -> None:
+def _start_save(
+    tg: TaskGroup, wiring: StageWiring, streams: Streams, background: BackgroundThreads
+) -> None:
     out = wiring.request.config.output
 
     async def work(
@@ -260,6 +274,7 @@ def _start_save(tg: TaskGroup, wiring: StageWiring, streams: Streams) -> None:
             quality=out.quality,
             keep_grey=not out.rgb,
             worker=i,
+            threads=background,
         )
 
     _start_workers(
