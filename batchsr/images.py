@@ -25,7 +25,7 @@ from batchsr.errors import DecodeError, InputError
 from batchsr.records import Job
 from batchsr.vocab import IMAGE_SUFFIXES
 
-__all__ = ["decode_image", "list_inputs", "probe_size", "unread_subfolders"]
+__all__ = ["decode_image", "list_inputs", "unread_subfolders"]
 
 _EXIF_ORIENTATION = 0x0112
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
@@ -139,22 +139,6 @@ def decode_image(path: Path, *, max_pixels: int) -> tuple[NDArray[np.uint8], str
         raise DecodeError(f"{path.name}: refused as a decompression bomb ({err})") from err
     except (OSError, SyntaxError, ValueError) as err:
         raise DecodeError(f"{path.name}: cannot decode ({err})") from err
-
-
-def probe_size(path: Path) -> tuple[int, int] | None:
-    """(height, width) of an image file as :func:`decode_image` would return it (EXIF
-    orientation applied), read from its header only; None if the file cannot say."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                width, height = img.size
-                # Orientations 5 to 8 turn the image a quarter: the axes swap.
-                if img.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
-                    width, height = height, width
-                return height, width
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        return None
 
 
 def _to_rgb(img: Image.Image) -> NDArray[np.uint8]:

@@ -62,7 +62,6 @@ __all__ = [
     "runs_whole",
     "tile_for",
     "to_uint8",
-    "whole_window",
 ]
 
 
@@ -194,15 +193,6 @@ def runs_whole(geometry: TileGeometry) -> bool:
     whole = geometry.dynamic_hw and geometry.tile_h > 0 and geometry.mode != "plain"
     whole = whole and (not geometry.static_batch or geometry.batch == 1)
     return whole and geometry.whole_pixels > 0
-
-
-def whole_window(height: int, width: int, geometry: TileGeometry) -> tuple[int, int] | None:
-    """The (height, width) of the one window an image of this size goes in as, when it
-    goes in whole; None when it is tiled."""
-    if not runs_whole(geometry) or height * width > geometry.whole_pixels:
-        return None
-    frame = 2 * geometry.pad
-    return _window(height + frame, 0, geometry), _window(width + frame, 0, geometry)
 
 
 def tile_for(height: int, width: int, geometry: TileGeometry) -> TileGeometry:

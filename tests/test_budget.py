@@ -118,11 +118,9 @@ async def test_the_pipeline_keeps_large_images_within_the_budget(
             max_mib = (resident_bytes() + int(2.5 * big)) // MIB + 1
         config = load_config(
             None,
-            # Buffers only, so that the default holds more than the budget allows; every
-            # image tiled, so that the warm-up does not grow the engine's arena to the
-            # first image's window after ``resident_bytes`` above was read.
+            # Buffers only, so that the default holds more than the budget allows.
             {"tiling.tile": 64, "output.score": False, "memory.max_mib": max_mib}
-            | {"tiling.in_flight": 0, "tiling.whole_pixels": 0},
+            | {"tiling.in_flight": 0},
         )
         log = tmp_path / f"{name}.jsonl"
         assert await _logged_run(folder, tmp_path / name, log, config, model) == len(sizes)

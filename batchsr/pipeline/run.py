@@ -9,7 +9,6 @@ stages are cancelled, the report keeps every finished image and the log ends wit
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import time
@@ -17,7 +16,7 @@ import tracemalloc
 from collections.abc import AsyncIterable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import anyio
 import numpy as np
@@ -28,7 +27,6 @@ from batchsr.color import merge_y
 from batchsr.config import Config
 from batchsr.engines import Engine
 from batchsr.errors import ConfigError, EngineError, StoppedError
-from batchsr.images import probe_size
 from batchsr.pipeline.budget import MIB, Budget, resident_bytes
 from batchsr.pipeline.geometry import geometry_for
 from batchsr.pipeline.infer import AbandonedCalls, InferPool, call_engine
@@ -48,7 +46,7 @@ from batchsr.pipeline.wiring import RunRequest, StageWiring, engine_opener, run_
 from batchsr.records import Job, Scored
 from batchsr.resolve import ResolvedModel
 from batchsr.resume import RunState
-from batchsr.tiling import TileGeometry, round_up, whole_window
+from batchsr.tiling import TileGeometry, round_up
 from batchsr.versions import versions
 
 __all__ = ["RunResult", "default_scorer", "infer_placements", "run_pipeline"]
@@ -168,13 +166,7 @@ class _Run:
         if engine is None:
             opener = self.request.engine_factory or engine_opener(model, config, placements[0])
             engine = await anyio.to_thread.run_sync(opener)
-        # The first image's size, from its header, for the warm-up (a stream of jobs
-        # has no first image to read ahead).
-        first = None
-        jobs = self.request.jobs
-        if isinstance(jobs, Sequence) and jobs:
-            first = await anyio.to_thread.run_sync(probe_size, jobs[0].path)
-        geometry, warmup_s, budget = await _prepare(engine, config, model, pool, first)
+        geometry, warmup_s, budget = await _prepare(engine, config, model, pool)
         if stop is not None and stop.signum is not None:
             # Asked to stop while the engine opened: nothing has been written yet.
             engine.close()
@@ -313,11 +305,9 @@ async def _prepare(
     config: Config,
     model: ResolvedModel,
     pool: InferPool,
-    first: tuple[int, int] | None,
 ) -> tuple[TileGeometry, float | None, Budget | None]:
     """``(geometry, warm-up seconds or None, memory budget)`` for the opened engine,
-    which is closed if any of them cannot be had; ``first`` is the first image's
-    (height, width) if known, whose window the warm-up also runs.
+    which is closed if any of them cannot be had.
 
     Raises:
         ConfigError, EngineError: the settings do not fit the engine, it failed its
@@ -336,7 +326,6 @@ async def _prepare(
                     warm_up,
                     engine,
                     geometry,
-                    first,
                     timeout_s=config.model.call_timeout_s,
                     abandoned=pool.abandoned,
                 )
@@ -428,48 +417,28 @@ def _budget(config: Config) -> Budget | None:
     return Budget(limit - base)
 
 
-def warmup_shapes(
-    geometry: TileGeometry, first: tuple[int, int] | None = None
-) -> list[tuple[int, int, int, int]]:
-    """The batch shapes the warm-up calls use: the run's tile batch (a small one when
-    every image goes in whole), then the window of the first image, ``first`` = (height,
-    width), when it goes in whole.
-
-    Not the largest whole window: onnxruntime's arena keeps what a call grew it to, and
-    a 512x512 window held ~150 MiB more all run long in a folder of tiled photos.
-    """
+def warmup_shape(geometry: TileGeometry) -> tuple[int, int, int, int]:
+    """The batch shape the run's engine calls use (a small one for whole images)."""
     h = geometry.tile_h or round_up(2 * geometry.pad + 16, geometry.multiple)
     w = geometry.tile_w or round_up(2 * geometry.pad + 16, geometry.multiple)
-    shapes = [(geometry.batch, geometry.channels, h, w)]
-    window = whole_window(*first, geometry) if first else None
-    if window:
-        shapes.append((1, geometry.channels, *window))
-    return shapes
+    return (geometry.batch, geometry.channels, h, w)
 
 
-# The whole-image window is warmed only when that call should take at most this long
-# (the first call's time scaled by pixels): its one-off costs are tens of milliseconds,
-# which matter for a fast model and not beside a heavy one's seconds per image (RRDBNet
-# on a CPU would spend most of a minute warming a 512x512 window).
-WARM_WHOLE_MAX_S: Final = 0.5
-
-
-def warm_up(engine: Engine, geometry: TileGeometry, first: tuple[int, int] | None = None) -> float:
-    """Run the contest-timed path once per warm-up shape on zeros, and return the wall
-    seconds it took.
+def warm_up(engine: Engine, geometry: TileGeometry) -> float:
+    """Run the contest-timed path once on zeros of the run's batch shape, and return
+    the wall seconds it took.
 
     The first image otherwise pays one-off costs inside its runtime: onnxruntime's
-    arena growing to the shape, BLAS starting up and the heap growing for the merge's
+    kernel choice and arena, BLAS starting up and the heap growing for the merge's
     planes in Y mode (measured: the first image's stitch took 3-4x the CPU of the
-    others). They made the headline score of a short run swing between reruns.
+    others). Not at the largest whole image's window as well: measured on 12 contest
+    images (5 alternating runs), that warm-up took 0.17-0.23 s instead of 0.05 s of
+    every run's wall time and gave the first image's runtime no measurable gain
+    (0.147-0.192 s against 0.162-0.205 s), while onnxruntime's arena kept its growth
+    all run.
     """
-    tiles, *whole = warmup_shapes(geometry, first)
     start = time.perf_counter()
-    _warm_call(engine, tiles, geometry)
-    first_s = time.perf_counter() - start
-    for shape in whole:
-        if first_s * math.prod(shape) / math.prod(tiles) <= WARM_WHOLE_MAX_S:
-            _warm_call(engine, shape, geometry)
+    _warm_call(engine, warmup_shape(geometry), geometry)
     return time.perf_counter() - start
 
 
