@@ -9,6 +9,11 @@ per-image service time, then each figure's spread ((max - min) / median). ``--co
 first deletes the checkout's ``__pycache__`` folders, so the first run pays what the
 first run after an install pays (bytecode compilation; the engine's first-call costs
 are what the warm-up keeps out of the timing). Run it on a quiet machine.
+
+``--probe`` also starts, after each run, a fresh process that times the engine alone
+(the model on one contest-size window, the median of 20 calls after a warm-up) and
+prints that figure's spread too: the machine's own run-to-run noise, measured beside
+the runs, below which the pipeline's figures cannot be expected to settle.
 """
 
 from __future__ import annotations
@@ -25,6 +30,34 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ("score_contest", "score_amortized", "images_per_s", "runtime_avg_s", "service_avg_s")
+
+# The engine-alone probe, run in a fresh process: its median call in seconds.
+_PROBE = """
+import statistics, sys, time
+import numpy as np
+from batchsr.config import ModelConfig
+from batchsr.engines import open_engine
+from batchsr.resolve import resolve_model
+engine = open_engine(resolve_model(sys.argv[1], backend="onnx"), ModelConfig())
+channels = engine.input_shapes[0][1] or 3
+x = np.random.default_rng(0).random((1, channels, 416, 520), dtype=np.float32)
+engine.run(x)
+times = []
+for _ in range(20):
+    t = time.perf_counter()
+    engine.run(x)
+    times.append(time.perf_counter() - t)
+print(statistics.median(times))
+"""
+
+
+def probe(model: str) -> float:
+    """The engine's median call on a contest-size window, in a fresh process."""
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE, model], check=True, cwd=ROOT, timeout=600,
+        capture_output=True, text=True,
+    )  # fmt: skip
+    return float(out.stdout.split()[-1])
 
 
 def one_run(model: str, folder: Path, out: Path, extra: list[str]) -> dict[str, float]:
@@ -47,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input", type=Path, default=ROOT / "examples")
     parser.add_argument("--model", default="espcn")
     parser.add_argument("--cold", action="store_true", help="drop __pycache__ before run 1")
+    parser.add_argument("--probe", action="store_true", help="time the engine alone too")
     parser.add_argument("extra", nargs="*", help="more run.py flags (after --)")
     args = parser.parse_args(argv)
     if args.cold:
@@ -57,13 +91,16 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.runs):
             rows.append(one_run(args.model, args.input, Path(tmp) / f"run{i}", args.extra))
             r = rows[-1]
+            if args.probe:
+                r["engine_alone_s"] = probe(args.model)
             print(
                 f"run {i + 1}{' (cold)' if args.cold and i == 0 else ''}: "
                 f"score {r['score_contest']:.1f} (amortized {r['score_amortized']:.1f}), "
                 f"{r['images_per_s']:.2f} images/s, runtime_avg {r['runtime_avg_s']:.4f} s, "
                 f"service {r['service_avg_s']:.4f} s"
+                + (f", engine alone {r['engine_alone_s']:.4f} s" if args.probe else "")
             )
-    for key in FIGURES:
+    for key in (*FIGURES, "engine_alone_s") if args.probe else FIGURES:
         values = np.array([r[key] for r in rows])
         spread = (values.max() - values.min()) / np.median(values)
         print(f"{key:16s} median {np.median(values):10.4f}  spread {spread:6.1%}")
