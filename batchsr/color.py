@@ -42,6 +42,9 @@ _K064 = -255.0 * _M_INV @ _OFFSET
 assert (_K64[:, 0] == _K64[0, 0]).all(), "merge_y takes Y's weight to be one number"
 _K_Y = float(_K64[0, 0])
 _BAND_PIXELS = 1 << 17  # output pixels per band in merge_y (1 MiB per float64 plane)
+# Output pixels per chunk of merge_y's horizontal pass (~9 MiB of planes): a whole large
+# image's pass at once took 12-30 bytes per output pixel beyond the budget's estimate.
+_ACROSS_PIXELS = 1 << 18
 
 
 def rgb_to_ycbcr(rgb: NDArray[np.uint8]) -> NDArray[np.float32]:
@@ -117,23 +120,30 @@ def merge_y(
     # The low-resolution rows and columns the bicubic taps reach (2 each way).
     r0, r1 = max(0, oy - 2), min(big_h, oy + h + 2)
     c0, c1 = max(0, ox - 2), min(big_w, ox + w + 2)
-    terms = _chroma_terms(cbcr[:, r0:r1, c0:c1])
-    across = upscale_columns(terms, c0, big_w, scale, ox, ox + w)
-    # Bands of rows keep the float64 planes of the vertical pass in cache.
+    # Bands of rows keep the float64 planes of the vertical pass in cache; chunks of
+    # bands bound the horizontal pass's planes (each chunk also reads the 2 rows each
+    # side its vertical taps reach, so chunks give the region's result bit for bit).
     band = max(4, _BAND_PIXELS // max(ws * scale, 1) // 4 * 4)  # input rows per band
+    chunk = max(1, _ACROSS_PIXELS // max(ws * band, 1)) * band  # input rows per chunk
     yk = np.empty((min(h, band) * scale, ws), np.float64)
-    for b0 in range(0, h, band):
-        b1 = min(h, b0 + band)
-        rows = slice(b0 * scale, b1 * scale)
-        planes = upscale_rows(across, r0, big_h, scale, oy + b0, oy + b1)
-        # Y weighs the same in R, G and B (the rows of _K64 agree): one product.
-        ys = np.multiply(y[rows], _K_Y, out=yk[: (b1 - b0) * scale])
-        for c in range(3):
-            plane = planes[c]
-            plane += ys
-            np.clip(plane, 0.0, 255.0, out=plane)
-            # Truncation rounds: the terms carry the 0.5.
-            np.copyto(out[rows, :, c], plane, casting="unsafe")
+    for k0 in range(0, h, chunk):
+        k1 = min(h, k0 + chunk)
+        lo, hi = max(r0, oy + k0 - 2), min(r1, oy + k1 + 2)
+        terms = _chroma_terms(cbcr[:, lo:hi, c0:c1])
+        across = upscale_columns(terms, c0, big_w, scale, ox, ox + w)
+        for b0 in range(k0, k1, band):
+            b1 = min(k1, b0 + band)
+            rows = slice(b0 * scale, b1 * scale)
+            planes = upscale_rows(across, lo, big_h, scale, oy + b0, oy + b1)
+            # Y weighs the same in R, G and B (the rows of _K64 agree): one product.
+            ys = np.multiply(y[rows], _K_Y, out=yk[: (b1 - b0) * scale])
+            for c in range(3):
+                plane = planes[c]
+                plane += ys
+                np.clip(plane, 0.0, 255.0, out=plane)
+                # Truncation rounds: the terms carry the 0.5.
+                np.copyto(out[rows, :, c], plane, casting="unsafe")
+        del terms, across, planes  # before the next chunk's, not beside them
     return out
 
 

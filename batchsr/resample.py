@@ -4,7 +4,7 @@ on float ("F") images, in a fraction of its time.
 The Y-only models' chroma is upscaled bicubically (``batchsr.color``), and PIL's resize
 was a third of the stitch stage's CPU: it evaluates each output sample as a loop of
 four products. Here each pass is a few banded matrix products (BLAS): a group of ``t``
-input rows gives its ``scale * t`` output rows as one (scale*t, t+3) matrix times the
+input rows gives its ``scale * t`` output rows as one (scale*t, t+4) matrix times the
 group's t + 4 input rows, every group of an image in one batched product. Four products
 of the band's eight are non-zero, and BLAS still does them several times faster.
 

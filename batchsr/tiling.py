@@ -59,7 +59,6 @@ __all__ = [
     "plan_image",
     "prepare_image",
     "round_up",
-    "runs_whole",
     "tile_for",
     "to_uint8",
 ]
@@ -185,7 +184,7 @@ def plan_axis_plain(length: int, tile: int) -> tuple[int, list[tuple[int, int, i
     ]
 
 
-def runs_whole(geometry: TileGeometry) -> bool:
+def _runs_whole(geometry: TileGeometry) -> bool:
     """Whether images of up to ``geometry.whole_pixels`` pixels go in whole (see
     :func:`tile_for`)."""
     # Not ``plain``: its seams are what it reproduces.
@@ -205,7 +204,7 @@ def tile_for(height: int, width: int, geometry: TileGeometry) -> TileGeometry:
     engine's tile sizes, the one giving the fewest tiles (device calls), then the
     least window area (padding and overlap the device computes for nothing).
     """
-    if runs_whole(geometry) and height * width <= geometry.whole_pixels:
+    if _runs_whole(geometry) and height * width <= geometry.whole_pixels:
         return dataclasses.replace(geometry, tile_h=0, tile_w=0, alt_tiles=())
     if not geometry.alt_tiles:
         return geometry

@@ -1,7 +1,7 @@
 """How stable the summary's headline figures are across reruns of the same job.
 
     python benchmarks/stability.py [--runs 5] [--input examples/] [--model espcn] [--cold]
-        [-- RUN.PY FLAGS]
+        [--probe] [-- RUN.PY FLAGS]
 
 Runs ``run.py --model M --input DIR`` ``--runs`` times, each a fresh process writing to
 its own folder, and prints per run the contest score, images/s, runtime_avg and the
@@ -11,9 +11,10 @@ first run after an install pays (bytecode compilation; the engine's first-call c
 are what the warm-up keeps out of the timing). Run it on a quiet machine.
 
 ``--probe`` also starts, after each run, a fresh process that times the engine alone
-(the model on one contest-size window, the median of 20 calls after a warm-up) and
-prints that figure's spread too: the machine's own run-to-run noise, measured beside
-the runs, below which the pipeline's figures cannot be expected to settle.
+(the model's onnx artifact on one contest-size window, or on its own shape if static,
+the median of 20 calls after a warm-up; the run.py flags do not apply to it) and prints
+that figure's spread too: the machine's own run-to-run noise, measured beside the runs,
+below which the pipeline's figures cannot be expected to settle.
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ from batchsr.config import ModelConfig
 from batchsr.engines import open_engine
 from batchsr.resolve import resolve_model
 engine = open_engine(resolve_model(sys.argv[1], backend="onnx"), ModelConfig())
-channels = engine.input_shapes[0][1] or 3
-x = np.random.default_rng(0).random((1, channels, 416, 520), dtype=np.float32)
+n, c, h, w = engine.input_shapes[0]
+shape = (n or 1, c or 3, h or 416, w or 520)
+x = np.random.default_rng(0).random(shape, dtype=np.float32)
 engine.run(x)
 times = []
 for _ in range(20):

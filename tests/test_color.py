@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from batchsr import color
 from batchsr.color import (
     chroma_planes,
     merge_y,
@@ -43,7 +46,8 @@ def _reference(y: np.ndarray, cbcr: np.ndarray, scale: int) -> np.ndarray:
 @pytest.mark.parametrize(("h", "w", "scale"), [(60, 80, 4), (7, 900, 4), (33, 5, 3), (1, 1, 2)])
 def test_merge_y_matches_the_float64_path_within_a_rounding_tie(h: int, w: int, scale: int) -> None:
     """Bands of rows (many for a wide image, one for a tiny one) give the whole-image
-    result; float32 rounding may put a tie one level away, rarely."""
+    result; rounding half up (not to even) and the products' order may put a tie one
+    level away, rarely."""
     rng = np.random.default_rng(h * w)
     ycc = rgb_to_ycbcr(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
     # An SR-like Y: out of range in places, so clipping is exercised too.
@@ -67,6 +71,40 @@ def test_chroma_of_a_region_is_that_region_of_the_whole_upscale(scale: int) -> N
         part = upscale_chroma(cbcr, scale, (x0, y0, x1, y1))
         region = whole[:, y0 * scale : y1 * scale, x0 * scale : x1 * scale]
         np.testing.assert_allclose(part, region, atol=1e-6)
+
+
+def test_merge_in_chunks_equals_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The horizontal pass runs per chunk of rows: the same pixels as one pass over the
+    region, the region's own included."""
+    rng = np.random.default_rng(5)
+    ycc = rgb_to_ycbcr(rng.integers(0, 256, (300, 40, 3), dtype=np.uint8))
+    y = rng.random((1200, 160), dtype=np.float32)
+    one_pass = merge_y(y, chroma_planes(ycc), 4)
+    monkeypatch.setattr(color, "_BAND_PIXELS", 160 * 4 * 8)  # bands of 8 rows
+    monkeypatch.setattr(color, "_ACROSS_PIXELS", 160 * 8 * 3)  # chunks of 3 bands
+    np.testing.assert_array_equal(merge_y(y, chroma_planes(ycc), 4), one_pass)
+    np.testing.assert_array_equal(
+        merge_y(y[200:1000], chroma_planes(ycc), 4, origin=(50, 0)), one_pass[200:1000]
+    )
+
+
+def test_merge_memory_beyond_the_output_does_not_grow_with_height() -> None:
+    """Working memory is bounded by a chunk of rows, not the region: a whole large
+    image's horizontal pass at once took 12-30 bytes per output pixel."""
+    rng = np.random.default_rng(6)
+    ycc = rgb_to_ycbcr(rng.integers(0, 256, (1600, 160, 3), dtype=np.uint8))
+    y = rng.random((6400, 640), dtype=np.float32)
+
+    def working_bytes(rows: int) -> int:
+        planes = chroma_planes(ycc[:rows])
+        tracemalloc.start()
+        try:
+            out = merge_y(y[: rows * 4], planes, 4)
+            return tracemalloc.get_traced_memory()[1] - out.nbytes
+        finally:
+            tracemalloc.stop()
+
+    assert working_bytes(1600) < 1.3 * working_bytes(480)
 
 
 def test_merge_of_a_region_equals_that_region_of_the_whole_merge() -> None:

@@ -43,24 +43,26 @@ def _lower_priority(nice: int) -> None:
 class BackgroundThreads:
     """A pool of ``workers`` threads at nice value ``nice`` (0: normal priority).
 
-    Use as an async context manager; on leaving, queued calls that have not started
-    are dropped (a cancelled run) and running ones finish on their own.
+    A call is waited for as anyio waits for its own threads: a cancelled caller returns
+    once the call has finished, so no save is still writing when the run has ended.
+    Use as an async context manager, which shuts the pool down on leaving.
     """
 
     def __init__(self, workers: int, nice: int) -> None:
-        self.nice = nice
         self._executor = ThreadPoolExecutor(
             max_workers=workers,
             thread_name_prefix="batchsr-background",
             initializer=_lower_priority,
             initargs=(nice,),
         )
+        # The waits hold threads of anyio's too: their own limiter keeps them from
+        # taking the tokens that the engine's calls draw on.
+        self._waits = anyio.CapacityLimiter(workers)
 
     async def run(self, func: Callable[[], T]) -> T:
-        """``func()`` in one of the pool's threads. The waiting is done by a thread
-        of anyio's, so a cancelled caller returns at once and the call runs on."""
+        """``func()`` in one of the pool's threads."""
         future = self._executor.submit(func)
-        return await anyio.to_thread.run_sync(future.result, abandon_on_cancel=True)
+        return await anyio.to_thread.run_sync(future.result, limiter=self._waits)
 
     async def __aenter__(self) -> BackgroundThreads:
         return self

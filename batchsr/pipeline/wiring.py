@@ -93,7 +93,7 @@ class Streams:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunRequest:
     """What a caller of ``run_pipeline`` asked for that the stages read; the run keeps
-    it as given, and the stages get it as it is.
+    it as given but for a missing scorer, which it fills in when scoring is on.
 
     Attributes:
         jobs: the inputs, or a stream of them.
