@@ -20,6 +20,8 @@
   8-bit rounding): the worst of three smooth noisy gradients, and the median over the
   flat regions of the bundled example photos and the contest inputs. No lattice
   reads below 2.
+* texture: the same measure, median over their most textured regions
+  (``textured_boxes``), where bicubic reads about 1: a grain the flat regions miss.
 
 The model runs whole-image through onnxruntime from the folder's ONNX artifact, the
 file ``--model NAME`` deploys, on the image extended by the model's margin as the
@@ -50,7 +52,12 @@ from batchsr.border import DEFAULT_BORDER, extend  # noqa: E402
 from batchsr.color import rgb_to_ycbcr, upscale_image  # noqa: E402
 from batchsr.filters import apply_filter  # noqa: E402
 from batchsr.manifest import load_manifest  # noqa: E402
-from batchsr.metrics.artifacts import border_energy_ratio, flat_boxes, lattice_ratio  # noqa: E402
+from batchsr.metrics.artifacts import (  # noqa: E402
+    border_energy_ratio,
+    flat_boxes,
+    lattice_ratio,
+    textured_boxes,
+)
 from batchsr.train import psnr_y  # noqa: E402
 from batchsr.vocab import BORDER_MODES, FILTER_NAMES, BorderMode  # noqa: E402
 
@@ -172,16 +179,23 @@ def smooth_gradients() -> list[NDArray[np.uint8]]:
     return out
 
 
-def lattice_figures(luma: Any, photos: list[NDArray[np.uint8]]) -> tuple[float, float | None]:
+def lattice_figures(
+    luma: Any, photos: list[NDArray[np.uint8]]
+) -> tuple[float, float | None, float | None]:
     """(worst lattice ratio over the smooth gradients, median over the photos' flat
-    regions) of an upscaler's float luma."""
+    regions, median over their textured regions) of an upscaler's float luma."""
     grads = [lattice_ratio(luma(g)[32:-32, 32:-32]) for g in smooth_gradients()]
-    flats = []
+    flats, textures = [], []
     for lr in photos:
         sr = luma(lr)
-        for y, x in flat_boxes(lr, 16, max_std=2.0, limit=4):
-            flats.append(lattice_ratio(sr[4 * y : 4 * y + 64, 4 * x : 4 * x + 64]))
-    return max(grads), (float(np.median(flats)) if flats else None)
+        for boxes, ratios in (
+            (flat_boxes(lr, 16, max_std=2.0, limit=4), flats),
+            (textured_boxes(lr, 16, limit=4), textures),
+        ):
+            for y, x in boxes:
+                ratios.append(lattice_ratio(sr[4 * y : 4 * y + 64, 4 * x : 4 * x + 64]))
+    flat = float(np.median(flats)) if flats else None
+    return max(grads), flat, (float(np.median(textures)) if textures else None)
 
 
 def anchor_upscaler(path: Path):  # type: ignore[no-untyped-def]
@@ -284,11 +298,12 @@ def main(argv: list[str] | None = None) -> int:
             "border": float(np.mean(borders)) if borders else None,
             "lattice_gradient": None if lattice is None else lattice[0],
             "lattice_flat": None if lattice is None else lattice[1],
+            "lattice_texture": None if lattice is None else lattice[2],
             "parameters": costs.get(up_name, (None, None))[0],
             "ms_per_tile_128": costs.get(up_name, (None, None))[1],
         }
     print(f"contest inputs: {len(contest)}; held-out photos: {sorted(held)}; border {args.border}")
-    cols = ("NIQE avg", "PSNR-Y avg", "border", "lattice", "flat", "params", "ms/tile")
+    cols = ("NIQE avg", "PSNR-Y avg", "border", "lattice", "flat", "texture", "params", "ms/tile")
     print(f"{'variant':44s} " + " ".join(f"{c:>10s}" for c in cols))
     for label, r in results.items():
         cells = [
@@ -297,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             (r["border"], ".2f"),
             (r["lattice_gradient"], ".2f"),
             (r["lattice_flat"], ".2f"),
+            (r["lattice_texture"], ".2f"),
             (r["parameters"], "d"),
             (r["ms_per_tile_128"], ".2f"),
         ]

@@ -14,7 +14,13 @@ from PIL import Image
 
 from batchsr.config import load_config
 from batchsr.images import list_inputs
-from batchsr.metrics.artifacts import border_energy_ratio, flat_boxes, lattice_ratio, seam_jump
+from batchsr.metrics.artifacts import (
+    border_energy_ratio,
+    flat_boxes,
+    lattice_ratio,
+    seam_jump,
+    textured_boxes,
+)
 from batchsr.pipeline.run import run_pipeline
 from batchsr.resolve import resolve_model
 from tests.helpers.images import photo_like
@@ -59,6 +65,15 @@ def test_flat_boxes_finds_the_flat_part() -> None:
     img = photo_like(64, 128, seed=2)
     img[:, 64:] = 90
     assert sorted(flat_boxes(img, 32, max_std=1.0)) == [(0, 64), (0, 96), (32, 64), (32, 96)]
+
+
+def test_textured_boxes_find_the_busy_part_most_varied_first() -> None:
+    img = np.full((64, 128, 3), 90, np.uint8)
+    rng = np.random.default_rng(4)
+    img[:32, :32] = rng.integers(0, 256, (32, 32, 3))  # noise: the most varied
+    img[32:, 96:] = rng.integers(30, 200, (32, 32, 3))  # milder noise
+    assert textured_boxes(img, 32) == [(0, 0), (32, 96)]
+    assert textured_boxes(img, 32, limit=1) == [(0, 0)]
 
 
 def test_seam_jump_is_zero_for_the_same_image_and_the_step_for_a_shifted_half() -> None:

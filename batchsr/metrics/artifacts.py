@@ -17,7 +17,14 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["border_energy_ratio", "flat_boxes", "lattice_ratio", "luma", "seam_jump"]
+__all__ = [
+    "border_energy_ratio",
+    "flat_boxes",
+    "lattice_ratio",
+    "luma",
+    "seam_jump",
+    "textured_boxes",
+]
 
 _BT601 = np.array([0.299, 0.587, 0.114])
 
@@ -108,25 +115,39 @@ def lattice_ratio(img: NDArray[np.uint8], period: int = 4) -> float:
     return worst
 
 
+def _box_spread(img: NDArray[np.uint8], size: int) -> list[tuple[float, int, int]]:
+    """(luma standard deviation after removing a plane, top, left) of every whole
+    non-overlapping ``size`` x ``size`` box of ``img``."""
+    y = luma(img)
+    h, w = y.shape
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    basis = np.stack([np.ones(size * size), yy.ravel(), xx.ravel()], axis=1)
+    boxes = []
+    for y0 in range(0, h - size + 1, size):
+        for x0 in range(0, w - size + 1, size):
+            block = y[y0 : y0 + size, x0 : x0 + size].ravel()
+            coef, *_ = np.linalg.lstsq(basis, block, rcond=None)
+            boxes.append((float(np.std(block - basis @ coef)), y0, x0))
+    return boxes
+
+
 def flat_boxes(
     img: NDArray[np.uint8], size: int, *, max_std: float = 2.0, limit: int = 8
 ) -> list[tuple[int, int]]:
     """Top-left corners of up to ``limit`` non-overlapping ``size`` x ``size`` boxes of
     ``img`` whose luma varies least (standard deviation after removing a plane, at most
     ``max_std`` grey levels): where flat regions of a photo are, e.g. sky."""
-    y = luma(img)
-    h, w = y.shape
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
-    basis = np.stack([np.ones(size * size), yy.ravel(), xx.ravel()], axis=1)
-    found: list[tuple[float, int, int]] = []
-    for y0 in range(0, h - size + 1, size):
-        for x0 in range(0, w - size + 1, size):
-            block = y[y0 : y0 + size, x0 : x0 + size].ravel()
-            coef, *_ = np.linalg.lstsq(basis, block, rcond=None)
-            std = float(np.std(block - basis @ coef))
-            if std <= max_std:
-                found.append((std, y0, x0))
-    found.sort()
+    found = sorted(b for b in _box_spread(img, size) if b[0] <= max_std)
+    return [(y0, x0) for _, y0, x0 in found[:limit]]
+
+
+def textured_boxes(
+    img: NDArray[np.uint8], size: int, *, min_std: float = 12.0, limit: int = 8
+) -> list[tuple[int, int]]:
+    """Top-left corners of up to ``limit`` boxes (as :func:`flat_boxes`) whose luma
+    varies most, at least ``min_std`` grey levels: texture (foliage, fur, wood grain),
+    where a pixel-shuffle network's grain shows although flat regions are clean."""
+    found = sorted((b for b in _box_spread(img, size) if b[0] >= min_std), reverse=True)
     return [(y0, x0) for _, y0, x0 in found[:limit]]
 
 
