@@ -6,9 +6,10 @@ and NIQE of earlier ones run at the same time and take cores from that path: on 
 project's 2-core machine an engine call that takes 0.08 s alone took up to 0.19 s
 beside them. These stages' threads therefore run at a higher nice value (Linux sets
 it per thread): the scheduler gives them what the timed path leaves, and as the total
-work is the same, the wall time is too. Measured on 12 contest images, alternating
-runs: runtime_avg 0.170-0.196 s at normal priority, 0.140-0.166 s at nice 19, wall
-2.19-2.55 s either way (``workers.background_nice``).
+work is the same, the wall time is too. Measured on 12 contest images, 4 alternating
+rounds: runtime_avg 0.168-0.181 s at normal priority, 0.152-0.167 s at nice 10 (the
+default, ``workers.background_nice``), 0.137-0.168 s at nice 19; wall 2.11-2.37 s
+throughout.
 
 Lowering a thread's priority needs no privilege, raising it back does, so these
 threads are their own pool rather than anyio's shared one, niced once when started.

@@ -301,10 +301,7 @@ class _Run:
 
 
 async def _prepare(
-    engine: Engine,
-    config: Config,
-    model: ResolvedModel,
-    pool: InferPool,
+    engine: Engine, config: Config, model: ResolvedModel, pool: InferPool
 ) -> tuple[TileGeometry, float | None, Budget | None]:
     """``(geometry, warm-up seconds or None, memory budget)`` for the opened engine,
     which is closed if any of them cannot be had.
@@ -438,15 +435,11 @@ def warm_up(engine: Engine, geometry: TileGeometry) -> float:
     all run.
     """
     start = time.perf_counter()
-    _warm_call(engine, warmup_shape(geometry), geometry)
-    return time.perf_counter() - start
-
-
-def _warm_call(engine: Engine, shape: tuple[int, int, int, int], geometry: TileGeometry) -> None:
+    shape = warmup_shape(geometry)
     out = engine.run(np.zeros(shape, dtype=np.float32))
     if geometry.y_only:
-        h, w = shape[2:]
-        merge_y(out[0, 0], np.zeros((2, h, w), np.float32), geometry.scale)
+        merge_y(out[0, 0], np.zeros((2, *shape[2:]), np.float32), geometry.scale)
+    return time.perf_counter() - start
 
 
 class _CpuClock:

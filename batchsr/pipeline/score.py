@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import anyio
 import numpy as np
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from numpy.typing import NDArray
@@ -28,7 +27,6 @@ async def run_score(
     send: MemoryObjectSendStream[Scored | Failed],
     *,
     scorer: Scorer | None,
-    limiter: anyio.CapacityLimiter,
     worker: int = 0,
     threads: BackgroundThreads | None = None,
 ) -> None:
@@ -40,9 +38,7 @@ async def run_score(
             error: str | None = None
             if scorer is not None:
                 try:
-                    value = await meter.in_thread(
-                        scorer, item.rgb, limiter=limiter, threads=threads
-                    )
+                    value = await meter.in_thread(scorer, item.rgb, threads=threads)
                 except NIQEError as err:
                     error = str(err)
                     meter.log.warning("niqe_undefined", image_id=item.id, reason=error)

@@ -17,7 +17,6 @@ from typing import Any, Generic, TypeVar
 
 import anyio
 import structlog
-from anyio import CapacityLimiter
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from batchsr.pipeline.background import BackgroundThreads
@@ -51,7 +50,6 @@ class Meter(Generic[T]):
         self,
         func: Callable[..., V],
         *args: Any,
-        limiter: CapacityLimiter | None = None,
         threads: BackgroundThreads | None = None,
     ) -> V:
         """``func(*args)`` in a worker thread (one of ``threads`` if given, else
@@ -70,11 +68,8 @@ class Meter(Generic[T]):
 
         try:
             if threads is None:
-                return await anyio.to_thread.run_sync(timed, limiter=limiter)
-            if limiter is None:
-                return await threads.run(timed)
-            async with limiter:
-                return await threads.run(timed)
+                return await anyio.to_thread.run_sync(timed)
+            return await threads.run(timed)
         finally:
             if spent:
                 self._cpu_s = (self._cpu_s or 0.0) + spent[0]

@@ -187,7 +187,6 @@ async def run_stages(wiring: StageWiring) -> None:
         _start_infer(tg, wiring, streams)
         tg.start_soon(_stitch, streams, window, name="stitch")
         _start_save(tg, wiring, streams, background)
-        limiter = anyio.CapacityLimiter(config.workers.score)
         _start_workers(
             tg,
             "score",
@@ -198,7 +197,6 @@ async def run_stages(wiring: StageWiring) -> None:
                 rx,
                 tx,
                 scorer=wiring.request.scorer,
-                limiter=limiter,
                 worker=i,
                 threads=background,
             ),
