@@ -11,8 +11,10 @@ basicsr==1.4.2``) and its NIQE loaded from the unpacked files (see official_niqe
 Both sides run on one thread (OMP/MKL/OpenBLAS set to 1 before numpy loads, and
 ``torch.set_num_threads(1)``), alternating, on a 2040x1632 image: the contest's
 sample_0001.png upscaled x4 (bicubic) when ../shared/contest exists, else a synthetic
-texture upscaled the same way. It prints the median and best times, their ratio, and the
-largest difference between the two scores over that image and the contest images.
+texture upscaled the same way. It prints the median and best times of the official code,
+ours (with its C kernels where built) and ours on the numpy path, the ratios, and the
+largest difference between our scores and the official ones over that image and the
+contest images.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402
+import importlib  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -40,7 +43,9 @@ from numpy.typing import NDArray  # noqa: E402
 from official_niqe import BASICSR_VERSION, load_official_niqe  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from batchsr.metrics import niqe  # noqa: E402
+from batchsr.metrics import native, niqe  # noqa: E402
+
+_niqe_module = importlib.import_module("batchsr.metrics.niqe")
 
 
 def _bench_image(path: Path | None) -> tuple[str, NDArray[np.uint8]]:
@@ -75,35 +80,52 @@ def main() -> int:
             bgr = np.ascontiguousarray(rgb[..., ::-1])
             return float(official_fn(bgr, 0, input_order="HWC", convert_to="y"))
 
+    def numpy_path(rgb: NDArray[np.uint8]) -> float:
+        # niqe.py without its C kernels (batchsr/metrics/native.py): what a machine with
+        # no C compiler runs.
+        saved = _niqe_module.kernels
+        _niqe_module.kernels = lambda: None
+        try:
+            return niqe(rgb)
+        finally:
+            _niqe_module.kernels = saved
+
     label, rgb = _bench_image(args.image)
     print(f"image: {label}, {rgb.shape[1]}x{rgb.shape[0]}")
     print(f"official: BasicSR {BASICSR_VERSION} calculate_niqe; ours: batchsr.metrics.niqe")
+    print(f"ours runs: {native.status()}; numpy: the same code without them")
     print(f"threads: 1 (torch {torch.__version__}, numpy {np.__version__})")
-    niqe(rgb)  # one-time tables (gamma grid, filters) outside the timing
-    official(rgb)
-    t_official: list[float] = []
-    t_ours: list[float] = []
+    sides: dict[str, Callable[[NDArray[np.uint8]], float]] = {
+        "official": official, "ours": niqe, "numpy": numpy_path,
+    }  # fmt: skip
+    for fn in sides.values():
+        fn(rgb)  # one-time tables (gamma grid, filters) outside the timing
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    values: dict[str, float] = {}
     diffs: list[float] = []
     for _ in range(args.repeat):
-        dt, v_off = _time(lambda: official(rgb))
-        t_official.append(dt)
-        dt, v_ours = _time(lambda: niqe(rgb))
-        t_ours.append(dt)
-        diffs.append(abs(v_ours - v_off))
-    print(f"official NIQE {v_off:.6f}, ours {v_ours:.6f}")
-    med_off, med_ours = statistics.median(t_official), statistics.median(t_ours)
-    print(f"official: median {med_off * 1e3:8.1f} ms, best {min(t_official) * 1e3:8.1f} ms")
-    print(f"ours:     median {med_ours * 1e3:8.1f} ms, best {min(t_ours) * 1e3:8.1f} ms")
-    best = min(t_official) / min(t_ours)
-    print(f"speed-up: {med_off / med_ours:.1f}x (medians), {best:.1f}x (best)")
+        for name, fn in sides.items():
+            dt, values[name] = _time(lambda fn=fn: fn(rgb))
+            times[name].append(dt)
+        diffs += [abs(values[name] - values["official"]) for name in ("ours", "numpy")]
+    print(", ".join(f"{name} NIQE {v:.6f}" for name, v in values.items()))
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    for name, t in times.items():
+        print(f"{name + ':':9} median {medians[name] * 1e3:8.1f} ms, best {min(t) * 1e3:8.1f} ms")
+    for name in ("ours", "numpy"):
+        best = min(times["official"]) / min(times[name])
+        ratio = medians["official"] / medians[name]
+        print(f"speed-up, {name}: {ratio:.1f}x (medians), {best:.1f}x (best)")
     if args.image is None and CONTEST_DIR.is_dir():
         for path in sorted(CONTEST_DIR.glob("*.png")):
             with Image.open(path) as im:
                 img = np.asarray(im.convert("RGB"))
-            diffs.append(abs(niqe(img) - official(img)))
-        print(f"largest |ours - official|: {max(diffs):.2e} (this image and the contest images)")
+            v_off = official(img)
+            diffs += [abs(niqe(img) - v_off), abs(numpy_path(img) - v_off)]
+        where = "both paths, this image and the contest images"
+        print(f"largest |ours - official|: {max(diffs):.2e} ({where})")
     else:
-        print(f"largest |ours - official|: {max(diffs):.2e}")
+        print(f"largest |ours - official|: {max(diffs):.2e} (both paths)")
     return 0
 
 

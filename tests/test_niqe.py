@@ -19,13 +19,15 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from batchsr.errors import BatchSRError, DecodeError, NIQEError
-from batchsr.metrics import niqe
+from batchsr.metrics import native, niqe
 from batchsr.metrics.folder import FolderScore, decode_rgb8, score_folder
 from batchsr.metrics.niqe import (
     _HALF_TAPS,
     _fit_input,
+    _fit_sums_numpy,
     _imresize_half,
     _mscn_blocks,
+    _mscn_blocks_numpy,
     _nearest_grid,
     _refit_exact,
     _row_counts,
@@ -36,6 +38,7 @@ from batchsr.metrics.niqe import (
 )
 from tests.helpers.niqe_cases import CONTEST_DIR, make_case, needs_contest
 
+_niqe_module = importlib.import_module("batchsr.metrics.niqe")
 REFERENCE = json.loads((Path(__file__).parent / "data" / "niqe_reference.json").read_text())
 CASES: list[dict[str, Any]] = REFERENCE["cases"]
 TOLERANCE = 1e-4
@@ -61,10 +64,20 @@ def _texture(h: int, w: int, seed: int) -> NDArray[np.uint8]:
     return make_case({"kind": "texture", "h": h, "w": w, "seed": seed})
 
 
+@pytest.fixture(params=["compiled", "numpy"])
+def niqe_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a test on each NIQE path: the C kernels (native.py) and the numpy one."""
+    if request.param == "numpy":
+        monkeypatch.setattr(_niqe_module, "kernels", lambda: None)
+    else:
+        assert native.kernels() is not None, f"NIQE {native.status()}"
+    return str(request.param)
+
+
 @pytest.mark.parametrize(
     "case", [c for c in CASES if c["niqe"] is not None], ids=lambda c: c["name"]
 )
-def test_niqe_equals_official_value_within_1e4(case: dict[str, Any]) -> None:
+def test_niqe_equals_official_value_within_1e4(case: dict[str, Any], niqe_path: str) -> None:
     rgb = _image(case)
     assert list(rgb.shape) == case["shape"]
     assert abs(niqe(rgb) - case["niqe"]) <= TOLERANCE
@@ -79,7 +92,7 @@ def test_niqe_raises_niqe_error_where_official_code_fails(case: dict[str, Any]) 
 
 
 @pytest.mark.parametrize("name", sorted(README_VALUES))
-def test_niqe_of_contest_images_equals_readme_values(name: str) -> None:
+def test_niqe_of_contest_images_equals_readme_values(name: str, niqe_path: str) -> None:
     if not CONTEST_DIR.is_dir():
         pytest.skip(f"contest images not available: {CONTEST_DIR} does not exist")
     rgb = make_case({"kind": "contest", "file": name})
@@ -132,7 +145,7 @@ def _gauss_definition(img: NDArray[np.float32]) -> NDArray[np.float32]:
 
 
 @pytest.mark.parametrize("scale_noise", [False, True])
-def test_mscn_blocks_equal_definition_with_2d_window(scale_noise: bool) -> None:
+def test_mscn_blocks_equal_definition_with_2d_window(scale_noise: bool, niqe_path: str) -> None:
     rng = np.random.default_rng(3)
     img = _texture(192, 288, 2)[..., 1].astype(np.float32)
     if scale_noise:  # non-integer input, as at the second scale
@@ -197,6 +210,59 @@ def test_fit_input_equals_block_times_rolled_block(bs: int) -> None:
         assert np.array_equal(_fit_input(blocks, bs, fit), expect)
 
 
+def _compiled() -> native.NativeKernels:
+    found = native.kernels()
+    assert found is not None, f"NIQE {native.status()}"
+    return found
+
+
+@pytest.mark.parametrize("bs", [96, 48])
+def test_compiled_mscn_equals_numpy_mscn_bit_for_bit(bs: int) -> None:
+    y = y_channel(_texture(2 * bs * 3, bs * 5, 11))
+    y[:bs, :bs] = 77.0  # a flat block: sigma 0, the coefficients exactly 0
+    noisy = y + np.random.default_rng(2).random(y.shape, dtype=np.float32)  # second-scale-like
+    for img in (y, noisy):
+        got = _compiled().mscn(img, bs, _tables().taps)
+        assert np.array_equal(got, _mscn_blocks_numpy(img, bs))
+
+
+@pytest.mark.parametrize("bs", [96, 48])
+def test_compiled_fit_sums_equal_numpy_fit_sums(bs: int) -> None:
+    rng = np.random.default_rng(9)
+    blocks = rng.standard_normal((7, bs * bs)).astype(np.float32)
+    blocks[1] = np.abs(blocks[1])  # no negative value
+    blocks[2, ::3] = 0.0  # zeros: neither negative nor positive, nor their products
+    blocks[3] = 0.0  # a flat block
+    blocks[4] *= np.float32(1e-30)  # products that underflow to zero
+    got = _compiled().fit_sums(blocks, bs)
+    expect = _fit_sums_numpy(blocks, bs)
+    sum_sq, sum_abs, neg_sq, counts = got
+    assert np.array_equal(sum_sq, expect[0]) and np.array_equal(sum_abs, expect[1])
+    assert np.array_equal(counts, expect[3])
+    # the float64 sum here, numpy's a float32 dot: a few float32 ulps apart
+    assert np.allclose(neg_sq, expect[2], rtol=4e-7, atol=0)
+
+
+def test_compiled_kernels_refuse_partial_blocks() -> None:
+    with pytest.raises(ValueError, match="whole 96x96 blocks"):
+        _compiled().mscn(np.zeros((100, 96), dtype=np.float32), 96, _tables().taps)
+    with pytest.raises(ValueError, match="rows of 2304"):
+        _compiled().fit_sums(np.zeros((2, 96), dtype=np.float32), 48)
+
+
+def test_numpy_path_says_why_it_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(native.ENV_SWITCH, "0")
+    native._loaded.cache_clear()
+    try:
+        assert native.kernels() is None
+        why = f"switched off ({native.ENV_SWITCH}=0)"
+        assert native.status() == f"numpy path: compiled kernels {why}"
+    finally:
+        monkeypatch.delenv(native.ENV_SWITCH)
+        native._loaded.cache_clear()
+    assert native.status().startswith("compiled kernels (_niqe_native")
+
+
 def _features_one_by_one(blocks: NDArray[np.float32], bs: int) -> NDArray[np.float64]:
     """BasicSR compute_feature per block, with the official float32 arithmetic."""
     t = _tables()
@@ -218,10 +284,10 @@ def _features_one_by_one(blocks: NDArray[np.float32], bs: int) -> NDArray[np.flo
 
 @pytest.mark.parametrize("bs", [96, 48])
 def test_vectorised_fits_equal_block_by_block_fits(
-    bs: int, monkeypatch: pytest.MonkeyPatch
+    bs: int, monkeypatch: pytest.MonkeyPatch, niqe_path: str
 ) -> None:
     # Force the vectorised path (small images otherwise refit every block exactly).
-    monkeypatch.setattr(importlib.import_module("batchsr.metrics.niqe"), "_EXACT_BLOCKS", 0)
+    monkeypatch.setattr(_niqe_module, "_EXACT_BLOCKS", 0)
     y = y_channel(_texture(288, 384, 8))
     if bs == 48:
         y = _imresize_half(y / np.float32(255)) * np.float32(255)

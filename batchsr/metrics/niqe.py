@@ -40,6 +40,7 @@ from numpy.lib.stride_tricks import as_strided
 from numpy.typing import NDArray
 
 from batchsr.errors import NIQEError
+from batchsr.metrics.native import kernels
 
 __all__ = ["BLOCK_SIZE", "NIQE_FEATURES", "block_features", "niqe", "y_channel"]
 
@@ -101,6 +102,7 @@ class _Tables:
         # The 7x7 window is an outer product g g^T (to 3e-17), so the 2-D filter is two
         # 1-D passes; the float32 results cannot tell the difference.
         g = window[3] / math.sqrt(window[3, 3])
+        self.taps: F64Array = np.ascontiguousarray(g)
         self.band_v: F64Array = _band(g, _TILE_V)  # (T, T + 6): rows of a tile from T + 6
         # Horizontal: a tile's 8 outputs take 8 inputs from its own columns (head) and 6
         # from the next tile's (tail), two products over all tiles of a strip at once.
@@ -219,6 +221,14 @@ def y_channel(rgb: NDArray[np.uint8]) -> F32Array:
 
 
 def _mscn_blocks(img: F32Array, bs: int) -> F32Array:
+    """MSCN coefficients of an image in blocks: the compiled kernel, else numpy's."""
+    native = kernels()
+    if native is None:
+        return _mscn_blocks_numpy(img, bs)
+    return native.mscn(img, bs, _tables().taps)
+
+
+def _mscn_blocks_numpy(img: F32Array, bs: int) -> F32Array:
     """MSCN coefficients (Eq. 1 of the paper) of an image, cut into ``bs`` x ``bs`` blocks.
 
     BasicSR ``niqe``: ``mu = convolve(img, window, mode='nearest')``, the same of
@@ -497,6 +507,16 @@ _CHUNK_VALUES: Final = 32 * BLOCK_SIZE * BLOCK_SIZE
 
 
 def _fit_sums(blocks: F32Array, bs: int) -> tuple[F32Array, F32Array, F64Array, NDArray[np.int64]]:
+    """Per fit and block, the sums the fits need: the compiled kernel, else numpy's."""
+    native = kernels()
+    if native is None:
+        return _fit_sums_numpy(blocks, bs)
+    return native.fit_sums(blocks, bs)
+
+
+def _fit_sums_numpy(
+    blocks: F32Array, bs: int
+) -> tuple[F32Array, F32Array, F64Array, NDArray[np.int64]]:
     """Per fit and block: the sums and counts BasicSR ``estimate_aggd_param`` averages.
 
     Args:

@@ -1,0 +1,134 @@
+"""NIQE's compiled kernels (``_niqe_native.c``), loaded with ctypes when they were built.
+
+``make setup`` and ``pip install`` compile the C file beside this module (setup.py).
+Where no library was built (no C compiler, a copy of the sources), NIQE runs its numpy
+path, which gives the same values more slowly; ``status()`` says which runs, so
+``run.py selfcheck`` and the run log can tell a user.
+
+The kernels keep niqe.py's contracts (same layouts, same bits); tests/test_niqe.py runs
+every reference case through both paths. ctypes releases the GIL for the call, so the
+score stage's threads run them in parallel.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sysconfig
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["NativeKernels", "kernels", "status"]
+
+# Bumped with every change of a function's signature or meaning in _niqe_native.c: a
+# library built from an older source is refused rather than called wrongly.
+ABI_VERSION: Final = 1
+
+# Set to 0 to run the numpy path although the library is there (comparisons, debugging).
+ENV_SWITCH: Final = "BATCHSR_NIQE_NATIVE"
+
+_HERE: Final = Path(__file__).resolve().parent
+_P = ctypes.c_void_p
+_N = ctypes.c_ssize_t
+
+
+def _library_path() -> Path | None:
+    """The built library, named as setuptools names extensions for this interpreter."""
+    mine = _HERE / f"_niqe_native{sysconfig.get_config_var('EXT_SUFFIX') or '.so'}"
+    if mine.is_file():
+        return mine
+    # Built by another interpreter of the same platform: plain C, no Python ABI in it.
+    others = sorted(_HERE.glob("_niqe_native*.so"))
+    return others[0] if others else None
+
+
+def _ptr(a: NDArray[np.generic]) -> int:
+    return int(a.ctypes.data)
+
+
+@dataclass(frozen=True)
+class NativeKernels:
+    """The loaded library, with numpy-facing wrappers that check layouts first."""
+
+    lib: ctypes.CDLL
+    path: Path
+
+    def mscn(
+        self, img: NDArray[np.float32], bs: int, taps: NDArray[np.float64]
+    ) -> NDArray[np.float32]:
+        """``niqe._mscn_blocks`` of ``img`` with the separable Gaussian ``taps`` (7,)."""
+        img = np.ascontiguousarray(img, dtype=np.float32)
+        taps = np.ascontiguousarray(taps, dtype=np.float64)
+        h, w = img.shape
+        if h % bs or w % bs or taps.shape != (7,):
+            raise ValueError(f"mscn needs whole {bs}x{bs} blocks and 7 taps: {img.shape}")
+        out = np.empty(((h // bs) * (w // bs), bs * bs), dtype=np.float32)
+        if self.lib.niqe_mscn(_ptr(img), h, w, bs, _ptr(taps), _ptr(out)) != 0:
+            raise MemoryError(f"NIQE kernel: no memory for the row buffers of a {w}x{h} image")
+        return out
+
+    def fit_sums(
+        self, blocks: NDArray[np.float32], bs: int
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float64], NDArray[np.int64]]:
+        """``niqe._fit_sums`` of ``blocks`` (N, bs * bs): same arrays, same bits."""
+        blocks = np.ascontiguousarray(blocks, dtype=np.float32)
+        nb = blocks.shape[0]
+        if blocks.shape[1] != bs * bs:
+            raise ValueError(f"fit_sums needs rows of {bs * bs} values: {blocks.shape}")
+        sum_sq = np.empty((5, nb), dtype=np.float32)
+        sum_abs = np.empty((5, nb), dtype=np.float32)
+        neg_sq = np.empty((5, nb), dtype=np.float64)
+        counts = np.empty((2, 5, nb), dtype=np.int64)
+        ptrs = (_ptr(sum_sq), _ptr(sum_abs), _ptr(neg_sq), _ptr(counts))
+        if self.lib.niqe_fit_sums(_ptr(blocks), nb, bs, *ptrs) != 0:
+            raise MemoryError("NIQE kernel: no memory for one block's fit values")
+        return sum_sq, sum_abs, neg_sq, counts
+
+
+def _load(path: Path) -> ctypes.CDLL | str:
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as exc:
+        return f"{path.name} does not load ({exc})"
+    try:
+        version = lib.niqe_native_abi
+    except AttributeError:
+        return f"{path.name} is from an older source (no ABI version): rebuild with make setup"
+    version.restype, version.argtypes = ctypes.c_int, []
+    if version() != ABI_VERSION:
+        return f"{path.name} has ABI {version()}, this code needs {ABI_VERSION}: make setup"
+    lib.niqe_mscn.restype = ctypes.c_int
+    lib.niqe_mscn.argtypes = [_P, _N, _N, _N, _P, _P]
+    lib.niqe_fit_sums.restype = ctypes.c_int
+    lib.niqe_fit_sums.argtypes = [_P, _N, _N, _P, _P, _P, _P]
+    return lib
+
+
+@cache
+def _loaded() -> NativeKernels | str:
+    if os.environ.get(ENV_SWITCH, "1") == "0":
+        return f"switched off ({ENV_SWITCH}=0)"
+    path = _library_path()
+    if path is None:
+        return f"not built (no _niqe_native*.so in {_HERE}): make setup builds them (needs cc)"
+    lib = _load(path)
+    return NativeKernels(lib, path) if isinstance(lib, ctypes.CDLL) else lib
+
+
+def kernels() -> NativeKernels | None:
+    """The compiled kernels, or None where NIQE runs its numpy path."""
+    loaded = _loaded()
+    return loaded if isinstance(loaded, NativeKernels) else None
+
+
+def status() -> str:
+    """One line for a user: which NIQE path runs, and why not the compiled one."""
+    loaded = _loaded()
+    if isinstance(loaded, NativeKernels):
+        return f"compiled kernels ({loaded.path.name})"
+    return f"numpy path: compiled kernels {loaded}"
