@@ -226,6 +226,14 @@ def test_compiled_mscn_equals_numpy_mscn_bit_for_bit(bs: int) -> None:
         assert np.array_equal(got, _mscn_blocks_numpy(img, bs))
 
 
+def test_compiled_second_scale_equals_numpy_resize_bit_for_bit() -> None:
+    y = y_channel(_texture(192, 288, 12))
+    taps = np.array(_HALF_TAPS, dtype=np.float32)
+    for img in (y, y + np.random.default_rng(4).random(y.shape, dtype=np.float32), y[:8, :12]):
+        expect = _imresize_half(img / np.float32(255)) * np.float32(255)
+        assert np.array_equal(_compiled().half(img, taps), expect)
+
+
 @pytest.mark.parametrize("bs", [96, 48])
 def test_compiled_fit_sums_equal_numpy_fit_sums(bs: int) -> None:
     rng = np.random.default_rng(9)
@@ -246,6 +254,8 @@ def test_compiled_fit_sums_equal_numpy_fit_sums(bs: int) -> None:
 def test_compiled_kernels_refuse_partial_blocks() -> None:
     with pytest.raises(ValueError, match="whole 96x96 blocks"):
         _compiled().mscn(np.zeros((100, 96), dtype=np.float32), 96, _tables().taps)
+    with pytest.raises(ValueError, match="multiples of 4"):
+        _compiled().half(np.zeros((96, 98), dtype=np.float32), np.ones(8, dtype=np.float32))
     with pytest.raises(ValueError, match="rows of 2304"):
         _compiled().fit_sums(np.zeros((2, 96), dtype=np.float32), 48)
 

@@ -8,6 +8,9 @@
  *   niqe_mscn      the MSCN coefficients, in the block layout of niqe._mscn_blocks.
  *                  The filter sums in float64 (SciPy's ndimage.convolve does) and rounds
  *                  to float32 once; variance, square root and division are float32.
+ *   niqe_half      BasicSR's imresize(img / 255, 0.5) * 255 of the second scale: the
+ *                  bicubic taps' float32 products summed in the orders torch's CPU mv
+ *                  uses (niqe._imresize_half found them), bit for bit.
  *   niqe_fit_sums  per block and fit, the float32 sums of squares and of magnitudes in
  *                  numpy's pairwise order (what np.mean forms in BasicSR, bit for bit),
  *                  the float64 sum of the negative values' squares, and the numbers of
@@ -38,94 +41,113 @@
 #define HALF 3
 
 /* native.ABI_VERSION: bumped with every change of a signature or meaning below. */
-int niqe_native_abi(void) { return 1; }
+int niqe_native_abi(void) { return 2; }
 
-/* numpy's pairwise summation (loops_utils.h.src, PW_BLOCKSIZE 128) of f(x[i]) for the
- * two transforms NIQE needs at once, square and magnitude: each float32 sum is the one
- * np.add.reduce gives for np.square(x) and np.abs(x), starting from the identity 0. */
-static inline void pairwise_sq_abs(const float *x, ptrdiff_t n, float *sq, float *ab)
-{
-    if (n < 8) {
-        float s = 0.0f, a = 0.0f;
-        for (ptrdiff_t i = 0; i < n; i++) {
-            s += x[i] * x[i];
-            a += fabsf(x[i]);
-        }
-        *sq = s;
-        *ab = a;
-    } else if (n <= 128) {
-        float rs[8], ra[8];
-        for (int j = 0; j < 8; j++) {
-            rs[j] = x[j] * x[j];
-            ra[j] = fabsf(x[j]);
-        }
-        ptrdiff_t i = 8;
-        for (; i < n - (n % 8); i += 8) {
-            for (int j = 0; j < 8; j++) {
-                rs[j] += x[i + j] * x[i + j];
-                ra[j] += fabsf(x[i + j]);
-            }
-        }
-        float s = ((rs[0] + rs[1]) + (rs[2] + rs[3])) + ((rs[4] + rs[5]) + (rs[6] + rs[7]));
-        float a = ((ra[0] + ra[1]) + (ra[2] + ra[3])) + ((ra[4] + ra[5]) + (ra[6] + ra[7]));
-        for (; i < n; i++) {
-            s += x[i] * x[i];
-            a += fabsf(x[i]);
-        }
-        *sq = s;
-        *ab = a;
-    } else {
-        ptrdiff_t n2 = n / 2;
-        n2 -= n2 % 8;
-        float s1, a1, s2, a2;
-        pairwise_sq_abs(x, n2, &s1, &a1);
-        pairwise_sq_abs(x + n2, n - n2, &s2, &a2);
-        *sq = s1 + s2;
-        *ab = a1 + a2;
-    }
-}
-
-/* Eight lanes as one vector: gcc's vectoriser leaves the mixed-width loop below scalar
- * (measured: 40 ms of a 2040x1632 image's fits), so it is written with vector types. */
+/* Eight lanes as one vector. gcc's vectoriser leaves mixed-width loops such as the
+ * signed parts below scalar (measured: 40 ms of a 2040x1632 image's fits), so the sums
+ * are written with vector types; lane j is accumulator r[j] of numpy's pairwise sum. */
 typedef float v8f __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
 typedef double v8d __attribute__((vector_size(64)));
 
-/* Sum of the squares of the negative values (float64 in 8 lanes: the order is ours, the
- * caller allows a few float32 ulps) and the numbers of negative and positive values. */
-static inline void signed_parts(const float *x, ptrdiff_t n, double *neg_sq, int64_t *n_neg,
-                                int64_t *n_pos)
+/* What a fit needs of the sign of its values, summed over a whole block: the squares of
+ * the negative values in float64 (8 lanes, our order: the caller allows a few float32
+ * ulps) and the numbers of negative and of positive values. */
+typedef struct {
+    v8d neg_sq;
+    v8i neg, pos;
+} Signed;
+
+/* Vectors pass by pointer: a vector argument or return value of a non-AVX function
+ * draws gcc's -Wpsabi note although every helper here is inlined. */
+static inline void load8(v8f *v, const float *x)
 {
-    v8d acc = {0};
-    v8i neg = {0}, pos = {0};
+    memcpy(v, x, sizeof *v);
+}
+
+static inline void add_signed(Signed *acc, const v8f *v, const v8f *sq)
+{
     const v8f zero = {0};
-    ptrdiff_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        v8f v;
-        memcpy(&v, x + i, sizeof v);
-        v8i is_neg = v < zero, is_pos = v > zero;  /* -1 where true */
-        v8f sq = v * v;
-        v8f neg_sq_f = (v8f)((v8i)sq & is_neg);
-        acc += __builtin_convertvector(neg_sq_f, v8d);
-        neg -= is_neg;
-        pos -= is_pos;
+    v8i is_neg = *v < zero, is_pos = *v > zero; /* -1 where true */
+    acc->neg_sq += __builtin_convertvector((v8f)((v8i)*sq & is_neg), v8d);
+    acc->neg -= is_neg;
+    acc->pos -= is_pos;
+}
+
+static inline float lanes_sum(const v8f *v)
+{
+    const v8f r = *v;
+    return ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+}
+
+/* A value outside whole vectors: its sign parts, lane 0 (any lane would do). */
+static inline void add_signed_one(Signed *acc, float v)
+{
+    if (v < 0.0f) {
+        acc->neg_sq[0] += (double)(v * v);
+        acc->neg[0] += 1;
     }
-    double total = 0.0;
-    int64_t tn = 0, tp = 0;
-    for (int j = 0; j < 8; j++) {
-        total += acc[j];
-        tn += neg[j];
-        tp += pos[j];
+    acc->pos[0] += v > 0.0f;
+}
+
+/* numpy's pairwise summation (loops_utils.h.src, PW_BLOCKSIZE 128): a run of at most 128
+ * values is a leaf, summed in 8 accumulators (fewer than 8 values: one, in order); longer
+ * runs split in two at a multiple of 8 near the middle. np.add.reduce starts from the
+ * identity 0. The split depends on the length only, so the leaves of a block are laid
+ * out once per call (leaf_sizes), summed by an inlined loop (vectorised in each clone of
+ * niqe_fit_sums: a recursive function could not be), and combined by the same tree
+ * (combine). */
+static ptrdiff_t leaf_sizes(ptrdiff_t n, ptrdiff_t *sizes, ptrdiff_t k)
+{
+    if (n <= 128) {
+        sizes[k] = n;
+        return k + 1;
+    }
+    ptrdiff_t n2 = n / 2;
+    n2 -= n2 % 8;
+    return leaf_sizes(n - n2, sizes, leaf_sizes(n2, sizes, k));
+}
+
+static float combine(const float *leaf, ptrdiff_t n, ptrdiff_t *next)
+{
+    if (n <= 128)
+        return leaf[(*next)++];
+    ptrdiff_t n2 = n / 2;
+    n2 -= n2 % 8;
+    float left = combine(leaf, n2, next);
+    float right = combine(leaf, n - n2, next);
+    return left + right;
+}
+
+/* One leaf's sums of x^2 and |x|, with the sign parts riding along. */
+static inline void leaf_sums(const float *x, ptrdiff_t n, float *sq, float *ab, Signed *acc)
+{
+    const v8i magnitude = {0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff,
+                           0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff};
+    float s = 0.0f, a = 0.0f;
+    ptrdiff_t i = 0;
+    if (n >= 8) {
+        v8f v;
+        load8(&v, x);
+        v8f rs = v * v, ra = (v8f)((v8i)v & magnitude);
+        add_signed(acc, &v, &rs);
+        for (i = 8; i < n - (n % 8); i += 8) {
+            load8(&v, x + i);
+            v8f sq8 = v * v;
+            rs += sq8;
+            ra += (v8f)((v8i)v & magnitude);
+            add_signed(acc, &v, &sq8);
+        }
+        s = lanes_sum(&rs);
+        a = lanes_sum(&ra);
     }
     for (; i < n; i++) {
-        float v = x[i];
-        total += v < 0.0f ? (double)(v * v) : 0.0;
-        tn += v < 0.0f;
-        tp += v > 0.0f;
+        s += x[i] * x[i];
+        a += fabsf(x[i]);
+        add_signed_one(acc, x[i]);
     }
-    *neg_sq = total;
-    *n_neg = tn;
-    *n_pos = tp;
+    *sq = s;
+    *ab = a;
 }
 
 /* BasicSR compute_feature's fit inputs: block * np.roll(block, (di, dj), axis=(0, 1)),
@@ -161,9 +183,18 @@ int niqe_fit_sums(const float *blocks, ptrdiff_t nb, ptrdiff_t bs, float *sum_sq
                   float *sum_abs, double *neg_sq, int64_t *counts)
 {
     ptrdiff_t n = bs * bs;
+    ptrdiff_t most = n / 8 + 1; /* leaves are over 64 values long, bar a single one */
     float *x = malloc((size_t)n * sizeof(float));
-    if (x == NULL)
+    ptrdiff_t *sizes = malloc((size_t)most * sizeof(ptrdiff_t));
+    float *leaf_sq = malloc((size_t)(2 * most) * sizeof(float));
+    if (x == NULL || sizes == NULL || leaf_sq == NULL) {
+        free(x);
+        free(sizes);
+        free(leaf_sq);
         return -1;
+    }
+    float *leaf_ab = leaf_sq + most;
+    ptrdiff_t leaves = leaf_sizes(n, sizes, 0);
     for (ptrdiff_t k = 0; k < nb; k++) {
         const float *b = blocks + k * n;
         for (int fit = 0; fit < 5; fit++) {
@@ -173,11 +204,31 @@ int niqe_fit_sums(const float *blocks, ptrdiff_t nb, ptrdiff_t bs, float *sum_sq
                 v = x;
             }
             ptrdiff_t at = fit * nb + k;
-            pairwise_sq_abs(v, n, &sum_sq[at], &sum_abs[at]);
-            signed_parts(v, n, &neg_sq[at], &counts[at], &counts[5 * nb + at]);
+            Signed acc = {{0}, {0}, {0}};
+            const float *run = v;
+            for (ptrdiff_t j = 0; j < leaves; j++) {
+                leaf_sums(run, sizes[j], &leaf_sq[j], &leaf_ab[j], &acc);
+                run += sizes[j];
+            }
+            ptrdiff_t next = 0;
+            sum_sq[at] = combine(leaf_sq, n, &next);
+            next = 0;
+            sum_abs[at] = combine(leaf_ab, n, &next);
+            double total = 0.0;
+            int64_t n_neg = 0, n_pos = 0;
+            for (int j = 0; j < 8; j++) {
+                total += acc.neg_sq[j];
+                n_neg += acc.neg[j];
+                n_pos += acc.pos[j];
+            }
+            neg_sq[at] = total;
+            counts[at] = n_neg;
+            counts[5 * nb + at] = n_pos;
         }
     }
     free(x);
+    free(sizes);
+    free(leaf_sq);
     return 0;
 }
 
@@ -251,5 +302,76 @@ int niqe_mscn(const float *img, ptrdiff_t h, ptrdiff_t w, ptrdiff_t bs, const do
     }
     free(buf);
     free(row);
+    return 0;
+}
+
+/* Symmetric padding of niqe._reflect: -1 is 0, n is n - 1. */
+static inline ptrdiff_t reflect(ptrdiff_t i, ptrdiff_t n)
+{
+    if (i < 0)
+        i = -i - 1;
+    return i >= n ? 2 * n - 1 - i : i;
+}
+
+/* img: (h, w) float32 in [0, 255], h and w multiples of 4. taps: the 8 float32 weights
+ * (niqe._HALF_TAPS). out: (h / 2, w / 2) float32, imresize(img / 255, 0.5) * 255 with
+ * every operation rounded to float32 as BasicSR's torch code rounds it:
+ *   rows first, output row i from image rows 2i - 3 .. 2i + 4, summed tap 0 to 7;
+ *   then columns, output column 2m + s from columns 4m + 2s - 3 .. 4m + 2s + 4 (products
+ *   t0..t7), summed ((((((t0+t1)+t2)+t4)+(t3+t5))+t6)+t7) for even columns and
+ *   ((((((t0+t1)+t2)+t3)+t4)+t6)+(t5+t7)) for odd ones.
+ * The row pass's output is split by column phase (padded column mod 4) so that every
+ * product of the column pass reads consecutive values. Returns 0, or -1 without memory. */
+NIQE_CLONES
+int niqe_half(const float *img, ptrdiff_t h, ptrdiff_t w, const float *taps, float *out)
+{
+    ptrdiff_t q = w / 4, ph_len = q + 2, w2 = w / 2;
+    /* 8 image rows divided by 255 (slot r % 8 holds row r: a row is divided once),
+     * one row-pass row, its 4 phases. */
+    float *rows = malloc((size_t)(8 * w + w + 4 * ph_len) * sizeof(float));
+    if (rows == NULL)
+        return -1;
+    float *v = rows + 8 * w, *ph = v + w;
+    ptrdiff_t held[8] = {-1, -1, -1, -1, -1, -1, -1, -1};
+    for (ptrdiff_t i = 0; i < h / 2; i++) {
+        const float *src[8];
+        for (int k = 0; k < 8; k++) {
+            ptrdiff_t r = reflect(2 * i - 3 + k, h);
+            float *slot = rows + (r % 8) * w;
+            if (held[r % 8] != r) {
+                const float *in = img + r * w;
+                for (ptrdiff_t c = 0; c < w; c++)
+                    slot[c] = in[c] / 255.0f;
+                held[r % 8] = r;
+            }
+            src[k] = slot;
+        }
+        for (ptrdiff_t c = 0; c < w; c++) {
+            float a = taps[0] * src[0][c];
+            for (int k = 1; k < 8; k++)
+                a += taps[k] * src[k][c];
+            v[c] = a;
+        }
+        /* Padded column P = c + 3 (c = -3 .. w + 4, reflected) goes to phase P % 4. */
+        for (ptrdiff_t p = 0; p < 4 * ph_len; p++)
+            ph[(p % 4) * ph_len + p / 4] = v[reflect(p - 3, w)];
+        float *o = out + i * w2;
+        const float *p0 = ph, *p1 = ph + ph_len, *p2 = ph + 2 * ph_len, *p3 = ph + 3 * ph_len;
+        for (ptrdiff_t m = 0; m < q; m++) {
+            /* even output column 2m: padded columns 4m + k */
+            float t0 = taps[0] * p0[m], t1 = taps[1] * p1[m], t2 = taps[2] * p2[m];
+            float t3 = taps[3] * p3[m], t4 = taps[4] * p0[m + 1], t5 = taps[5] * p1[m + 1];
+            float t6 = taps[6] * p2[m + 1], t7 = taps[7] * p3[m + 1];
+            o[2 * m] = (((((t0 + t1) + t2) + t4) + (t3 + t5)) + t6) + t7;
+            /* odd output column 2m + 1: padded columns 4m + 2 + k */
+            t0 = taps[0] * p2[m], t1 = taps[1] * p3[m], t2 = taps[2] * p0[m + 1];
+            t3 = taps[3] * p1[m + 1], t4 = taps[4] * p2[m + 1], t5 = taps[5] * p3[m + 1];
+            t6 = taps[6] * p0[m + 2], t7 = taps[7] * p1[m + 2];
+            o[2 * m + 1] = (((((t0 + t1) + t2) + t3) + t4) + t6) + (t5 + t7);
+        }
+        for (ptrdiff_t c = 0; c < w2; c++)
+            o[c] *= 255.0f;
+    }
+    free(rows);
     return 0;
 }

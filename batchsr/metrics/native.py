@@ -27,7 +27,7 @@ __all__ = ["NativeKernels", "kernels", "status"]
 
 # Bumped with every change of a function's signature or meaning in _niqe_native.c: a
 # library built from an older source is refused rather than called wrongly.
-ABI_VERSION: Final = 1
+ABI_VERSION: Final = 2
 
 # Set to 0 to run the numpy path although the library is there (comparisons, debugging).
 ENV_SWITCH: Final = "BATCHSR_NIQE_NATIVE"
@@ -72,6 +72,18 @@ class NativeKernels:
             raise MemoryError(f"NIQE kernel: no memory for the row buffers of a {w}x{h} image")
         return out
 
+    def half(self, img: NDArray[np.float32], taps: NDArray[np.float32]) -> NDArray[np.float32]:
+        """``niqe._imresize_half(img / 255) * 255`` with the 8 float32 ``taps``."""
+        img = np.ascontiguousarray(img, dtype=np.float32)
+        taps = np.ascontiguousarray(taps, dtype=np.float32)
+        h, w = img.shape
+        if h % 4 or w % 4 or taps.shape != (8,):
+            raise ValueError(f"half needs sides that are multiples of 4 and 8 taps: {img.shape}")
+        out = np.empty((h // 2, w // 2), dtype=np.float32)
+        if self.lib.niqe_half(_ptr(img), h, w, _ptr(taps), _ptr(out)) != 0:
+            raise MemoryError(f"NIQE kernel: no memory for the row buffers of a {w}x{h} image")
+        return out
+
     def fit_sums(
         self, blocks: NDArray[np.float32], bs: int
     ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float64], NDArray[np.int64]]:
@@ -104,6 +116,8 @@ def _load(path: Path) -> ctypes.CDLL | str:
         return f"{path.name} has ABI {version()}, this code needs {ABI_VERSION}: make setup"
     lib.niqe_mscn.restype = ctypes.c_int
     lib.niqe_mscn.argtypes = [_P, _N, _N, _N, _P, _P]
+    lib.niqe_half.restype = ctypes.c_int
+    lib.niqe_half.argtypes = [_P, _N, _N, _P, _P]
     lib.niqe_fit_sums.restype = ctypes.c_int
     lib.niqe_fit_sums.argtypes = [_P, _N, _N, _P, _P, _P, _P]
     return lib

@@ -419,6 +419,16 @@ def _resize_columns(phases: F32Array, prod: F32Array, acc: F32Array, out: F32Arr
     np.add(o, po, out=even_odd[:, :, 1])
 
 
+def _second_scale(y: F32Array) -> F32Array:
+    """BasicSR's ``imresize(img / 255., scale=0.5, antialiasing=True) * 255.``, float32."""
+    native = kernels()
+    if native is not None:
+        return native.half(y, np.array(_HALF_TAPS, dtype=_F32))
+    y2 = _imresize_half(y / _F32(255.0))
+    y2 *= _F32(255.0)
+    return y2
+
+
 def _row_counts(mask: NDArray[np.bool_]) -> NDArray[np.int64]:
     """Number of True per row of a (N, n) bool array with n a multiple of 1152.
 
@@ -659,9 +669,7 @@ def block_features(rgb: NDArray[np.uint8]) -> F64Array:
     # BasicSR crops to whole blocks after the colour conversion; per pixel, the same.
     y = _y_cropped(rgb, nh * BLOCK_SIZE, nw * BLOCK_SIZE)
     f1 = _scale_features(_mscn_blocks(y, BLOCK_SIZE), BLOCK_SIZE)
-    # BasicSR: imresize(img / 255., scale=0.5, antialiasing=True) * 255., float32.
-    y2 = _imresize_half(y / _F32(255.0))
-    y2 *= _F32(255.0)
+    y2 = _second_scale(y)
     half = BLOCK_SIZE // 2
     f2 = _scale_features(_mscn_blocks(y2, half), half)
     return np.concatenate([f1, f2], axis=1)
