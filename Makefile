@@ -13,12 +13,12 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
-# NIQE's C kernels (batchsr/metrics/_niqe_native.c), built in place. Without a C compiler
-# the build is skipped with a warning: NIQE then runs its numpy path (same values, slower).
-$(VENV)/.native-built: $(VENV)/.installed setup.py batchsr/metrics/_niqe_native.c
+# batchsr's C kernels (batchsr/csrc: NIQE, the colour merge), built in place. Without a C
+# compiler the build is skipped with a warning: the numpy paths run instead, slower.
+$(VENV)/.native-built: $(VENV)/.installed setup.py $(wildcard batchsr/csrc/*)
 	@if $(PY) setup.py -q build_ext --inplace; then touch $@; else \
-		echo "batchsr: NIQE's C kernels were not built (is a C compiler installed?);" \
-			"scoring runs the numpy path, about 2x slower"; fi
+		echo "batchsr: the C kernels were not built (is a C compiler installed?);" \
+			"NIQE and the colour merge run their numpy paths, 2-4x slower"; fi
 
 setup: $(VENV)/.installed $(VENV)/.native-built
 

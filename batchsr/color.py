@@ -15,7 +15,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from batchsr.border import DEFAULT_BORDER, extend
-from batchsr.resample import upscale_bicubic, upscale_columns, upscale_rows
+from batchsr.native import NativeKernels, kernels
+from batchsr.resample import bicubic_taps, upscale_bicubic, upscale_columns, upscale_rows
 from batchsr.vocab import BorderMode
 
 __all__ = [
@@ -97,6 +98,7 @@ def merge_y(
     cbcr: NDArray[np.float32],
     scale: int,
     origin: tuple[int, int] = (0, 0),
+    out: NDArray[np.uint8] | None = None,
 ) -> NDArray[np.uint8]:
     """An SR Y region and the input's Cb/Cr planes to RGB uint8.
 
@@ -105,6 +107,8 @@ def merge_y(
             whose top-left corner is ``origin`` (row, column).
         cbcr: 2xHxW float32 Cb and Cr of the whole input (:func:`chroma_planes`).
         scale: the upscale factor s.
+        out: where to write the result, (h*s)x(w*s)x3 uint8 with whole rows of pixels
+            contiguous (a region of a larger canvas will do); a new array if None.
 
     Returns:
         (h*s)x(w*s)x3 uint8: the colours of ``ycbcr_to_rgb`` with Cb and Cr upscaled
@@ -113,10 +117,16 @@ def merge_y(
         that region of the whole image's, bit for bit.
     """
     hs, ws = y.shape
+    if out is None:
+        out = np.empty((hs, ws, 3), np.uint8)
+    elif out.shape != (hs, ws, 3) or out.dtype != np.uint8 or out.strides[1:] != (3, 1):
+        raise ValueError(f"merge_y writes (h, w, 3) uint8 rows of pixels, not {out.shape}")
+    native = kernels()
+    if native is not None and y.size:
+        return _merge_native(native, y, cbcr, scale, origin, out)
     oy, ox = origin
     h, w = hs // scale, ws // scale
     big_h, big_w = cbcr.shape[1:]
-    out = np.empty((hs, ws, 3), np.uint8)
     # The low-resolution rows and columns the bicubic taps reach (2 each way).
     r0, r1 = max(0, oy - 2), min(big_h, oy + h + 2)
     c0, c1 = max(0, ox - 2), min(big_w, ox + w + 2)
@@ -145,6 +155,39 @@ def merge_y(
                 np.copyto(out[rows, :, c], plane, casting="unsafe")
         del terms, across, planes  # before the next chunk's, not beside them
     return out
+
+
+# csrc/merge.c's weights: per channel (R, G, B) those of Y, Cb and Cr, then the offsets
+# with the 0.5 that makes truncation round.
+_K_NATIVE: Final = np.concatenate([_K64.ravel(), _K064 + 0.5])
+
+
+def _taps_clamped(
+    n_in: int, scale: int, out0: int, n_out: int
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """Each output sample's 4 input indices (clamped into the axis: the taps outside it
+    weigh 0) and weights, as the bicubic upscale of ``batchsr.resample`` has them."""
+    first, weights = bicubic_taps(n_in, scale, out0, n_out)
+    idx = np.clip(first[:, None] + np.arange(4), 0, n_in - 1).astype(np.int64)
+    return idx, weights
+
+
+def _merge_native(
+    native: NativeKernels,
+    y: NDArray[np.float32],
+    cbcr: NDArray[np.float32],
+    scale: int,
+    origin: tuple[int, int],
+    out: NDArray[np.uint8],
+) -> NDArray[np.uint8]:
+    """:func:`merge_y` by the compiled kernel (csrc/merge.c), one pass over the rows."""
+    hs, ws = y.shape
+    oy, ox = origin
+    big_h, big_w = cbcr.shape[1:]
+    rows = _taps_clamped(big_h, scale, oy * scale, hs)
+    col_idx, col_w = _taps_clamped(big_w, scale, ox * scale, ws)
+    c0 = max(0, ox - 2)  # the first input column the taps reach
+    return native.merge_y(y, cbcr, rows, (col_idx - c0, col_w), c0, _K_NATIVE, out)
 
 
 def upscale_image(

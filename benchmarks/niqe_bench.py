@@ -43,7 +43,8 @@ from numpy.typing import NDArray  # noqa: E402
 from official_niqe import BASICSR_VERSION, load_official_niqe  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from batchsr.metrics import native, niqe  # noqa: E402
+from batchsr import native  # noqa: E402
+from batchsr.metrics import niqe  # noqa: E402
 
 _niqe_module = importlib.import_module("batchsr.metrics.niqe")
 
@@ -81,7 +82,7 @@ def main() -> int:
             return float(official_fn(bgr, 0, input_order="HWC", convert_to="y"))
 
     def numpy_path(rgb: NDArray[np.uint8]) -> float:
-        # niqe.py without its C kernels (batchsr/metrics/native.py): what a machine with
+        # niqe.py without its C kernels (batchsr/native.py): what a machine with
         # no C compiler runs.
         saved = _niqe_module.kernels
         _niqe_module.kernels = lambda: None

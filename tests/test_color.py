@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import tracemalloc
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from batchsr import color
+from batchsr import color, native
 from batchsr.color import (
     chroma_planes,
     merge_y,
@@ -30,11 +32,30 @@ def test_ycbcr_round_trip_is_exact_on_8_bit_rgb(rgb: np.ndarray) -> None:
     np.testing.assert_array_equal(back, rgb)
 
 
+@contextmanager
+def _merge_path(path: str) -> Iterator[None]:
+    """merge_y by the compiled kernel (batchsr.native) or by numpy, for the block."""
+    saved = color.kernels
+    if path == "numpy":
+        color.kernels = lambda: None
+    else:
+        assert native.kernels() is not None, native.status()
+    try:
+        yield
+    finally:
+        color.kernels = saved
+
+
+_PATHS = pytest.mark.parametrize("path", ["compiled", "numpy"])
+
+
+@_PATHS
 @settings(max_examples=30, deadline=None)
-@given(_RGB)
-def test_merge_y_at_scale_1_gives_the_image_back(rgb: np.ndarray) -> None:
+@given(rgb=_RGB)
+def test_merge_y_at_scale_1_gives_the_image_back(path: str, rgb: np.ndarray) -> None:
     ycc = rgb_to_ycbcr(rgb)
-    np.testing.assert_array_equal(merge_y(ycc[:, :, 0], chroma_planes(ycc), 1), rgb)
+    with _merge_path(path):
+        np.testing.assert_array_equal(merge_y(ycc[:, :, 0], chroma_planes(ycc), 1), rgb)
 
 
 def _reference(y: np.ndarray, cbcr: np.ndarray, scale: int) -> np.ndarray:
@@ -43,8 +64,11 @@ def _reference(y: np.ndarray, cbcr: np.ndarray, scale: int) -> np.ndarray:
     return np.clip(np.rint(ycbcr_to_rgb(full) * 255.0), 0, 255).astype(np.uint8)
 
 
+@_PATHS
 @pytest.mark.parametrize(("h", "w", "scale"), [(60, 80, 4), (7, 900, 4), (33, 5, 3), (1, 1, 2)])
-def test_merge_y_matches_the_float64_path_within_a_rounding_tie(h: int, w: int, scale: int) -> None:
+def test_merge_y_matches_the_float64_path_within_a_rounding_tie(
+    h: int, w: int, scale: int, path: str
+) -> None:
     """Bands of rows (many for a wide image, one for a tiny one) give the whole-image
     result; rounding half up (not to even) and the products' order may put a tie one
     level away, rarely."""
@@ -53,7 +77,8 @@ def test_merge_y_matches_the_float64_path_within_a_rounding_tie(h: int, w: int, 
     # An SR-like Y: out of range in places, so clipping is exercised too.
     y = rng.uniform(-0.2, 1.2, (h * scale, w * scale)).astype(np.float32)
     expected = _reference(y, chroma_planes(ycc), scale)
-    got = merge_y(y, chroma_planes(ycc), scale)
+    with _merge_path(path):
+        got = merge_y(y, chroma_planes(ycc), scale)
     assert got.shape == expected.shape and got.dtype == np.uint8
     diff = np.abs(got.astype(int) - expected)
     assert diff.max() <= 1
@@ -74,8 +99,9 @@ def test_chroma_of_a_region_is_that_region_of_the_whole_upscale(scale: int) -> N
 
 
 def test_merge_in_chunks_equals_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The horizontal pass runs per chunk of rows: the same pixels as one pass over the
-    region, the region's own included."""
+    """The numpy path's horizontal pass runs per chunk of rows: the same pixels as one
+    pass over the region, the region's own included."""
+    monkeypatch.setattr(color, "kernels", lambda: None)
     rng = np.random.default_rng(5)
     ycc = rgb_to_ycbcr(rng.integers(0, 256, (300, 40, 3), dtype=np.uint8))
     y = rng.random((1200, 160), dtype=np.float32)
@@ -88,9 +114,12 @@ def test_merge_in_chunks_equals_one_pass(monkeypatch: pytest.MonkeyPatch) -> Non
     )
 
 
-def test_merge_memory_beyond_the_output_does_not_grow_with_height() -> None:
+@_PATHS
+def test_merge_memory_beyond_the_output_does_not_grow_with_height(path: str) -> None:
     """Working memory is bounded by a chunk of rows, not the region: a whole large
-    image's horizontal pass at once took 12-30 bytes per output pixel."""
+    image's horizontal pass at once took 12-30 bytes per output pixel. The compiled
+    kernel keeps 8 rows in C (not traced here) and, in Python, the taps: a few small
+    arrays per output row and column."""
     rng = np.random.default_rng(6)
     ycc = rgb_to_ycbcr(rng.integers(0, 256, (1600, 160, 3), dtype=np.uint8))
     y = rng.random((6400, 640), dtype=np.float32)
@@ -99,21 +128,56 @@ def test_merge_memory_beyond_the_output_does_not_grow_with_height() -> None:
         planes = chroma_planes(ycc[:rows])
         tracemalloc.start()
         try:
-            out = merge_y(y[: rows * 4], planes, 4)
+            with _merge_path(path):
+                out = merge_y(y[: rows * 4], planes, 4)
             return tracemalloc.get_traced_memory()[1] - out.nbytes
         finally:
             tracemalloc.stop()
 
-    assert working_bytes(1600) < 1.3 * working_bytes(480)
+    if path == "numpy":
+        assert working_bytes(1600) < 1.3 * working_bytes(480)
+    else:
+        assert working_bytes(1600) < 320 * (1600 * 4 + 640)  # measured: 245 per row
 
 
-def test_merge_of_a_region_equals_that_region_of_the_whole_merge() -> None:
+@_PATHS
+def test_merge_of_a_region_equals_that_region_of_the_whole_merge(path: str) -> None:
     rng = np.random.default_rng(9)
     ycc = rgb_to_ycbcr(rng.integers(0, 256, (40, 60, 3), dtype=np.uint8))
     y = rng.random((160, 240), dtype=np.float32)
-    whole = merge_y(y, chroma_planes(ycc), 4)
-    part = merge_y(y[36:100, 88:200], chroma_planes(ycc), 4, origin=(9, 22))
-    np.testing.assert_array_equal(part, whole[36:100, 88:200])
+    with _merge_path(path):
+        whole = merge_y(y, chroma_planes(ycc), 4)
+        for r0, r1, c0, c1 in [(36, 100, 88, 200), (0, 8, 0, 4), (152, 160, 236, 240)]:
+            part = merge_y(y[r0:r1, c0:c1], chroma_planes(ycc), 4, origin=(r0 // 4, c0 // 4))
+            np.testing.assert_array_equal(part, whole[r0:r1, c0:c1])
+
+
+@_PATHS
+def test_merge_writes_into_a_region_of_a_canvas(path: str) -> None:
+    rng = np.random.default_rng(11)
+    ycc = rgb_to_ycbcr(rng.integers(0, 256, (30, 20, 3), dtype=np.uint8))
+    y = rng.random((120, 80), dtype=np.float32)
+    canvas = np.zeros((130, 100, 3), np.uint8)
+    with _merge_path(path):
+        whole = merge_y(y, chroma_planes(ycc), 4)
+        written = merge_y(y, chroma_planes(ycc), 4, out=canvas[5:125, 10:90])
+        with pytest.raises(ValueError, match="rows of pixels"):
+            merge_y(y, chroma_planes(ycc), 4, out=canvas[5:125, 10:90:2])
+    assert written.base is canvas or written.base is canvas.base
+    np.testing.assert_array_equal(canvas[5:125, 10:90], whole)
+    assert not canvas[:5].any() and not canvas[:, :10].any() and not canvas[:, 90:].any()
+
+
+def test_compiled_merge_equals_numpy_merge_but_for_rare_ties() -> None:
+    rng = np.random.default_rng(10)
+    ycc = rgb_to_ycbcr(rng.integers(0, 256, (120, 170, 3), dtype=np.uint8))
+    y = rng.uniform(-0.1, 1.1, (480, 680)).astype(np.float32)
+    with _merge_path("compiled"):
+        got = merge_y(y, chroma_planes(ycc), 4)
+    with _merge_path("numpy"):
+        expect = merge_y(y, chroma_planes(ycc), 4)
+    diff = np.abs(got.astype(int) - expect)
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-4
 
 
 def _nearest2(batch: np.ndarray) -> np.ndarray:

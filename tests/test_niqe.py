@@ -18,8 +18,9 @@ import pytest
 from numpy.typing import NDArray
 from PIL import Image
 
+from batchsr import native
 from batchsr.errors import BatchSRError, DecodeError, NIQEError
-from batchsr.metrics import native, niqe
+from batchsr.metrics import niqe
 from batchsr.metrics.folder import FolderScore, decode_rgb8, score_folder
 from batchsr.metrics.niqe import (
     _HALF_TAPS,
@@ -270,7 +271,7 @@ def test_numpy_path_says_why_it_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     finally:
         monkeypatch.delenv(native.ENV_SWITCH)
         native._loaded.cache_clear()
-    assert native.status().startswith("compiled kernels (_niqe_native")
+    assert native.status().startswith("compiled kernels (_native")
 
 
 def _features_one_by_one(blocks: NDArray[np.float32], bs: int) -> NDArray[np.float64]:

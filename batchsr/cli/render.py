@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from batchsr import native
 from batchsr.analysis import RunAnalysis
 from batchsr.cli.flags import worded
 from batchsr.config import Config, OutputConfig
-from batchsr.metrics import native
 from batchsr.metrics.folder import FolderScore
 from batchsr.pipeline.report import Progress, RunSummary, lossy_output
 from batchsr.selfcheck import SelfCheckResult
@@ -116,8 +116,8 @@ def format_summary(
         f"report {report}",
         f"log    {log}",
     ]
-    if score and s.scored and native.kernels() is None:
-        lines.append(f"NIQE ran its {native.status()} (same values, about 2x slower)")
+    if native.kernels() is None:
+        lines.append(f"NIQE and the colour merge ran their {native.status()} (2-4x slower)")
     if (lossy := lossy_output(output.ext, output.quality)) is not None:
         lines.append(
             f"outputs {lossy['format'].upper()} at quality {lossy['quality']}: "

@@ -40,7 +40,7 @@ from numpy.lib.stride_tricks import as_strided
 from numpy.typing import NDArray
 
 from batchsr.errors import NIQEError
-from batchsr.metrics.native import kernels
+from batchsr.native import kernels
 
 __all__ = ["BLOCK_SIZE", "NIQE_FEATURES", "block_features", "niqe", "y_channel"]
 

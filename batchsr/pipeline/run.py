@@ -23,11 +23,11 @@ import numpy as np
 import structlog
 from threadpoolctl import threadpool_limits
 
+from batchsr import native
 from batchsr.color import merge_y
 from batchsr.config import Config
 from batchsr.engines import Engine
 from batchsr.errors import ConfigError, EngineError, StoppedError
-from batchsr.metrics import native
 from batchsr.pipeline.budget import MIB, Budget, resident_bytes
 from batchsr.pipeline.geometry import geometry_for
 from batchsr.pipeline.infer import AbandonedCalls, InferPool, call_engine
@@ -262,7 +262,7 @@ class _Run:
             images=self.images,
             out_dir=str(self.request.out_dir),
             infer_devices=list(placements),
-            niqe=native.status() if self.request.config.output.score else None,
+            native=native.status(),
             memory=None if budget is None else _budget_record(self.request.config, budget),
         )
 

@@ -129,7 +129,7 @@ class _Image:
         elif self.merge_cores and chroma is not None:
             cy, cx, ty, tx = _core_in_tile(spec, self.plan)
             origin = (spec.core_y0, spec.core_x0)
-            self.canvas_u8[cy, cx] = merge_y(sr_tile[0, ty, tx], chroma, self.plan.scale, origin)
+            merge_y(sr_tile[0, ty, tx], chroma, self.plan.scale, origin, out=self.canvas_u8[cy, cx])
         elif self.plan.mode in CORE_MODES:
             cy, cx, ty, tx = _core_in_tile(spec, self.plan)
             self.acc[:, cy, cx] = sr_tile[:, ty, tx]

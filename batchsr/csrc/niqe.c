@@ -1,4 +1,4 @@
-/* NIQE's two heavy passes in C, loaded with ctypes by batchsr/metrics/native.py.
+/* NIQE's heavy passes in C: part of batchsr's native library (batchsr/native.py).
  *
  * The numpy path in niqe.py spends most of an image's time in two places: the 7x7
  * Gaussian of the MSCN coefficients (two float64 passes over the image and its square)
@@ -16,11 +16,9 @@
  *                  the float64 sum of the negative values' squares, and the numbers of
  *                  negative and positive values: the contract of niqe._fit_sums.
  *
- * Bit-exactness rests on plain IEEE float32 and float64 arithmetic in the order written:
- * build with -ffp-contract=off (no fused multiply-add) and never -ffast-math. gcc
- * vectorises the loops only where that keeps the order (the 8 lanes of a pairwise base
- * case are numpy's 8 accumulators). Every function is reentrant: the score stage calls
- * them from several threads, and ctypes releases the GIL around each call.
+ * Bit-exactness rests on plain IEEE float32 and float64 arithmetic in the order written
+ * (kernels.h: no fused multiply-add, no fast-math). gcc vectorises the loops only where
+ * that keeps the order (the 8 lanes of a pairwise base case are numpy's 8 accumulators).
  */
 
 #include <stddef.h>
@@ -29,19 +27,10 @@
 #include <string.h>
 #include <math.h>
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-/* One build runs at each machine's best width (AVX-512, AVX2 or SSE2): glibc picks the
- * clone when the library loads, so a wheel or CI build is never tied to its builder. */
-#define NIQE_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define NIQE_CLONES
-#endif
+#include "kernels.h"
 
 #define TAPS 7
 #define HALF 3
-
-/* native.ABI_VERSION: bumped with every change of a signature or meaning below. */
-int niqe_native_abi(void) { return 2; }
 
 /* Eight lanes as one vector. gcc's vectoriser leaves mixed-width loops such as the
  * signed parts below scalar (measured: 40 ms of a 2040x1632 image's fits), so the sums
@@ -178,7 +167,7 @@ static const int SHIFTS[4][2] = {{0, 1}, {1, 0}, {1, 1}, {1, -1}};
 /* blocks: (nb, bs * bs) float32, one flattened block per row. Outputs, fit-major:
  * sum_sq, sum_abs (5, nb) float32; neg_sq (5, nb) float64; counts (2, 5, nb) int64,
  * negatives then positives. Returns 0, or -1 when the scratch block cannot be had. */
-NIQE_CLONES
+KERNEL_CLONES
 int niqe_fit_sums(const float *blocks, ptrdiff_t nb, ptrdiff_t bs, float *sum_sq,
                   float *sum_abs, double *neg_sq, int64_t *counts)
 {
@@ -260,7 +249,7 @@ static inline void vertical(const float *img, ptrdiff_t h, ptrdiff_t w, ptrdiff_
 /* img: (nh * bs, nw * bs) float32. out: (nw, nh, bs, bs) float32, block column outer,
  * as niqe._mscn_blocks returns it. g: the 7 taps of the separable Gaussian (the 2-D
  * window is g g^T). Returns 0, or -1 when the row buffers cannot be had. */
-NIQE_CLONES
+KERNEL_CLONES
 int niqe_mscn(const float *img, ptrdiff_t h, ptrdiff_t w, ptrdiff_t bs, const double *g,
               float *out)
 {
@@ -322,7 +311,7 @@ static inline ptrdiff_t reflect(ptrdiff_t i, ptrdiff_t n)
  *   ((((((t0+t1)+t2)+t3)+t4)+t6)+(t5+t7)) for odd ones.
  * The row pass's output is split by column phase (padded column mod 4) so that every
  * product of the column pass reads consecutive values. Returns 0, or -1 without memory. */
-NIQE_CLONES
+KERNEL_CLONES
 int niqe_half(const float *img, ptrdiff_t h, ptrdiff_t w, const float *taps, float *out)
 {
     ptrdiff_t q = w / 4, ph_len = q + 2, w2 = w / 2;

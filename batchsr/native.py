@@ -1,13 +1,14 @@
-"""NIQE's compiled kernels (``_niqe_native.c``), loaded with ctypes when they were built.
+"""batchsr's compiled kernels (``batchsr/csrc/*.c``), loaded with ctypes when built.
 
-``make setup`` and ``pip install`` compile the C file beside this module (setup.py).
-Where no library was built (no C compiler, a copy of the sources), NIQE runs its numpy
-path, which gives the same values more slowly; ``status()`` says which runs, so
-``run.py selfcheck`` and the run log can tell a user.
+Two hot loops run in C where a C compiler was there at install: NIQE's heavy passes
+(``csrc/niqe.c``: the MSCN filter, the second scale's resize, the fit sums; the same
+bits as metrics/niqe.py's numpy path) and the stitch stage's colour merge
+(``csrc/merge.c``: color.merge_y, the same values to a rounding tie). ``make setup`` and
+``pip install`` build the library beside this module (setup.py). Where none was built
+(no C compiler, a copy of the sources), the numpy paths run, more slowly; ``status()``
+says which runs, for the run log and the summary.
 
-The kernels keep niqe.py's contracts (same layouts, same bits); tests/test_niqe.py runs
-every reference case through both paths. ctypes releases the GIL for the call, so the
-score stage's threads run them in parallel.
+ctypes releases the GIL for each call, so the pipeline's threads run them in parallel.
 """
 
 from __future__ import annotations
@@ -25,25 +26,27 @@ from numpy.typing import NDArray
 
 __all__ = ["NativeKernels", "kernels", "status"]
 
-# Bumped with every change of a function's signature or meaning in _niqe_native.c: a
-# library built from an older source is refused rather than called wrongly.
-ABI_VERSION: Final = 2
+# csrc/abi.c's number: a library built from older sources is refused, not called wrongly.
+ABI_VERSION: Final = 4
 
-# Set to 0 to run the numpy path although the library is there (comparisons, debugging).
-ENV_SWITCH: Final = "BATCHSR_NIQE_NATIVE"
+# Set to 0 to run the numpy paths although the library is there (comparisons, debugging).
+ENV_SWITCH: Final = "BATCHSR_NATIVE"
 
 _HERE: Final = Path(__file__).resolve().parent
+_NAME: Final = "_native"
 _P = ctypes.c_void_p
 _N = ctypes.c_ssize_t
+_I64 = NDArray[np.int64]
+_F64 = NDArray[np.float64]
 
 
 def _library_path() -> Path | None:
     """The built library, named as setuptools names extensions for this interpreter."""
-    mine = _HERE / f"_niqe_native{sysconfig.get_config_var('EXT_SUFFIX') or '.so'}"
+    mine = _HERE / f"{_NAME}{sysconfig.get_config_var('EXT_SUFFIX') or '.so'}"
     if mine.is_file():
         return mine
     # Built by another interpreter of the same platform: plain C, no Python ABI in it.
-    others = sorted(_HERE.glob("_niqe_native*.so"))
+    others = sorted(_HERE.glob(f"{_NAME}.*.so"))
     return others[0] if others else None
 
 
@@ -84,6 +87,44 @@ class NativeKernels:
             raise MemoryError(f"NIQE kernel: no memory for the row buffers of a {w}x{h} image")
         return out
 
+    def merge_y(
+        self,
+        y: NDArray[np.float32],
+        cbcr: NDArray[np.float32],
+        rows: tuple[_I64, _F64],
+        cols: tuple[_I64, _F64],
+        first_col: int,
+        k: _F64,
+        out: NDArray[np.uint8],
+    ) -> NDArray[np.uint8]:
+        """``color.merge_y`` of ``y`` (hs, ws) with the whole input's ``cbcr`` (2, H, W).
+
+        ``rows`` and ``cols``: each output row's (column's) 4 input rows (columns,
+        counted from ``first_col``), clamped into the image, and their weights. ``k``:
+        (12,) the 3 x 3 weights of (Y, Cb, Cr) per channel, then the 3 offsets. ``out``:
+        (hs, ws, 3) uint8 with contiguous rows of pixels, written and returned.
+        """
+        if y.strides[1] != y.itemsize or y.dtype != np.float32:
+            y = np.ascontiguousarray(y, dtype=np.float32)
+        cbcr = np.ascontiguousarray(cbcr, dtype=np.float32)
+        hs, ws = y.shape
+        (row_idx, row_w), (col_idx, col_w) = rows, cols
+        n_cols = int(col_idx.max()) + 1 if ws else 0
+        if row_idx.shape != (hs, 4) or col_idx.shape != (ws, 4) or k.shape != (12,):
+            raise ValueError(f"merge_y needs 4 taps per output row and column: {y.shape}")
+        if out.shape != (hs, ws, 3) or out.strides[1:] != (3, 1):
+            raise ValueError(f"merge_y writes (hs, ws, 3) rows of pixels, not {out.shape}")
+        arrays = [np.ascontiguousarray(a) for a in (row_idx, row_w, col_idx, col_w, k)]
+        _, big_h, big_w = cbcr.shape
+        status = self.lib.batchsr_merge_y(
+            _ptr(y), hs, ws, y.strides[0] // y.itemsize, _ptr(cbcr), big_h, big_w,
+            *(_ptr(a) for a in arrays[:4]), first_col, n_cols, _ptr(arrays[4]), _ptr(out),
+            out.strides[0],
+        )  # fmt: skip
+        if status != 0:
+            raise MemoryError(f"merge kernel: no memory for the row buffers of {ws} columns")
+        return out
+
     def fit_sums(
         self, blocks: NDArray[np.float32], bs: int
     ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float64], NDArray[np.int64]]:
@@ -108,7 +149,7 @@ def _load(path: Path) -> ctypes.CDLL | str:
     except OSError as exc:
         return f"{path.name} does not load ({exc})"
     try:
-        version = lib.niqe_native_abi
+        version = lib.batchsr_native_abi
     except AttributeError:
         return f"{path.name} is from an older source (no ABI version): rebuild with make setup"
     version.restype, version.argtypes = ctypes.c_int, []
@@ -118,6 +159,8 @@ def _load(path: Path) -> ctypes.CDLL | str:
     lib.niqe_mscn.argtypes = [_P, _N, _N, _N, _P, _P]
     lib.niqe_half.restype = ctypes.c_int
     lib.niqe_half.argtypes = [_P, _N, _N, _P, _P]
+    lib.batchsr_merge_y.restype = ctypes.c_int
+    lib.batchsr_merge_y.argtypes = [_P, _N, _N, _N, _P, _N, _N, _P, _P, _P, _P, _N, _N, _P, _P, _N]
     lib.niqe_fit_sums.restype = ctypes.c_int
     lib.niqe_fit_sums.argtypes = [_P, _N, _N, _P, _P, _P, _P]
     return lib
@@ -129,19 +172,19 @@ def _loaded() -> NativeKernels | str:
         return f"switched off ({ENV_SWITCH}=0)"
     path = _library_path()
     if path is None:
-        return f"not built (no _niqe_native*.so in {_HERE}): make setup builds them (needs cc)"
+        return f"not built (no {_NAME}*.so in {_HERE}): make setup builds them (needs cc)"
     lib = _load(path)
     return NativeKernels(lib, path) if isinstance(lib, ctypes.CDLL) else lib
 
 
 def kernels() -> NativeKernels | None:
-    """The compiled kernels, or None where NIQE runs its numpy path."""
+    """The compiled kernels, or None where the numpy paths run."""
     loaded = _loaded()
     return loaded if isinstance(loaded, NativeKernels) else None
 
 
 def status() -> str:
-    """One line for a user: which NIQE path runs, and why not the compiled one."""
+    """One line for a user: whether the compiled kernels run, and why not if not."""
     loaded = _loaded()
     if isinstance(loaded, NativeKernels):
         return f"compiled kernels ({loaded.path.name})"
