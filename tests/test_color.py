@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from batchsr import color, native
+from batchsr import color
 from batchsr.color import (
     chroma_planes,
     merge_y,
@@ -21,6 +21,7 @@ from batchsr.color import (
     upscale_image,
     ycbcr_to_rgb,
 )
+from tests.helpers.native import compiled_kernels
 
 _RGB = arrays(np.uint8, st.tuples(st.integers(1, 40), st.integers(1, 40), st.just(3)))
 
@@ -39,7 +40,7 @@ def _merge_path(path: str) -> Iterator[None]:
     if path == "numpy":
         color.kernels = lambda: None
     else:
-        assert native.kernels() is not None, native.status()
+        compiled_kernels()
     try:
         yield
     finally:

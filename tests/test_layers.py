@@ -30,6 +30,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "pixels, files and models",
         (
+            "batchsr.native",
             "batchsr.border",
             "batchsr.resample",
             "batchsr.color",

@@ -37,6 +37,7 @@ from batchsr.metrics.niqe import (
     block_features,
     y_channel,
 )
+from tests.helpers.native import compiled_kernels
 from tests.helpers.niqe_cases import CONTEST_DIR, make_case, needs_contest
 
 _niqe_module = importlib.import_module("batchsr.metrics.niqe")
@@ -71,7 +72,7 @@ def niqe_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     if request.param == "numpy":
         monkeypatch.setattr(_niqe_module, "kernels", lambda: None)
     else:
-        assert native.kernels() is not None, f"NIQE {native.status()}"
+        compiled_kernels()
     return str(request.param)
 
 
@@ -211,19 +212,13 @@ def test_fit_input_equals_block_times_rolled_block(bs: int) -> None:
         assert np.array_equal(_fit_input(blocks, bs, fit), expect)
 
 
-def _compiled() -> native.NativeKernels:
-    found = native.kernels()
-    assert found is not None, f"NIQE {native.status()}"
-    return found
-
-
 @pytest.mark.parametrize("bs", [96, 48])
 def test_compiled_mscn_equals_numpy_mscn_bit_for_bit(bs: int) -> None:
     y = y_channel(_texture(2 * bs * 3, bs * 5, 11))
     y[:bs, :bs] = 77.0  # a flat block: sigma 0, the coefficients exactly 0
     noisy = y + np.random.default_rng(2).random(y.shape, dtype=np.float32)  # second-scale-like
     for img in (y, noisy):
-        got = _compiled().mscn(img, bs, _tables().taps)
+        got = compiled_kernels().mscn(img, bs, _tables().taps)
         assert np.array_equal(got, _mscn_blocks_numpy(img, bs))
 
 
@@ -232,7 +227,7 @@ def test_compiled_second_scale_equals_numpy_resize_bit_for_bit() -> None:
     taps = np.array(_HALF_TAPS, dtype=np.float32)
     for img in (y, y + np.random.default_rng(4).random(y.shape, dtype=np.float32), y[:8, :12]):
         expect = _imresize_half(img / np.float32(255)) * np.float32(255)
-        assert np.array_equal(_compiled().half(img, taps), expect)
+        assert np.array_equal(compiled_kernels().half(img, taps), expect)
 
 
 @pytest.mark.parametrize("bs", [96, 48])
@@ -243,7 +238,7 @@ def test_compiled_fit_sums_equal_numpy_fit_sums(bs: int) -> None:
     blocks[2, ::3] = 0.0  # zeros: neither negative nor positive, nor their products
     blocks[3] = 0.0  # a flat block
     blocks[4] *= np.float32(1e-30)  # products that underflow to zero
-    got = _compiled().fit_sums(blocks, bs)
+    got = compiled_kernels().fit_sums(blocks, bs)
     expect = _fit_sums_numpy(blocks, bs)
     sum_sq, sum_abs, neg_sq, counts = got
     assert np.array_equal(sum_sq, expect[0]) and np.array_equal(sum_abs, expect[1])
@@ -254,11 +249,11 @@ def test_compiled_fit_sums_equal_numpy_fit_sums(bs: int) -> None:
 
 def test_compiled_kernels_refuse_partial_blocks() -> None:
     with pytest.raises(ValueError, match="whole 96x96 blocks"):
-        _compiled().mscn(np.zeros((100, 96), dtype=np.float32), 96, _tables().taps)
+        compiled_kernels().mscn(np.zeros((100, 96), dtype=np.float32), 96, _tables().taps)
     with pytest.raises(ValueError, match="multiples of 4"):
-        _compiled().half(np.zeros((96, 98), dtype=np.float32), np.ones(8, dtype=np.float32))
+        compiled_kernels().half(np.zeros((96, 98), dtype=np.float32), np.ones(8, dtype=np.float32))
     with pytest.raises(ValueError, match="rows of 2304"):
-        _compiled().fit_sums(np.zeros((2, 96), dtype=np.float32), 48)
+        compiled_kernels().fit_sums(np.zeros((2, 96), dtype=np.float32), 48)
 
 
 def test_numpy_path_says_why_it_runs(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -271,6 +266,7 @@ def test_numpy_path_says_why_it_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     finally:
         monkeypatch.delenv(native.ENV_SWITCH)
         native._loaded.cache_clear()
+    compiled_kernels()
     assert native.status().startswith("compiled kernels (_native")
 
 

@@ -62,10 +62,11 @@ def test_pip_install_gives_a_working_batchsr_command(tmp_path: Path) -> None:
     assert str(REPO) not in _run(venv / "bin" / "python", "-c",
                                  "import batchsr.resolve as r; print(r.MODELS_DIR)",
                                  cwd=away).stdout  # fmt: skip
-    # and the C kernels, compiled by the wheel build
+    # and the C kernels, compiled by the wheel build (where a C compiler is)
     status = "from batchsr import native; print(native.status())"
     kernels = _run(venv / "bin" / "python", "-c", status, cwd=away)
-    assert kernels.stdout.startswith("compiled kernels"), kernels.stdout + kernels.stderr
+    if shutil.which("cc") or shutil.which("gcc"):
+        assert kernels.stdout.startswith("compiled kernels"), kernels.stdout + kernels.stderr
 
 
 def test_versions_finds_a_variant_distribution_only_when_the_plain_name_is_missing(
