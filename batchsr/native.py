@@ -1,7 +1,7 @@
 """batchsr's compiled kernels (``batchsr/csrc/*.c``), loaded with ctypes when built.
 
 Two hot loops run in C where a C compiler was there at install: NIQE's heavy passes
-(``csrc/niqe.c``: the MSCN filter, the second scale's resize, the fit sums; the same
+(``csrc/niqe.c``: Y, the MSCN filter, the second scale's resize, the fit sums; the same
 bits as metrics/niqe.py's numpy path) and the stitch stage's colour merge
 (``csrc/merge.c``: color.merge_y, the same values to a rounding tie). ``make setup`` and
 ``pip install`` build the library beside this module (setup.py). Where none was built
@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 __all__ = ["NativeKernels", "kernels", "status"]
 
 # csrc/abi.c's number: a library built from older sources is refused, not called wrongly.
-ABI_VERSION: Final = 4
+ABI_VERSION: Final = 5
 
 # Set to 0 to run the numpy paths although the library is there (comparisons, debugging).
 ENV_SWITCH: Final = "BATCHSR_NATIVE"
@@ -73,6 +73,15 @@ class NativeKernels:
         out = np.empty(((h // bs) * (w // bs), bs * bs), dtype=np.float32)
         if self.lib.niqe_mscn(_ptr(img), h, w, bs, _ptr(taps), _ptr(out)) != 0:
             raise MemoryError(f"NIQE kernel: no memory for the row buffers of a {w}x{h} image")
+        return out
+
+    def y(self, rgb: NDArray[np.uint8]) -> NDArray[np.float32]:
+        """``niqe.y_channel`` of (h, w, 3) uint8 RGB (any row stride)."""
+        if rgb.strides[1:] != (3, 1):
+            rgb = np.ascontiguousarray(rgb)
+        h, w = rgb.shape[:2]
+        out = np.empty((h, w), dtype=np.float32)
+        self.lib.niqe_y(_ptr(rgb), h, w, rgb.strides[0], _ptr(out))
         return out
 
     def half(self, img: NDArray[np.float32], taps: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -157,6 +166,8 @@ def _load(path: Path) -> ctypes.CDLL | str:
         return f"{path.name} has ABI {version()}, this code needs {ABI_VERSION}: make setup"
     lib.niqe_mscn.restype = ctypes.c_int
     lib.niqe_mscn.argtypes = [_P, _N, _N, _N, _P, _P]
+    lib.niqe_y.restype = None
+    lib.niqe_y.argtypes = [_P, _N, _N, _N, _P]
     lib.niqe_half.restype = ctypes.c_int
     lib.niqe_half.argtypes = [_P, _N, _N, _P, _P]
     lib.batchsr_merge_y.restype = ctypes.c_int

@@ -117,7 +117,7 @@ def _y_definition(rgb: NDArray[np.uint8]) -> NDArray[np.float32]:
     return y.round()
 
 
-def test_y_channel_equals_definition_on_all_24bit_colours() -> None:
+def test_y_channel_equals_definition_on_all_24bit_colours(niqe_path: str) -> None:
     colours = np.arange(1 << 24, dtype=np.uint32)
     rgb = np.stack([colours & 255, (colours >> 8) & 255, colours >> 16], axis=-1)
     rgb = rgb.astype(np.uint8).reshape(4096, 4096, 3)
@@ -126,7 +126,7 @@ def test_y_channel_equals_definition_on_all_24bit_colours() -> None:
         assert np.array_equal(y_channel(part), _y_definition(part))
 
 
-def test_y_channel_accepts_non_contiguous_input_and_leaves_it_unchanged() -> None:
+def test_y_channel_accepts_non_contiguous_input_and_leaves_it_unchanged(niqe_path: str) -> None:
     bgr = _texture(50, 70, 1)
     view = bgr[..., ::-1]
     before = view.copy()

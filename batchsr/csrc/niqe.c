@@ -11,6 +11,7 @@
  *   niqe_half      BasicSR's imresize(img / 255, 0.5) * 255 of the second scale: the
  *                  bicubic taps' float32 products summed in the orders torch's CPU mv
  *                  uses (niqe._imresize_half found them), bit for bit.
+ *   niqe_y         the official Y channel (to_y_channel, rounded), by its definition.
  *   niqe_fit_sums  per block and fit, the float32 sums of squares and of magnitudes in
  *                  numpy's pairwise order (what np.mean forms in BasicSR, bit for bit),
  *                  the float64 sum of the negative values' squares, and the numbers of
@@ -363,4 +364,29 @@ int niqe_half(const float *img, ptrdiff_t h, ptrdiff_t w, const float *taps, flo
     }
     free(rows);
     return 0;
+}
+
+/* BasicSR to_y_channel + round of RGB pixels, by the definition (niqe._y_of_colours):
+ * float32(v) / 255 per channel, widened; the float64 products with MATLAB's weights summed
+ * blue, green, red (np.dot's order, checked on all 2**24 colours); + 16, / 255, stored
+ * float32, * 255 in float32, rounded half to even. rgb: h x w pixels of 3 bytes, rows
+ * row_stride bytes apart. out: h x w float32. */
+KERNEL_CLONES
+void niqe_y(const uint8_t *rgb, ptrdiff_t h, ptrdiff_t w, ptrdiff_t row_stride, float *out)
+{
+    for (ptrdiff_t i = 0; i < h; i++) {
+        const uint8_t *px = rgb + i * row_stride;
+        float *o = out + i * w;
+        for (ptrdiff_t j = 0; j < w; j++) {
+            double r = (double)((float)px[3 * j] / 255.0f);
+            double g = (double)((float)px[3 * j + 1] / 255.0f);
+            double b = (double)((float)px[3 * j + 2] / 255.0f);
+            double s = b * 24.966 + g * 128.553;
+            s += r * 65.481;
+            s += 16.0;
+            s /= 255.0;
+            float y = (float)s * 255.0f;
+            o[j] = rintf(y);
+        }
+    }
 }

@@ -28,7 +28,7 @@ few float32 operations per strip of rows. Large arrays are processed in cache-si
 strips or chunks; besides the few refits, no Python loop runs over individual blocks.
 
 Where batchsr's C kernels were built (``batchsr.native``, ``csrc/niqe.c``), the MSCN
-filter, the second scale's resize and the fit sums run there instead, one pass each with
+filter, the second scale's resize, the fit sums and Y run there instead, one pass each with
 the same bits (about 3x faster in all); the numpy functions here remain the definition
 and the path of a machine without a C compiler.
 """
@@ -185,8 +185,12 @@ def _y_cropped(rgb: NDArray[np.uint8], h: int, w: int) -> F32Array:
     nearest integer is the official value except near half-integers, where the official
     float32 roundings decide; the ~0.2% of pixels within ``_Y_TIE_MARGIN`` of one are
     recomputed with ``_y_of_colours``. Checked against the definition on all 2**24
-    colours (tests/test_niqe.py).
+    colours (tests/test_niqe.py). The compiled kernel, where built, computes the
+    definition for every pixel instead.
     """
+    native = kernels()
+    if native is not None:
+        return native.y(rgb[:h, :w])
     weights = np.array(_Y_EST_WEIGHTS, dtype=_F32)
     out = np.empty((h, w), dtype=_F32)
     rows = min(_Y_ROWS, h)
