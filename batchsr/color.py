@@ -25,6 +25,7 @@ __all__ = [
     "chroma_planes",
     "luma_u8",
     "merge_y",
+    "rgb_planes",
     "rgb_to_ycbcr",
     "upscale_chroma",
     "upscale_image",
@@ -52,6 +53,17 @@ def rgb_to_ycbcr(rgb: NDArray[np.uint8]) -> NDArray[np.float32]:
     """HxWx3 uint8 RGB to HxWx3 float32 YCbCr in [0, 1] (value / 255)."""
     ycc = (rgb.astype(np.float64) / 255.0) @ _M.T + _OFFSET
     return (ycc / 255.0).astype(np.float32)
+
+
+def rgb_planes(rgb: NDArray[np.uint8]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """HxWx3 uint8 RGB to its Y plane (HxW) and Cb/Cr planes (2xHxW, :func:`chroma_planes`),
+    float32 in [0, 1]: :func:`rgb_to_ycbcr`, planar, in one pass where the compiled
+    kernel is built (equal to it but for float64 rounding ties, rarely one float32 ulp)."""
+    native = kernels()
+    if native is not None:
+        return native.ycbcr_planes(rgb, _M, _OFFSET)
+    ycc = rgb_to_ycbcr(rgb)
+    return np.ascontiguousarray(ycc[:, :, 0]), chroma_planes(ycc)
 
 
 def ycbcr_to_rgb(ycc: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -214,13 +226,13 @@ def upscale_image(
     """
     pads = ((border, border), (border, border))
     if channels == 1:
-        ycc = rgb_to_ycbcr(rgb)
-        y_plane = extend(np.ascontiguousarray(ycc[None, :, :, 0]), pads, border_mode)
+        luma, chroma = rgb_planes(rgb)
+        y_plane = extend(luma[None], pads, border_mode)
         y = run(y_plane[None])[0, 0]
         scale = y.shape[0] // y_plane.shape[1]
         c = border * scale
         y = y[c : y.shape[0] - c, c : y.shape[1] - c]
-        return merge_y(np.ascontiguousarray(y), chroma_planes(ycc), scale)
+        return merge_y(np.ascontiguousarray(y), chroma, scale)
     x = extend((rgb.astype(np.float32) / np.float32(255.0)).transpose(2, 0, 1), pads, border_mode)
     sr = run(np.ascontiguousarray(x[None]))[0]
     c = border * (sr.shape[1] // x.shape[1])

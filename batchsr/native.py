@@ -2,8 +2,9 @@
 
 Two hot loops run in C where a C compiler was there at install: NIQE's heavy passes
 (``csrc/niqe.c``: Y, the MSCN filter, the second scale's resize, the fit sums; the same
-bits as metrics/niqe.py's numpy path) and the stitch stage's colour merge
-(``csrc/merge.c``: color.merge_y, the same values to a rounding tie). ``make setup`` and
+bits as metrics/niqe.py's numpy path) and the colour conversions of Y-only models
+(``csrc/merge.c``: color.rgb_planes and color.merge_y, the same values to a rounding
+tie). ``make setup`` and
 ``pip install`` build the library beside this module (setup.py). Where none was built
 (no C compiler, a copy of the sources), the numpy paths run, more slowly; ``status()``
 says which runs, for the run log and the summary.
@@ -27,7 +28,7 @@ from numpy.typing import NDArray
 __all__ = ["NativeKernels", "kernels", "status"]
 
 # csrc/abi.c's number: a library built from older sources is refused, not called wrongly.
-ABI_VERSION: Final = 5
+ABI_VERSION: Final = 6
 
 # Set to 0 to run the numpy paths although the library is there (comparisons, debugging).
 ENV_SWITCH: Final = "BATCHSR_NATIVE"
@@ -95,6 +96,24 @@ class NativeKernels:
         if self.lib.niqe_half(_ptr(img), h, w, _ptr(taps), _ptr(out)) != 0:
             raise MemoryError(f"NIQE kernel: no memory for the row buffers of a {w}x{h} image")
         return out
+
+    def ycbcr_planes(
+        self, rgb: NDArray[np.uint8], m: _F64, offset: _F64
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """``color.rgb_planes``: (h, w, 3) uint8 RGB to Y (h, w) and Cb/Cr (2, h, w)
+        float32 in [0, 1], with the 3 x 3 matrix ``m`` and ``offset`` (0..255 units)."""
+        if rgb.strides[1:] != (3, 1):
+            rgb = np.ascontiguousarray(rgb)
+        h, w = rgb.shape[:2]
+        y = np.empty((h, w), dtype=np.float32)
+        cbcr = np.empty((2, h, w), dtype=np.float32)
+        m, offset = np.ascontiguousarray(m, np.float64), np.ascontiguousarray(offset, np.float64)
+        if m.shape != (3, 3) or offset.shape != (3,):
+            raise ValueError(f"ycbcr_planes needs a 3x3 matrix and 3 offsets: {m.shape}")
+        self.lib.batchsr_ycbcr_planes(
+            _ptr(rgb), h, w, rgb.strides[0], _ptr(m), _ptr(offset), _ptr(y), _ptr(cbcr)
+        )
+        return y, cbcr
 
     def merge_y(
         self,
@@ -170,6 +189,8 @@ def _load(path: Path) -> ctypes.CDLL | str:
     lib.niqe_y.argtypes = [_P, _N, _N, _N, _P]
     lib.niqe_half.restype = ctypes.c_int
     lib.niqe_half.argtypes = [_P, _N, _N, _P, _P]
+    lib.batchsr_ycbcr_planes.restype = None
+    lib.batchsr_ycbcr_planes.argtypes = [_P, _N, _N, _N, _P, _P, _P, _P]
     lib.batchsr_merge_y.restype = ctypes.c_int
     lib.batchsr_merge_y.argtypes = [_P, _N, _N, _N, _P, _N, _N, _P, _P, _P, _P, _N, _N, _P, _P, _N]
     lib.niqe_fit_sums.restype = ctypes.c_int

@@ -46,7 +46,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from batchsr.border import DEFAULT_BORDER, extend
-from batchsr.color import chroma_planes, rgb_to_ycbcr
+from batchsr.color import rgb_planes
 from batchsr.records import ImagePlan, TileSpec
 from batchsr.vocab import CORE_MODES, BorderMode, TileMode
 
@@ -285,9 +285,8 @@ def prepare_image(
     geometry = tile_for(rgb.shape[0], rgb.shape[1], geometry)
     chroma = None
     if geometry.y_only:
-        ycc = rgb_to_ycbcr(rgb)
-        chw = np.ascontiguousarray(ycc[None, :, :, 0])
-        chroma = chroma_planes(ycc)
+        y, chroma = rgb_planes(rgb)
+        chw = y[None]
     else:
         chw = rgb.transpose(2, 0, 1).astype(np.float32)
         chw *= np.float32(1.0 / 255.0)

@@ -1,4 +1,5 @@
-/* The stitch stage's colour merge in C: part of batchsr's native library (native.py).
+/* The colour conversions of Y-only models in C: part of batchsr's native library
+ * (native.py). The tile stage's RGB -> YCbCr planes, and the stitch stage's merge:
  *
  * batchsr_merge_y is color.merge_y: an SR Y region and the input's Cb/Cr planes to RGB
  * uint8, with Cb and Cr upscaled bicubically the way PIL's resize(BICUBIC) does it on
@@ -122,4 +123,31 @@ int batchsr_merge_y(const float *y, ptrdiff_t hs, ptrdiff_t ws, ptrdiff_t y_stri
     free(terms);
     free(plane);
     return 0;
+}
+
+/* color.rgb_to_ycbcr, planar: MATLAB's YCbCr of uint8 RGB in [0, 1], as float32 planes.
+ * Per pixel and channel c: ((r m[c][0] + g m[c][1]) + b m[c][2] + off[c]) / 255 in
+ * float64 (r, g, b the values / 255), stored float32; equal to numpy's matmul to a
+ * float64 rounding. rgb: h x w pixels of 3 bytes, rows row_stride bytes apart. y: h x w;
+ * cbcr: 2 x h x w. m: 3 x 3 row-major; off: 3. */
+KERNEL_CLONES
+void batchsr_ycbcr_planes(const uint8_t *rgb, ptrdiff_t h, ptrdiff_t w, ptrdiff_t row_stride,
+                          const double *m, const double *off, float *y, float *cbcr)
+{
+    float *cb = cbcr, *cr = cbcr + h * w;
+    for (ptrdiff_t i = 0; i < h; i++) {
+        const uint8_t *px = rgb + i * row_stride;
+        for (ptrdiff_t j = 0; j < w; j++) {
+            double r = px[3 * j] / 255.0, g = px[3 * j + 1] / 255.0, b = px[3 * j + 2] / 255.0;
+            double v0 = r * m[0] + g * m[1];
+            double v1 = r * m[3] + g * m[4];
+            double v2 = r * m[6] + g * m[7];
+            v0 += b * m[2];
+            v1 += b * m[5];
+            v2 += b * m[8];
+            y[i * w + j] = (float)((v0 + off[0]) / 255.0);
+            cb[i * w + j] = (float)((v1 + off[1]) / 255.0);
+            cr[i * w + j] = (float)((v2 + off[2]) / 255.0);
+        }
+    }
 }
