@@ -15,7 +15,7 @@ setup(
     ext_modules=[
         Extension(
             "batchsr._native",
-            [f"batchsr/csrc/{name}.c" for name in ("abi", "niqe", "merge")],
+            [f"batchsr/csrc/{name}.c" for name in ("abi", "niqe", "color")],
             depends=["batchsr/csrc/kernels.h"],
             extra_compile_args=_FLAGS,
             optional=True,

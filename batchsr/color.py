@@ -169,7 +169,7 @@ def merge_y(
     return out
 
 
-# csrc/merge.c's weights: per channel (R, G, B) those of Y, Cb and Cr, then the offsets
+# csrc/color.c's weights: per channel (R, G, B) those of Y, Cb and Cr, then the offsets
 # with the 0.5 that makes truncation round.
 _K_NATIVE: Final = np.concatenate([_K64.ravel(), _K064 + 0.5])
 
@@ -192,7 +192,7 @@ def _merge_native(
     origin: tuple[int, int],
     out: NDArray[np.uint8],
 ) -> NDArray[np.uint8]:
-    """:func:`merge_y` by the compiled kernel (csrc/merge.c), one pass over the rows."""
+    """:func:`merge_y` by the compiled kernel (csrc/color.c), one pass over the rows."""
     hs, ws = y.shape
     oy, ox = origin
     big_h, big_w = cbcr.shape[1:]

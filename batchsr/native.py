@@ -3,7 +3,7 @@
 Two hot loops run in C where a C compiler was there at install: NIQE's heavy passes
 (``csrc/niqe.c``: Y, the MSCN filter, the second scale's resize, the fit sums; the same
 bits as metrics/niqe.py's numpy path) and the colour conversions of Y-only models
-(``csrc/merge.c``: color.rgb_planes and color.merge_y, the same values to a rounding
+(``csrc/color.c``: color.rgb_planes and color.merge_y, the same values to a rounding
 tie). ``make setup`` and
 ``pip install`` build the library beside this module (setup.py). Where none was built
 (no C compiler, a copy of the sources), the numpy paths run, more slowly; ``status()``
