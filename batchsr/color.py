@@ -58,7 +58,8 @@ def rgb_to_ycbcr(rgb: NDArray[np.uint8]) -> NDArray[np.float32]:
 def rgb_planes(rgb: NDArray[np.uint8]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     """HxWx3 uint8 RGB to its Y plane (HxW) and Cb/Cr planes (2xHxW, :func:`chroma_planes`),
     float32 in [0, 1]: :func:`rgb_to_ycbcr`, planar, in one pass where the compiled
-    kernel is built (equal to it but for float64 rounding ties, rarely one float32 ulp)."""
+    kernel is built (its float64 sums in its own order, yet equal to it on every 8-bit
+    colour: tests/test_color.py)."""
     native = kernels()
     if native is not None:
         return native.ycbcr_planes(rgb, _M, _OFFSET)
