@@ -108,6 +108,7 @@ class _Tables:
         # 1-D passes; the float32 results cannot tell the difference.
         g = window[3] / math.sqrt(window[3, 3])
         self.taps: F64Array = np.ascontiguousarray(g)
+        self.half_taps: F32Array = np.array(_HALF_TAPS, dtype=_F32)  # for the C resize
         self.band_v: F64Array = _band(g, _TILE_V)  # (T, T + 6): rows of a tile from T + 6
         # Horizontal: a tile's 8 outputs take 8 inputs from its own columns (head) and 6
         # from the next tile's (tail), two products over all tiles of a strip at once.
@@ -432,7 +433,7 @@ def _second_scale(y: F32Array) -> F32Array:
     """BasicSR's ``imresize(img / 255., scale=0.5, antialiasing=True) * 255.``, float32."""
     native = kernels()
     if native is not None:
-        return native.half(y, np.array(_HALF_TAPS, dtype=_F32))
+        return native.half(y, _tables().half_taps)
     y2 = _imresize_half(y / _F32(255.0))
     y2 *= _F32(255.0)
     return y2
