@@ -1,13 +1,13 @@
 """batchsr's compiled kernels (``batchsr/csrc/*.c``), loaded with ctypes when built.
 
-Two hot loops run in C where a C compiler was there at install: NIQE's heavy passes
-(``csrc/niqe.c``: Y, the MSCN filter, the second scale's resize, the fit sums; the same
-bits as metrics/niqe.py's numpy path) and the colour conversions of Y-only models
-(``csrc/color.c``: color.rgb_planes and color.merge_y, the same values to a rounding
-tie). ``make setup`` and
-``pip install`` build the library beside this module (setup.py). Where none was built
-(no C compiler, a copy of the sources), the numpy paths run, more slowly; ``status()``
-says which runs, for the run log and the summary.
+The hot loops that numpy could not bring near the hardware run in C where a C compiler
+was there at install: NIQE's passes (``csrc/niqe.c``: Y, the MSCN filter, the second
+scale's resize, the fit sums; the same bits as metrics/niqe.py's numpy path) and the
+colour conversions of Y-only models (``csrc/color.c``: color.rgb_planes and
+color.merge_y, the same values to a rounding tie). ``make setup`` and ``pip install``
+build the library beside this module (setup.py). Where none was built (no C compiler, a
+copy of the sources), the numpy paths run, more slowly; ``status()`` says which runs,
+for the run log and the summary.
 
 ctypes releases the GIL for each call, so the pipeline's threads run them in parallel.
 """
@@ -51,8 +51,28 @@ def _library_path() -> Path | None:
     return others[0] if others else None
 
 
+# Each kernel's C signature: (return type, argument types); an int return is 0, or -1
+# where the kernel could not allocate its row buffers.
+_SIGNATURES: Final[dict[str, tuple[type | None, list[type]]]] = {
+    "niqe_y": (None, [_P, _N, _N, _N, _P]),
+    "niqe_mscn": (ctypes.c_int, [_P, _N, _N, _N, _P, _P]),
+    "niqe_half": (ctypes.c_int, [_P, _N, _N, _P, _P]),
+    "niqe_fit_sums": (ctypes.c_int, [_P, _N, _N, _P, _P, _P, _P]),
+    "batchsr_ycbcr_planes": (None, [_P, _N, _N, _N, _P, _P, _P, _P]),
+    "batchsr_merge_y": (
+        ctypes.c_int,
+        [_P, _N, _N, _N, _P, _N, _N, _P, _P, _P, _P, _N, _N, _P, _P, _N],
+    ),
+}
+
+
 def _ptr(a: NDArray[np.generic]) -> int:
     return int(a.ctypes.data)
+
+
+def _allocated(status: int, what: str) -> None:
+    if status != 0:
+        raise MemoryError(f"{what}: the kernel could not allocate its row buffers")
 
 
 @dataclass(frozen=True)
@@ -72,8 +92,7 @@ class NativeKernels:
         if h % bs or w % bs or taps.shape != (7,):
             raise ValueError(f"mscn needs whole {bs}x{bs} blocks and 7 taps: {img.shape}")
         out = np.empty(((h // bs) * (w // bs), bs * bs), dtype=np.float32)
-        if self.lib.niqe_mscn(_ptr(img), h, w, bs, _ptr(taps), _ptr(out)) != 0:
-            raise MemoryError(f"NIQE kernel: no memory for the row buffers of a {w}x{h} image")
+        _allocated(self.lib.niqe_mscn(_ptr(img), h, w, bs, _ptr(taps), _ptr(out)), f"MSCN {w}x{h}")
         return out
 
     def y(self, rgb: NDArray[np.uint8]) -> NDArray[np.float32]:
@@ -93,8 +112,7 @@ class NativeKernels:
         if h % 4 or w % 4 or taps.shape != (8,):
             raise ValueError(f"half needs sides that are multiples of 4 and 8 taps: {img.shape}")
         out = np.empty((h // 2, w // 2), dtype=np.float32)
-        if self.lib.niqe_half(_ptr(img), h, w, _ptr(taps), _ptr(out)) != 0:
-            raise MemoryError(f"NIQE kernel: no memory for the row buffers of a {w}x{h} image")
+        _allocated(self.lib.niqe_half(_ptr(img), h, w, _ptr(taps), _ptr(out)), f"resize {w}x{h}")
         return out
 
     def ycbcr_planes(
@@ -149,8 +167,7 @@ class NativeKernels:
             *(_ptr(a) for a in arrays[:4]), first_col, n_cols, _ptr(arrays[4]), _ptr(out),
             out.strides[0],
         )  # fmt: skip
-        if status != 0:
-            raise MemoryError(f"merge kernel: no memory for the row buffers of {ws} columns")
+        _allocated(status, f"merge_y {ws}x{hs}")
         return out
 
     def fit_sums(
@@ -166,8 +183,7 @@ class NativeKernels:
         neg_sq = np.empty((5, nb), dtype=np.float64)
         counts = np.empty((2, 5, nb), dtype=np.int64)
         ptrs = (_ptr(sum_sq), _ptr(sum_abs), _ptr(neg_sq), _ptr(counts))
-        if self.lib.niqe_fit_sums(_ptr(blocks), nb, bs, *ptrs) != 0:
-            raise MemoryError("NIQE kernel: no memory for one block's fit values")
+        _allocated(self.lib.niqe_fit_sums(_ptr(blocks), nb, bs, *ptrs), f"fit sums of {nb} blocks")
         return sum_sq, sum_abs, neg_sq, counts
 
 
@@ -183,18 +199,9 @@ def _load(path: Path) -> ctypes.CDLL | str:
     version.restype, version.argtypes = ctypes.c_int, []
     if version() != ABI_VERSION:
         return f"{path.name} has ABI {version()}, this code needs {ABI_VERSION}: make setup"
-    lib.niqe_mscn.restype = ctypes.c_int
-    lib.niqe_mscn.argtypes = [_P, _N, _N, _N, _P, _P]
-    lib.niqe_y.restype = None
-    lib.niqe_y.argtypes = [_P, _N, _N, _N, _P]
-    lib.niqe_half.restype = ctypes.c_int
-    lib.niqe_half.argtypes = [_P, _N, _N, _P, _P]
-    lib.batchsr_ycbcr_planes.restype = None
-    lib.batchsr_ycbcr_planes.argtypes = [_P, _N, _N, _N, _P, _P, _P, _P]
-    lib.batchsr_merge_y.restype = ctypes.c_int
-    lib.batchsr_merge_y.argtypes = [_P, _N, _N, _N, _P, _N, _N, _P, _P, _P, _P, _N, _N, _P, _P, _N]
-    lib.niqe_fit_sums.restype = ctypes.c_int
-    lib.niqe_fit_sums.argtypes = [_P, _N, _N, _P, _P, _P, _P]
+    for name, (restype, argtypes) in _SIGNATURES.items():
+        function = getattr(lib, name)
+        function.restype, function.argtypes = restype, argtypes
     return lib
 
 
